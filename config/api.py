@@ -1,0 +1,58 @@
+"""One error shape for every API response: `{"error": {"code", "message", "fields"}}`."""
+
+from typing import Any
+
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+class APIError(exceptions.APIException):
+    """An API error with our own machine-readable code, raised by views."""
+
+    def __init__(self, status_code: int, code: str, message: str, fields: dict | None = None):
+        self.status_code = status_code
+        self.code = code
+        self.message = message
+        self.fields = fields or {}
+        super().__init__(detail=message, code=code)
+
+
+def _flatten(detail: Any) -> Any:
+    if isinstance(detail, dict):
+        return {key: _flatten(value) for key, value in detail.items()}
+    if isinstance(detail, list):
+        return [_flatten(item) for item in detail]
+    return str(detail)
+
+
+_DEFAULT_CODES = {
+    status.HTTP_400_BAD_REQUEST: "invalid",
+    status.HTTP_401_UNAUTHORIZED: "unauthorized",
+    status.HTTP_403_FORBIDDEN: "forbidden",
+    status.HTTP_404_NOT_FOUND: "not_found",
+    status.HTTP_405_METHOD_NOT_ALLOWED: "method_not_allowed",
+    status.HTTP_406_NOT_ACCEPTABLE: "not_acceptable",
+    status.HTTP_415_UNSUPPORTED_MEDIA_TYPE: "unsupported_media_type",
+    status.HTTP_429_TOO_MANY_REQUESTS: "rate_limited",
+}
+
+
+def error_body(code: str, message: str, fields: dict | None = None) -> dict:
+    return {"error": {"code": code, "message": message, "fields": fields or {}}}
+
+
+def exception_handler(exc: Exception, context: dict) -> Response | None:
+    if isinstance(exc, APIError):
+        return Response(error_body(exc.code, exc.message, exc.fields), status=exc.status_code)
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    code = _DEFAULT_CODES.get(response.status_code, "error")
+    if isinstance(exc, exceptions.ValidationError):
+        detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        names = ", ".join(sorted(detail))
+        response.data = error_body(code, f"Invalid fields: {names}.", _flatten(detail))
+    else:
+        response.data = error_body(code, str(getattr(exc, "detail", exc)))
+    return response

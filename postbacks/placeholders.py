@@ -1,0 +1,165 @@
+"""Placeholder expansion for callback and landing-page URL templates. Pure: no ORM, no settings.
+
+A template is an absolute http(s) URL with `[name]` placeholders (or the `{name}` alias) in its
+path and query. Expansion is single-pass: every value is percent-encoded for the component it
+lands in and is never scanned again, so a spid such as `[payout]` or `a/b?c#d` arrives literally
+and cannot change the URL's host, path shape or query structure.
+
+>>> expand_placeholders("https://pub.example/cb?id=[spid]&p=[payout]", {"spid": "a b&[payout]", "payout": "1.50"})
+'https://pub.example/cb?id=a%20b%26%5Bpayout%5D&p=1.50'
+>>> expand_placeholders("https://pub.example/[spid]/?yourparam=x", {"spid": "x/y"})
+'https://pub.example/x%2Fy/?yourparam=x'
+"""
+
+import re
+from collections.abc import Iterable, Mapping
+from urllib.parse import quote, urlsplit
+
+MAX_TEMPLATE_LENGTH = 2048
+MAX_EXPANDED_LENGTH = 8192
+
+# What a callback template may use. Documented with examples in docs/api.md.
+CALLBACK_PLACEHOLDERS = frozenset(
+    {
+        "spid",
+        "click_id",
+        "conversion_id",
+        "event_id",
+        "event",
+        "status",
+        "payout",
+        "currency",
+        "revenue",
+        "txn_id",
+        "campaign_id",
+        "campaign",
+        "creative_id",
+        "placement",
+        "smart_ad_id",
+        "keyword",
+        "country",
+        "device",
+        "os",
+        "browser",
+        "click_time",
+        "conversion_time",
+        "timestamp",
+        "publisher_id",
+    }
+)
+
+# What an advertiser's landing URL may use: only what is known at click time.
+LANDING_PLACEHOLDERS = frozenset(
+    {
+        "click_id",
+        "spid",
+        "publisher_id",
+        "campaign_id",
+        "creative_id",
+        "placement",
+        "smart_ad_id",
+        "keyword",
+        "country",
+        "device",
+    }
+)
+
+# Spellings other trackers use, accepted so publishers can paste their existing templates.
+ALIASES = {
+    "subid": "spid",
+    "sub_id": "spid",
+    "clickid": "click_id",
+    "transaction_id": "txn_id",
+    "transactionid": "txn_id",
+    "eventid": "event_id",
+    "amount": "payout",
+    "creativeid": "creative_id",
+    "campaignid": "campaign_id",
+    "geo": "country",
+}
+
+_PLACEHOLDER = re.compile(r"\[([A-Za-z][A-Za-z0-9_]*)\]|\{([A-Za-z][A-Za-z0-9_]*)\}")
+_FORBIDDEN_CHARS = re.compile(r"[\x00-\x20\x7f]")
+
+
+class TemplateError(ValueError):
+    """The template can't be used; the message says why, for a form or API error."""
+
+
+def canonical_name(raw: str) -> str:
+    name = raw.lower()
+    return ALIASES.get(name, name)
+
+
+def placeholders_in(text: str) -> list[str]:
+    """Canonical names of the placeholders in `text`, in order of appearance."""
+    return [canonical_name(m.group(1) or m.group(2)) for m in _PLACEHOLDER.finditer(text)]
+
+
+def validate_template(template: str, allowed: Iterable[str] = CALLBACK_PLACEHOLDERS) -> None:
+    """Raise TemplateError unless `template` is a usable URL template.
+
+    >>> validate_template("https://[spid].example/cb")
+    Traceback (most recent call last):
+    ...
+    postbacks.placeholders.TemplateError: The host can't contain placeholders; put [spid] in the path or query.
+    """
+    allowed = frozenset(allowed)
+    if len(template) > MAX_TEMPLATE_LENGTH:
+        raise TemplateError(f"The URL is longer than {MAX_TEMPLATE_LENGTH} characters.")
+    if _FORBIDDEN_CHARS.search(template):
+        raise TemplateError("The URL contains spaces or control characters; percent-encode them.")
+    scheme, sep, rest = template.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        raise TemplateError("The URL must start with http:// or https://.")
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if placeholders_in(authority) or "[" in authority or "{" in authority:
+        names = placeholders_in(authority)
+        shown = f"[{names[0]}]" if names else "placeholders"
+        raise TemplateError(
+            f"The host can't contain placeholders; put {shown} in the path or query."
+        )
+    if "@" in authority:
+        raise TemplateError("The URL can't contain a user name or password.")
+    try:
+        parts = urlsplit(template)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise TemplateError(f"The URL is not valid: {exc}.") from None
+    if not parts.hostname:
+        raise TemplateError("The URL has no host.")
+    if parts.fragment or template.endswith("#"):
+        raise TemplateError(
+            "The URL can't have a #fragment: browsers keep it, servers never see it."
+        )
+    unknown = [name for name in placeholders_in(template) if name not in allowed]
+    if unknown:
+        listed = ", ".join(f"[{name}]" for name in dict.fromkeys(unknown))
+        raise TemplateError(f"Unknown placeholder {listed}. Known: {', '.join(sorted(allowed))}.")
+
+
+def _substitute(component: str, values: Mapping[str, str]) -> str:
+    def replace(match: re.Match[str]) -> str:
+        value = values.get(canonical_name(match.group(1) or match.group(2)))
+        # safe="" encodes "/", "?", "&", "=", "#" and "%" too: a value is always one opaque
+        # path segment or one query value, never structure.
+        return quote(str(value), safe="") if value is not None else ""
+
+    return _PLACEHOLDER.sub(replace, component)
+
+
+def expand_placeholders(template: str, values: Mapping[str, object]) -> str:
+    """Expand `template` with `values` (missing ones become empty), in a single pass.
+
+    The template must already have passed `validate_template`.
+    """
+    text_values = {key: "" if value is None else str(value) for key, value in values.items()}
+    head, sep, query = template.partition("?")
+    scheme, _, rest = head.partition("://")
+    authority, slash, path = rest.partition("/")
+    expanded = f"{scheme}://{authority}{slash}{_substitute(path, text_values)}"
+    if sep:
+        expanded += "?" + _substitute(query, text_values)
+    if len(expanded) > MAX_EXPANDED_LENGTH:
+        raise TemplateError(f"The expanded URL is longer than {MAX_EXPANDED_LENGTH} characters.")
+    return expanded

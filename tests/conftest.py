@@ -1,0 +1,94 @@
+"""Shared fixtures: two tenants (publisher A with an owner and a member, publisher C with an
+owner), an advertiser with a campaign and credentials, a local HTTP receiver."""
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from publishers.models import CallbackTemplate, Membership, Publisher
+from publishers.services import api_key_create
+from tests.receiver import Receiver
+from tracking.models import Advertiser, AdvertiserAPIKey, Campaign, Creative, TrackingLink
+from tracking.services import advertiser_key_create
+
+
+@pytest.fixture
+def receiver():
+    server = Receiver().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def publisher(db) -> Publisher:
+    pub = Publisher.objects.create(name="Publisher A")
+    user_model = get_user_model()
+    owner = user_model.objects.create_user("owner-a", password="pw-owner-a")
+    member = user_model.objects.create_user("member-a", password="pw-member-a")
+    Membership.objects.create(publisher=pub, user=owner, role=Membership.Role.OWNER)
+    Membership.objects.create(publisher=pub, user=member, role=Membership.Role.MEMBER)
+    return pub
+
+
+@pytest.fixture
+def other_publisher(db) -> Publisher:
+    pub = Publisher.objects.create(name="Publisher C")
+    owner = get_user_model().objects.create_user("owner-c", password="pw-owner-c")
+    Membership.objects.create(publisher=pub, user=owner, role=Membership.Role.OWNER)
+    return pub
+
+
+@pytest.fixture
+def advertiser(db) -> Advertiser:
+    return Advertiser.objects.create(name="Advertiser")
+
+
+@pytest.fixture
+def campaign(advertiser) -> Campaign:
+    return Campaign.objects.create(
+        advertiser=advertiser,
+        name="Campaign",
+        landing_url="https://advertiser.example/landing?click_id=[click_id]&s=[spid]",
+        default_payout=Decimal("2.50"),
+        currency="EUR",
+        attribution_window=timedelta(days=7),
+    )
+
+
+@pytest.fixture
+def creative(campaign) -> Creative:
+    return Creative.objects.create(campaign=campaign, name="Banner")
+
+
+@pytest.fixture
+def link(publisher, campaign) -> TrackingLink:
+    return TrackingLink.objects.create(
+        publisher=publisher, campaign=campaign, code="linka", default_placement="sidebar"
+    )
+
+
+@pytest.fixture
+def api_key(advertiser) -> str:
+    return advertiser_key_create(advertiser=advertiser, kind=AdvertiserAPIKey.Kind.API)[1]
+
+
+@pytest.fixture
+def postback_token(advertiser) -> str:
+    return advertiser_key_create(advertiser=advertiser, kind=AdvertiserAPIKey.Kind.POSTBACK_TOKEN)[
+        1
+    ]
+
+
+@pytest.fixture
+def publisher_key(publisher) -> str:
+    return api_key_create(publisher=publisher)[1]
+
+
+@pytest.fixture
+def template(publisher, receiver) -> CallbackTemplate:
+    return CallbackTemplate.objects.create(
+        publisher=publisher,
+        url_template=f"{receiver.base_url}/cb?id=[spid]&p=[payout]&e=[event_id]",
+    )

@@ -1,0 +1,65 @@
+"""A real HTTP receiver on 127.0.0.1 for tests: records every request, answers as told."""
+
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class Received:
+    path: str  # raw request target: path and query exactly as sent
+    headers: dict[str, str]
+    at: float
+
+
+@dataclass
+class Receiver:
+    """Start with `Receiver().start()`; set `status` (or `responder`) to change answers."""
+
+    status: int = 200
+    body: bytes = b"ok"
+    extra_headers: dict[str, str] = field(default_factory=dict)
+    requests: list[Received] = field(default_factory=list)
+    responder: object = None  # callable(handler) -> None, overrides status/body
+    _server: ThreadingHTTPServer | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "Receiver":
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                receiver.requests.append(Received(self.path, dict(self.headers), time.time()))
+                if receiver.responder is not None:
+                    receiver.responder(self)
+                    return
+                self.send_response(receiver.status)
+                for name, value in receiver.extra_headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(receiver.body)))
+                self.end_headers()
+                self.wfile.write(receiver.body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()

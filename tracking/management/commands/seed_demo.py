@@ -1,0 +1,171 @@
+"""`manage.py seed_demo`: a working demo (idempotent), and the credentials to drive it.
+
+Keys are stored hashed, so each run issues fresh demo credentials and revokes the previous
+ones; everything else is created once and updated in place.
+"""
+
+import json
+import shlex
+from datetime import timedelta
+from decimal import Decimal
+from urllib.parse import quote
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import transaction
+from django.utils import timezone
+
+from publishers.models import CallbackTemplate, Membership, Publisher, PublisherAPIKey
+from publishers.services import api_key_create
+from tracking.models import Advertiser, AdvertiserAPIKey, Campaign, Creative, TrackingLink
+from tracking.services import advertiser_key_create
+
+DEMO_KEY_NAME = "seed_demo"
+ADMIN = ("admin", "roundtrip-admin")
+PUBLISHER_USER = ("publisher", "roundtrip-demo")
+LINK_CODE = "demo"
+EXAMPLE_SPID = 'a b&c/d?e#f%g"ü'
+
+
+class Command(BaseCommand):
+    help = "Create (or refresh) a demo admin, publisher, advertiser, campaign, link and callback."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--callback-url",
+            help="The demo publisher's callback URL template (default: the built-in demo receiver).",
+        )
+        parser.add_argument("--json", action="store_true", help="Print the result as JSON.")
+
+    def handle(self, *args, **options) -> None:
+        site = settings.SITE_URL
+        callback_url = options["callback_url"] or (
+            f"{site}/demo/receiver/callback?spid=[spid]&payout=[payout]&currency=[currency]"
+            "&status=[status]&event_id=[event_id]"
+        )
+        with transaction.atomic():
+            result = self._seed(site, callback_url)
+        if options["json"]:
+            self.stdout.write(json.dumps(result, indent=2))
+        else:
+            self.stdout.write(self._human(result))
+
+    def _seed(self, site: str, callback_url: str) -> dict:
+        user_model = get_user_model()
+        admin, _ = user_model.objects.get_or_create(
+            username=ADMIN[0], defaults={"is_staff": True, "is_superuser": True}
+        )
+        admin.is_staff = admin.is_superuser = True
+        admin.set_password(ADMIN[1])
+        admin.save()
+
+        publisher, _ = Publisher.objects.get_or_create(name="Demo Publisher")
+        pub_user, _ = user_model.objects.get_or_create(username=PUBLISHER_USER[0])
+        pub_user.set_password(PUBLISHER_USER[1])
+        pub_user.save()
+        Membership.objects.update_or_create(
+            publisher=publisher, user=pub_user, defaults={"role": Membership.Role.OWNER}
+        )
+
+        advertiser, _ = Advertiser.objects.get_or_create(name="Demo Advertiser")
+        campaign, _ = Campaign.objects.get_or_create(
+            advertiser=advertiser,
+            name="Demo Campaign",
+            defaults={
+                "landing_url": "https://advertiser.example/landing?click_id=[click_id]",
+                "default_payout": Decimal("1.50"),
+                "currency": "USD",
+                "attribution_window": timedelta(days=30),
+            },
+        )
+        Creative.objects.get_or_create(
+            campaign=campaign, name="Demo text ad", defaults={"headline": "Try the demo product"}
+        )
+        TrackingLink.objects.update_or_create(
+            code=LINK_CODE,
+            defaults={"publisher": publisher, "campaign": campaign, "name": "Demo link"},
+        )
+        template, _ = CallbackTemplate.objects.get_or_create(
+            publisher=publisher, name="Demo receiver", defaults={"url_template": callback_url}
+        )
+        template.url_template = callback_url
+        template.is_active = True
+        template.full_clean()
+        template.save()
+
+        now = timezone.now()
+        AdvertiserAPIKey.objects.filter(
+            advertiser=advertiser, name=DEMO_KEY_NAME, revoked_at__isnull=True
+        ).update(revoked_at=now)
+        PublisherAPIKey.objects.filter(
+            publisher=publisher, name=DEMO_KEY_NAME, revoked_at__isnull=True
+        ).update(revoked_at=now)
+        _, advertiser_key = advertiser_key_create(
+            advertiser=advertiser, kind=AdvertiserAPIKey.Kind.API, name=DEMO_KEY_NAME
+        )
+        _, advertiser_token = advertiser_key_create(
+            advertiser=advertiser, kind=AdvertiserAPIKey.Kind.POSTBACK_TOKEN, name=DEMO_KEY_NAME
+        )
+        _, publisher_key = api_key_create(publisher=publisher, name=DEMO_KEY_NAME)
+
+        tracking_link = f"{site}/click?ref={LINK_CODE}&spid=123456789"
+        example_link = f"{site}/click?ref={LINK_CODE}&spid={quote(EXAMPLE_SPID, safe='')}"
+        return {
+            "site_url": site,
+            "tracking_link": tracking_link,
+            "example_tracking_link": example_link,
+            "example_spid": EXAMPLE_SPID,
+            "advertiser_api_key": advertiser_key,
+            "advertiser_token": advertiser_token,
+            "publisher_api_key": publisher_key,
+            "callback_url_template": callback_url,
+            "dashboard_url": f"{site}/dashboard/",
+            "admin_url": f"{site}/admin/",
+            "demo_receiver_url": f"{site}/demo/receiver/",
+            "conversion_api_url": f"{site}/api/v1/conversions",
+            "get_postback_url": (
+                f"{site}/postback?token={advertiser_token}&click_id=CLICK_ID&txn_id=T1&payout=1.50"
+            ),
+            "logins": {
+                "admin": {"username": ADMIN[0], "password": ADMIN[1]},
+                "publisher": {"username": PUBLISHER_USER[0], "password": PUBLISHER_USER[1]},
+            },
+            "conversion_curl": self._curl(site, example_link, advertiser_key),
+        }
+
+    @staticmethod
+    def _curl(site: str, link: str, key: str) -> str:
+        return (
+            f"CLICK_ID=$(curl -s -o /dev/null -w '%{{redirect_url}}' {shlex.quote(link)}"
+            " | sed 's/.*click_id=//') && echo \"click_id=$CLICK_ID\" && \\\n"
+            f"curl -s -X POST {site}/api/v1/conversions -H {shlex.quote('Authorization: Bearer ' + key)}"
+            " -H 'Content-Type: application/json' \\\n"
+            '  -d "{\\"click_id\\": \\"$CLICK_ID\\", \\"txn_id\\": \\"order-$RANDOM\\", '
+            '\\"payout\\": \\"1.50\\"}"; echo'
+        )
+
+    @staticmethod
+    def _human(r: dict) -> str:
+        return f"""
+Roundtrip demo is ready.
+
+  Dashboard      {r["dashboard_url"]}   (login {r["logins"]["publisher"]["username"]} / {r["logins"]["publisher"]["password"]})
+  Admin          {r["admin_url"]}       (login {r["logins"]["admin"]["username"]} / {r["logins"]["admin"]["password"]})
+  Demo receiver  {r["demo_receiver_url"]}   (the demo publisher's callbacks land here)
+
+  Tracking link  {r["tracking_link"]}
+  With a tricky spid ({r["example_spid"]}):
+                 {r["example_tracking_link"]}
+
+  Advertiser API key   {r["advertiser_api_key"]}
+  GET postback token   {r["advertiser_token"]}
+  Publisher API key    {r["publisher_api_key"]}
+  (keys are shown once; run seed_demo again for fresh ones)
+
+Click the tricky link and report a conversion in one paste:
+
+{r["conversion_curl"]}
+
+then open {r["demo_receiver_url"]} to see the spid come back.
+"""
