@@ -6,6 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.api import APIError
+from postbacks.services import format_amount
 from tracking import selectors
 from tracking.models import Advertiser, AdvertiserAPIKey, Conversion
 from tracking.services import ConversionOutcome, IntakeError, conversion_record
@@ -51,8 +52,8 @@ def conversion_payload(outcome: ConversionOutcome) -> dict:
         "event": conversion.event,
         "txn_id": conversion.txn_id,
         "status": conversion.status,
-        "payout": f"{conversion.payout:f}",
-        "revenue": None if conversion.revenue is None else f"{conversion.revenue:f}",
+        "payout": format_amount(conversion.payout),
+        "revenue": None if conversion.revenue is None else format_amount(conversion.revenue),
         "currency": conversion.currency,
         "created_at": conversion.created_at.isoformat(),
         "created": outcome.created,
