@@ -6,32 +6,45 @@ This module imports nothing from Django, so a publisher can copy it as is. Each 
     Roundtrip-Timestamp: 1767225600          (unix seconds of this attempt)
     Roundtrip-Signature: v1=<base64>         (space-separated list during a secret rotation)
 
-where `<base64>` is the standard base64 of HMAC-SHA256(secret, "<event_id>.<timestamp>.GET <path?query>").
+where `<base64>` is the standard base64 (with padding) of
+HMAC-SHA256(key = the secret's UTF-8 bytes, message = "<event_id>.<timestamp>.GET <path?query>"),
+and `<path?query>` is the request target exactly as it arrived (not decoded, not re-encoded).
 
 >>> sig = sign("whsec_test", "evt_1", 1767225600, "/cb?id=42")
 >>> sig
-'v1=z7rDHtBrbvn3JQ3ieByTiSlyWOKX4f7lXHOe2nGt/LY='
+'v1=GZ+vc3IL1OAm9V3Y50iyjMJ7bvNa+8eJRL1gpjtdd58='
 >>> verify(["whsec_test"], "evt_1", "1767225600", sig, "/cb?id=42", now=1767225700)
 True
 >>> verify(["whsec_test"], "evt_1", "1767225600", sig, "/cb?id=43", now=1767225700)
+False
+>>> verify(["whsec_test"], "evt_1", "1767225600", sig, "/cb?id=42", now=1767226000)
 False
 """
 
 import base64
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Iterable
 
 VERSION = "v1"
+# A signed request older (or newer) than this is refused: a captured request can't be replayed
+# later. Clocks must agree within it.
 DEFAULT_TOLERANCE_SECONDS = 300
+# More entries than this in one header is not something we send; don't spend HMACs on it.
+_MAX_SIGNATURES = 8
+_TIMESTAMP = re.compile(r"^[0-9]{1,15}$")
 
 
 def signed_content(event_id: str, timestamp: int | str, path_qs: str, method: str = "GET") -> bytes:
+    """The exact bytes that are signed."""
     return f"{event_id}.{timestamp}.{method.upper()} {path_qs}".encode()
 
 
-def sign(secret: str, event_id: str, timestamp: int, path_qs: str, method: str = "GET") -> str:
+def sign(
+    secret: str, event_id: str, timestamp: int | str, path_qs: str, method: str = "GET"
+) -> str:
     """One `v1=<base64>` signature of a request to `path_qs` (path plus `?query`)."""
     mac = hmac.new(
         secret.encode(), signed_content(event_id, timestamp, path_qs, method), hashlib.sha256
@@ -57,17 +70,27 @@ def verify(
     tolerance: int = DEFAULT_TOLERANCE_SECONDS,
     now: float | None = None,
 ) -> bool:
-    """True when `header` holds a valid signature by any of `secrets`, made within `tolerance`."""
-    try:
-        sent_at = int(timestamp)
-    except (TypeError, ValueError):
+    """True when `header` holds a valid signature by any of `secrets`, made within `tolerance`.
+
+    `event_id`, `timestamp` and `header` are the three Roundtrip-* header values as received;
+    `path_qs` is the raw request target. Pass every secret you accept (old and new while you
+    rotate). Unknown signature versions in the header are ignored.
+    """
+    timestamp = str(timestamp)
+    if not event_id or not _TIMESTAMP.match(timestamp):
         return False
     current = time.time() if now is None else now
-    if abs(current - sent_at) > tolerance:
+    if abs(current - int(timestamp)) > tolerance:
         return False
-    offered = header.split()
+    offered = [
+        entry.removeprefix(f"{VERSION}=").encode()
+        for entry in (header or "").split()[:_MAX_SIGNATURES]
+        if entry.startswith(f"{VERSION}=")
+    ]
+    found = False
     for secret in secrets:
-        expected = sign(secret, event_id, sent_at, path_qs, method)
-        if any(hmac.compare_digest(expected, candidate) for candidate in offered):
-            return True
-    return False
+        expected = sign(secret, event_id, timestamp, path_qs, method).removeprefix(f"{VERSION}=")
+        for candidate in offered:
+            # Constant-time, and no early exit, so timing says nothing about which matched.
+            found |= hmac.compare_digest(expected.encode(), candidate)
+    return found
