@@ -1,0 +1,39 @@
+"""Helpers for the smart-ad and click-intelligence tests: a real .mmdb, isolated Redis keys."""
+
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from mmdb_writer import MMDBWriter
+from netaddr import IPSet
+
+from config.redis import get_redis
+from tracking import smart
+
+
+def build_country_mmdb(
+    path: Path, countries: dict[str, str], database_type: str = "GeoLite2-Country"
+) -> Path:
+    """Write a MaxMind-format database mapping networks (CIDR) to ISO country codes."""
+    writer = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type=database_type)
+    for network, code in countries.items():
+        writer.insert_network(IPSet([network]), {"country": {"iso_code": code}})
+    writer.to_db_file(str(path))
+    return path
+
+
+def isolate_tracking_state(settings) -> Callable[[], None]:
+    """Give the test its own Redis key prefix and an empty smart-ad cache; returns the
+    clean-up, which deletes the test's keys from the Redis configured at the start."""
+    prefix = settings.TRACKING_REDIS_PREFIX = f"test:{uuid.uuid4().hex[:12]}:"
+    client = get_redis()
+    smart.smart_cache_clear()
+
+    def clean_up() -> None:
+        smart.smart_cache_clear()
+        if client is not None:
+            keys = list(client.scan_iter(match=f"{prefix}*"))
+            if keys:
+                client.delete(*keys)
+
+    return clean_up
