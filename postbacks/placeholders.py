@@ -148,6 +148,19 @@ def _substitute(component: str, values: Mapping[str, str]) -> str:
     return _PLACEHOLDER.sub(replace, component)
 
 
+def _substitute_path(path: str, values: Mapping[str, str]) -> str:
+    # A segment that expands to "." or ".." is a dot-segment: HTTP clients and servers remove it
+    # (RFC 3986 §5.2.4), changing the path and losing the value. Its dots are sent as %2E.
+    # Segment by segment is the same as the whole path, as an encoded value never holds "/".
+    segments = []
+    for segment in path.split("/"):
+        expanded = _substitute(segment, values)
+        if expanded in (".", "..") and expanded != segment:
+            expanded = expanded.replace(".", "%2E")
+        segments.append(expanded)
+    return "/".join(segments)
+
+
 def expand_placeholders(template: str, values: Mapping[str, object]) -> str:
     """Expand `template` with `values` (missing ones become empty), in a single pass.
 
@@ -157,7 +170,7 @@ def expand_placeholders(template: str, values: Mapping[str, object]) -> str:
     head, sep, query = template.partition("?")
     scheme, _, rest = head.partition("://")
     authority, slash, path = rest.partition("/")
-    expanded = f"{scheme}://{authority}{slash}{_substitute(path, text_values)}"
+    expanded = f"{scheme}://{authority}{slash}{_substitute_path(path, text_values)}"
     if sep:
         expanded += "?" + _substitute(query, text_values)
     if len(expanded) > MAX_EXPANDED_LENGTH:
