@@ -113,8 +113,9 @@ def validate_template(template: str, allowed: Iterable[str] = CALLBACK_PLACEHOLD
     if not sep or scheme.lower() not in ("http", "https"):
         raise TemplateError("The URL must start with http:// or https://.")
     authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
-    if placeholders_in(authority) or "[" in authority or "{" in authority:
-        names = placeholders_in(authority)
+    names = placeholders_in(authority)
+    # "[" alone is fine: it brackets an IPv6 literal (https://[2001:db8::1]/cb).
+    if names or "{" in authority:
         shown = f"[{names[0]}]" if names else "placeholders"
         raise TemplateError(
             f"The host can't contain placeholders; put {shown} in the path or query."

@@ -23,7 +23,11 @@ def demo_receive(request: HttpRequest, rest: str = "") -> HttpResponse:
     """Accept any GET under /demo/receiver/…, check its signature, store it, answer 200."""
     _require_demo()
     event_id = request.headers.get("Roundtrip-Event-Id", "")
-    path_qs = request.get_full_path()
+    # The signature covers the request target exactly as sent; Django's path is decoded (a
+    # %2F in a spid would come back as "/"), so prefer the server's raw value when it has one.
+    path_qs = (
+        request.META.get("RAW_URI") or request.META.get("REQUEST_URI") or request.get_full_path()
+    )
     valid = False
     postback = Postback.objects.select_related("publisher").filter(event_id=event_id).first()
     if postback is not None:

@@ -22,6 +22,7 @@ class Receiver:
     extra_headers: dict[str, str] = field(default_factory=dict)
     requests: list[Received] = field(default_factory=list)
     responder: object = None  # callable(handler) -> None, overrides status/body
+    bind_port: int = 0  # 0: any free port; a fixed one brings a stopped receiver back
     _server: ThreadingHTTPServer | None = None
 
     @property
@@ -54,9 +55,9 @@ class Receiver:
             def log_message(self, *args) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.bind_port), Handler)
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
         return self
 
     def stop(self) -> None:

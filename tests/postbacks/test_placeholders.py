@@ -292,7 +292,8 @@ def test_it_accepts_usable_templates(template):
         ("https://pub.[click_id]/cb", r"host can't contain placeholders; put \[click_id\]"),
         ("https://{spid}.example/cb", r"host can't contain placeholders; put \[spid\]"),
         ("https://pub.example:[payout]/cb", r"host can't contain placeholders"),
-        ("https://pub.example[/cb", r"host can't contain placeholders"),
+        ("https://pub.example[/cb", r"not valid"),
+        ("https://[spid]/cb", r"host can.t contain placeholders; put \[spid\]"),
         ("https://pub.example/cb?x=[foo]", r"Unknown placeholder \[foo\]\."),
         ("https://pub.example/[bar]/cb?x=[foo]&y=[foo]", r"Unknown placeholder \[bar\], \[foo\]\."),
         ("https://pub.example/cb?x={Nope}", r"Unknown placeholder \[nope\]\."),
@@ -339,3 +340,11 @@ def test_it_checks_landing_urls_against_their_own_set():
 def test_it_accepts_exactly_the_longest_template():
     template = "https://pub.example/cb?id=[spid]&x="
     validate_template(template + "x" * (MAX_TEMPLATE_LENGTH - len(template)))
+
+
+def test_it_accepts_an_ipv6_literal_host():
+    validate_template("https://[2001:db8::1]:8443/cb?id=[spid]")
+    assert (
+        expand_placeholders("https://[2001:db8::1]/cb?id=[spid]", {"spid": "a/b"})
+        == "https://[2001:db8::1]/cb?id=a%2Fb"
+    )
