@@ -1,0 +1,113 @@
+"""/healthz, /readyz and /metrics against real PostgreSQL, Redis and worker processes."""
+
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
+
+from postbacks import fairness, services
+from postbacks.models import Postback
+from tests.chaos.infra import REPO_ROOT, free_port, use_broker
+from tracking.models import Click
+from tracking.services import conversion_record
+
+pytestmark = pytest.mark.django_db
+
+
+def scrape(client, **headers) -> dict[tuple[str, tuple], float]:
+    response = client.get("/metrics", **headers)
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain; version=")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.content.decode())
+        for sample in family.samples
+    }
+
+
+def test_it_answers_healthz_without_touching_the_database(client, django_assert_num_queries):
+    with django_assert_num_queries(0):
+        response = client.get("/healthz")
+    assert (response.status_code, response.content) == (200, b"ok\n")
+
+
+def test_it_is_ready_when_database_and_broker_answer(client):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+
+
+def test_it_is_not_ready_when_the_broker_is_down(client):
+    with use_broker(f"redis://127.0.0.1:{free_port()}/0"):
+        response = client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert body["checks"]["database"] == "ok"
+    assert "refused" in body["checks"]["broker"].lower()
+
+
+def test_it_exposes_counts_lag_attempts_and_breakers(client, link, campaign, template, settings):
+    clicks = Click.objects.bulk_create(
+        Click(link=link, publisher=link.publisher, campaign=campaign, spid=str(n)) for n in range(3)
+    )
+    for click in clicks:
+        conversion_record(advertiser=campaign.advertiser, click_id=click.click_id)
+    now = timezone.now()
+    waiting, delivered, later = Postback.objects.order_by("pk")
+    Postback.objects.filter(pk=waiting.pk).update(next_attempt_at=now - timedelta(seconds=120))
+    Postback.objects.filter(pk=later.pk).update(next_attempt_at=now + timedelta(hours=1))
+    before = scrape(client)
+    assert services.postback_deliver(delivered.pk).outcome == "success"
+    settings.POSTBACKS_REDIS_PREFIX = f"roundtrip:test-metrics-{free_port()}:"
+    fairness.reset_gate()
+    fairness.get_gate().settle(
+        {"down.example": fairness.HostTally(failed=settings.POSTBACKS_BREAKER_FAILURES)}
+    )
+
+    after = scrape(client)
+    fairness.reset_gate()
+    assert after[("roundtrip_clicks_total", ())] == clicks[-1].pk
+    assert after[("roundtrip_conversions_total", ())] >= 3
+    assert after[("roundtrip_postbacks_due", ())] == 1  # `later` is not due, `delivered` is done
+    assert 120 <= after[("roundtrip_postback_queue_lag_seconds", ())] < 180
+    success = ("roundtrip_postback_attempts_total", (("outcome", "success"),))
+    assert after[success] == before.get(success, 0) + 1
+    count = ("roundtrip_postback_attempt_duration_seconds_count", (("outcome", "success"),))
+    assert after[count] == before.get(count, 0) + 1
+    assert after[("roundtrip_breaker_state", (("host", "down.example"),))] == 2
+
+
+def test_it_requires_the_bearer_token_when_one_is_set(client, settings):
+    settings.METRICS_BEARER_TOKEN = "scrape-secret"
+    assert client.get("/metrics").status_code == 401
+    wrong = client.get("/metrics", HTTP_AUTHORIZATION="Bearer nope")
+    assert (wrong.status_code, wrong["WWW-Authenticate"]) == (401, 'Bearer realm="metrics"')
+    assert scrape(client, HTTP_AUTHORIZATION="Bearer scrape-secret")
+
+
+def test_it_sums_attempts_of_every_process_in_multiprocess_mode(client, tmp_path, monkeypatch):
+    # Two separate processes (as Celery pool children would) record attempts ...
+    record = (
+        "from postbacks.metrics import attempt_observe\n"
+        "attempt_observe(outcome='retry', duration_seconds=0.3)\n"
+    )
+    for _ in range(2):
+        subprocess.run(
+            [sys.executable, "-c", record],
+            cwd=REPO_ROOT,
+            env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
+            check=True,
+        )
+    # ... and this (web) process serves their sum.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    samples = scrape(client)
+    assert samples[("roundtrip_postback_attempts_total", (("outcome", "retry"),))] == 2
+    bucket = (
+        "roundtrip_postback_attempt_duration_seconds_bucket",
+        (("le", "0.5"), ("outcome", "retry")),
+    )
+    assert samples[bucket] == 2
