@@ -1,0 +1,458 @@
+"""Serializers of the publisher API: query parameters in, representations out.
+
+Output serializers read model rows prepared by the views (select_related / prefetch), so
+rendering a page never queries per row.
+"""
+
+from decimal import Decimal
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from postbacks.models import Postback, PostbackAttempt
+from postbacks.services import format_amount
+from publishers.models import CallbackTemplate, Publisher
+from tracking.models import Campaign, Conversion
+from tracking.selectors import REPORT_FILTERS, REPORT_GROUPS, REPORT_TIMEZONES
+
+MAX_PAGE_SIZE = 1000
+EVENT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,49}$"
+
+
+@extend_schema_field({"type": "string", "pattern": r"^\d+\.\d{2,6}$", "example": "2.50"})
+class MoneyField(serializers.Field):
+    """An amount as a decimal string with at least two decimals ("2.50"), as in postbacks."""
+
+    def to_representation(self, value: Decimal) -> str:
+        return format_amount(value)
+
+
+class RefSerializer(serializers.Serializer):
+    """A campaign or creative: public id and name."""
+
+    id = serializers.CharField(source="public_id")
+    name = serializers.CharField()
+
+
+# --- Query parameters -----------------------------------------------------------------------
+
+
+class PageQuerySerializer(serializers.Serializer):
+    cursor = serializers.CharField(
+        required=False, max_length=200, help_text="`next_cursor` of the previous page."
+    )
+    limit = serializers.IntegerField(
+        required=False, min_value=1, max_value=MAX_PAGE_SIZE, default=100
+    )
+
+
+class ConversionQuerySerializer(PageQuerySerializer):
+    spid = serializers.CharField(required=False, max_length=255)
+    click_id = serializers.CharField(required=False, max_length=32)
+    status = serializers.ChoiceField(choices=Conversion.Status.choices, required=False)
+    event = serializers.CharField(required=False, max_length=50)
+    updated_since = serializers.DateTimeField(
+        required=False,
+        help_text="Only conversions created or changed at or after this instant (ISO 8601).",
+    )
+
+
+class PostbackQuerySerializer(PageQuerySerializer):
+    status = serializers.ChoiceField(choices=Postback.Status.choices, required=False)
+    conversion_id = serializers.CharField(required=False, max_length=40)
+    created_from = serializers.DateTimeField(required=False, help_text="Created at or after.")
+    created_to = serializers.DateTimeField(required=False, help_text="Created before.")
+
+
+class TraceQuerySerializer(serializers.Serializer):
+    spid = serializers.CharField(max_length=255, help_text="The spid exactly as you sent it.")
+
+
+class StatsQuerySerializer(serializers.Serializer):
+    group_by = serializers.ChoiceField(choices=sorted(REPORT_GROUPS), default="day")
+    # `from` is a Python keyword: the field is declared below under its wire name.
+    to = serializers.DateField(help_text="Last day, inclusive (in `tz`).")
+    tz = serializers.ChoiceField(choices=REPORT_TIMEZONES, default="UTC")
+    attribution = serializers.ChoiceField(choices=["conversion", "click"], default="conversion")
+    campaign = serializers.CharField(required=False, max_length=32)
+    country = serializers.CharField(required=False, max_length=2)
+    placement = serializers.CharField(required=False, max_length=100)
+    creative = serializers.CharField(required=False, max_length=32)
+    smart_ad = serializers.CharField(required=False, max_length=32)
+    keyword = serializers.CharField(required=False, max_length=100)
+
+    MAX_DAYS = 366
+
+    def get_fields(self) -> dict:
+        fields = super().get_fields()
+        fields["from"] = serializers.DateField(help_text="First day (in `tz`).")
+        return fields
+
+    def validate(self, attrs: dict) -> dict:
+        if attrs["to"] < attrs["from"]:
+            raise serializers.ValidationError({"to": ["Must not be before `from`."]})
+        if (attrs["to"] - attrs["from"]).days >= self.MAX_DAYS:
+            raise serializers.ValidationError({"to": [f"At most {self.MAX_DAYS} days."]})
+        attrs["filters"] = {name: attrs.pop(name) for name in REPORT_FILTERS if name in attrs}
+        return attrs
+
+
+class ReconciliationQuerySerializer(serializers.Serializer):
+    date = serializers.DateField(help_text="The day, YYYY-MM-DD (in `tz`).")
+    tz = serializers.ChoiceField(choices=REPORT_TIMEZONES, default="UTC")
+
+
+# --- Conversions and journeys ---------------------------------------------------------------
+
+
+class AttemptSerializer(serializers.ModelSerializer):
+    # Declared, not derived: a derived integer field's bounds come from the database backend,
+    # and the committed schema must not depend on which one generated it.
+    number = serializers.IntegerField(min_value=1)
+    duration_ms = serializers.IntegerField(min_value=0)
+    status_code = serializers.IntegerField(allow_null=True)
+
+    class Meta:
+        model = PostbackAttempt
+        fields = [
+            "number",
+            "started_at",
+            "duration_ms",
+            "url",
+            "status_code",
+            "outcome",
+            "error_kind",
+            "error",
+            "response_excerpt",
+            "resolved_ip",
+        ]
+
+
+class PostbackSummarySerializer(serializers.ModelSerializer):
+    """A postback as listed under its conversion."""
+
+    callback_id = serializers.CharField(source="template.public_id", default=None, allow_null=True)
+    # Declared for a backend-independent schema (see AttemptSerializer).
+    attempts = serializers.IntegerField(min_value=0)
+    last_status_code = serializers.IntegerField(allow_null=True)
+
+    class Meta:
+        model = Postback
+        fields = [
+            "event_id",
+            "callback_id",
+            "conversion_status",
+            "status",
+            "attempts",
+            "last_status_code",
+            "last_error",
+            "next_attempt_at",
+            "created_at",
+            "delivered_at",
+        ]
+
+
+class PostbackWithAttemptsSerializer(PostbackSummarySerializer):
+    attempt_log = AttemptSerializer(many=True, read_only=True)
+
+    class Meta(PostbackSummarySerializer.Meta):
+        fields = [*PostbackSummarySerializer.Meta.fields, "attempt_log"]
+
+
+class PostbackSerializer(PostbackSummarySerializer):
+    """A postback in the delivery log, with its conversion and frozen URL."""
+
+    conversion_id = serializers.CharField(source="conversion.public_id")
+    click_id = serializers.CharField(source="conversion.click.click_id")
+    spid = serializers.CharField(source="conversion.click.spid")
+
+    class Meta(PostbackSummarySerializer.Meta):
+        fields = [
+            "event_id",
+            "conversion_id",
+            "click_id",
+            "spid",
+            "url",
+            *PostbackSummarySerializer.Meta.fields[1:],
+        ]
+
+
+class PostbackDetailSerializer(PostbackSerializer):
+    attempt_log = AttemptSerializer(many=True, read_only=True)
+
+    class Meta(PostbackSerializer.Meta):
+        fields = [*PostbackSerializer.Meta.fields, "attempt_log"]
+
+
+POSTBACK_STATUSES = ["none", "pending", "failed", "succeeded"]
+
+
+def postback_status_summary(postbacks: "list[Postback]") -> str:
+    """One word for all postbacks of a conversion: "failed" when any failed, else "pending"
+    when any is still waiting, "succeeded" when all arrived, "none" without any."""
+    statuses = {postback.status for postback in postbacks}
+    for status in ("failed", "pending", "succeeded"):
+        if status in statuses:
+            return status
+    return "none"
+
+
+class ConversionSerializer(serializers.ModelSerializer):
+    id = serializers.CharField(source="public_id")
+    click_id = serializers.CharField(source="click.click_id")
+    spid = serializers.CharField(source="click.spid")
+    campaign = RefSerializer()
+    payout = MoneyField()
+    postback_status = serializers.SerializerMethodField()
+    postbacks = PostbackSummarySerializer(many=True)
+
+    class Meta:
+        model = Conversion
+        fields = [
+            "id",
+            "click_id",
+            "spid",
+            "event",
+            "txn_id",
+            "status",
+            "payout",
+            "currency",
+            "campaign",
+            "created_at",
+            "updated_at",
+            "postback_status",
+            "postbacks",
+        ]
+
+    @extend_schema_field(serializers.ChoiceField(choices=POSTBACK_STATUSES))
+    def get_postback_status(self, conversion: Conversion) -> str:
+        return postback_status_summary(conversion.postbacks.all())
+
+
+class ConversionPageSerializer(serializers.Serializer):
+    results = ConversionSerializer(many=True)
+    next_cursor = serializers.CharField(
+        allow_null=True,
+        help_text="Pass as `cursor` to continue (also to poll later); null only when nothing "
+        "was found and no cursor was given.",
+    )
+    has_more = serializers.BooleanField()
+
+
+class PostbackPageSerializer(serializers.Serializer):
+    results = PostbackSerializer(many=True)
+    next_cursor = serializers.CharField(allow_null=True)
+    has_more = serializers.BooleanField()
+
+
+class JourneyConversionSerializer(ConversionSerializer):
+    """A conversion with each postback's attempts (postbacks come from the trace)."""
+
+    postbacks = serializers.SerializerMethodField()
+
+    @extend_schema_field(PostbackWithAttemptsSerializer(many=True))
+    def get_postbacks(self, conversion: Conversion) -> list:
+        postbacks = self.context["postbacks"].get(conversion.pk, [])
+        return PostbackWithAttemptsSerializer(postbacks, many=True).data
+
+    def get_postback_status(self, conversion: Conversion) -> str:
+        return postback_status_summary(self.context["postbacks"].get(conversion.pk, []))
+
+
+class ClickJourneySerializer(serializers.Serializer):
+    click_id = serializers.CharField()
+    spid = serializers.CharField()
+    campaign = RefSerializer()
+    creative = RefSerializer(allow_null=True)
+    placement = serializers.CharField()
+    smart_ad_id = serializers.CharField()
+    keyword = serializers.CharField()
+    country = serializers.CharField()
+    device = serializers.CharField()
+    os = serializers.CharField()
+    browser = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    conversions = serializers.SerializerMethodField()
+
+    @extend_schema_field(JourneyConversionSerializer(many=True))
+    def get_conversions(self, click) -> list:
+        conversions = [c for c in self.context["conversions"] if c.click_id == click.pk]
+        return JourneyConversionSerializer(conversions, many=True, context=self.context).data
+
+
+class TraceSerializer(serializers.Serializer):
+    spid = serializers.CharField()
+    clicks = ClickJourneySerializer(many=True)
+    truncated = serializers.BooleanField(help_text="More clicks carry this spid than listed.")
+
+
+# --- Postback actions -----------------------------------------------------------------------
+
+
+class RetryResultSerializer(serializers.Serializer):
+    queued = serializers.IntegerField()
+    postback = PostbackSerializer()
+
+
+class ReplayRequestSerializer(serializers.Serializer):
+    status = serializers.ListField(
+        child=serializers.ChoiceField(choices=["failed", "pending"]),
+        default=["failed"],
+        min_length=1,
+        max_length=2,
+        help_text="Postback statuses to send again (delivered ones are never re-sent).",
+    )
+    callback_id = serializers.CharField(
+        required=False, max_length=32, help_text="Only postbacks of this callback."
+    )
+
+    def get_fields(self) -> dict:
+        fields = super().get_fields()
+        # Wire names `from`/`to`: a time range on the postbacks' creation time.
+        fields["from"] = serializers.DateTimeField(help_text="Created at or after (ISO 8601).")
+        fields["to"] = serializers.DateTimeField(help_text="Created before (ISO 8601).")
+        return fields
+
+    def validate(self, attrs: dict) -> dict:
+        if attrs["to"] <= attrs["from"]:
+            raise serializers.ValidationError({"to": ["Must be after `from`."]})
+        return attrs
+
+
+class ReplayResultSerializer(serializers.Serializer):
+    matched = serializers.IntegerField(help_text="Postbacks in the range with those statuses.")
+    queued = serializers.IntegerField(help_text="Made due now and sent to the workers.")
+    remaining = serializers.IntegerField(
+        help_text="Matched but left for another request (over API_REPLAY_MAX, or in flight)."
+    )
+
+
+# --- Callbacks ------------------------------------------------------------------------------
+
+
+class CallbackSerializer(serializers.ModelSerializer):
+    """A callback template. Validation is the model's `clean()`, as in the dashboard."""
+
+    id = serializers.CharField(source="public_id", read_only=True)
+    events = serializers.ListField(
+        child=serializers.RegexField(EVENT_NAME, max_length=50),
+        required=False,
+        max_length=50,
+        help_text="Event names that fire it; empty for every event.",
+    )
+    statuses = serializers.ListField(
+        child=serializers.ChoiceField(choices=Conversion.Status.choices),
+        required=False,
+        min_length=1,
+        help_text='Conversion statuses that fire it; default ["approved"].',
+    )
+    campaign = serializers.SlugRelatedField(
+        slug_field="public_id",
+        queryset=Campaign.objects.none(),
+        required=False,
+        allow_null=True,
+        help_text="Only this campaign's conversions (a campaign you have a link for); null "
+        "for all.",
+    )
+
+    class Meta:
+        model = CallbackTemplate
+        fields = [
+            "id",
+            "name",
+            "url_template",
+            "events",
+            "statuses",
+            "campaign",
+            "is_active",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["created_at", "updated_at"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        publisher: Publisher | None = self.context.get("publisher")
+        if publisher is not None:
+            # Only campaigns the publisher runs: another's campaign id is "does not exist".
+            self.fields["campaign"].queryset = Campaign.objects.filter(
+                links__publisher=publisher
+            ).distinct()
+
+
+def django_errors_to_drf(exc: DjangoValidationError) -> serializers.ValidationError:
+    """A model's ValidationError as DRF's, keeping the per-field messages."""
+    if hasattr(exc, "error_dict"):
+        return serializers.ValidationError(exc.message_dict)
+    return serializers.ValidationError({"non_field_errors": exc.messages})
+
+
+class CallbackTestRequestSerializer(serializers.Serializer):
+    sample_values = serializers.DictField(
+        child=serializers.CharField(max_length=255, allow_blank=True),
+        required=False,
+        help_text='Placeholder values to use instead of the samples, e.g. {"spid": "abc"}.',
+    )
+
+
+# --- Reports --------------------------------------------------------------------------------
+
+
+class StatsRowSerializer(serializers.Serializer):
+    key = serializers.CharField(
+        help_text="The group: a date, a campaign or creative id, or the value as recorded."
+    )
+    label = serializers.CharField()
+    clicks = serializers.IntegerField()
+    unique_clicks = serializers.IntegerField()
+    conversions = serializers.IntegerField()
+    conversion_rate = serializers.FloatField(
+        allow_null=True, help_text="Conversions per 100 clicks."
+    )
+    payout = MoneyField()
+
+
+class StatsSerializer(serializers.Serializer):
+    group_by = serializers.CharField()
+    tz = serializers.CharField()
+    attribution = serializers.CharField()
+    source = serializers.ChoiceField(choices=["rollup", "raw"])
+    truncated = serializers.BooleanField()
+    rows = StatsRowSerializer(many=True)
+    totals = StatsRowSerializer()
+
+    def get_fields(self) -> dict:
+        fields = super().get_fields()
+        fields["from"] = serializers.DateField()
+        fields["to"] = serializers.DateField()
+        return fields
+
+
+class ReconciliationRowSerializer(serializers.Serializer):
+    conversion_id = serializers.CharField()
+    click_id = serializers.CharField()
+    spid = serializers.CharField()
+    campaign_id = serializers.CharField()
+    event = serializers.CharField()
+    txn_id = serializers.CharField()
+    status = serializers.CharField()
+    payout = serializers.CharField()
+    currency = serializers.CharField()
+    created_at = serializers.CharField()
+    updated_at = serializers.CharField()
+    event_id = serializers.CharField(help_text='The postback\'s event id; "" without postback.')
+    postback_conversion_status = serializers.CharField()
+    delivery_status = serializers.CharField(help_text="succeeded, pending, failed or none.")
+    attempts = serializers.IntegerField()
+    last_status_code = serializers.IntegerField(allow_null=True)
+    delivered_at = serializers.CharField(allow_null=True)
+
+
+class ReconciliationSerializer(serializers.Serializer):
+    publisher_id = serializers.CharField()
+    date = serializers.DateField()
+    tz = serializers.CharField()
+    generated_at = serializers.DateTimeField()
+    count = serializers.IntegerField()
+    rows = ReconciliationRowSerializer(many=True)

@@ -1,0 +1,34 @@
+"""Routes of the publisher API, included under `/api/v1/` by config/urls.py.
+
+`/api/v1/conversions` itself is routed in tracking/urls.py, where one dispatcher serves the
+advertisers' POST and the publishers' GET (`ConversionListView`).
+"""
+
+from django.urls import path
+
+from publishers.api import callbacks, conversions, postbacks, reports
+
+urlpatterns = [
+    path("clicks/<str:click_id>", conversions.ClickDetailView.as_view(), name="api-click"),
+    path("trace", conversions.TraceView.as_view(), name="api-trace"),
+    path("postbacks", postbacks.PostbackListView.as_view(), name="api-postbacks"),
+    # Before postbacks/<event_id>, which would otherwise take "replay" for an id.
+    path("postbacks/replay", postbacks.PostbackReplayView.as_view(), name="api-postbacks-replay"),
+    path("postbacks/<str:event_id>", postbacks.PostbackDetailView.as_view(), name="api-postback"),
+    path(
+        "postbacks/<str:event_id>/retry",
+        postbacks.PostbackRetryView.as_view(),
+        name="api-postback-retry",
+    ),
+    path("callbacks", callbacks.CallbackListView.as_view(), name="api-callbacks"),
+    path(
+        "callbacks/<str:callback_id>", callbacks.CallbackDetailView.as_view(), name="api-callback"
+    ),
+    path(
+        "callbacks/<str:callback_id>/test",
+        callbacks.CallbackTestView.as_view(),
+        name="api-callback-test",
+    ),
+    path("stats", reports.StatsView.as_view(), name="api-stats"),
+    path("reconciliation", reports.ReconciliationView.as_view(), name="api-reconciliation"),
+]
