@@ -6,16 +6,20 @@ nowhere else. Rate limits count per key, in the default cache (Redis in producti
 web process shares one count).
 """
 
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
 from django.utils import timezone
+from redis.exceptions import RedisError
 from rest_framework import authentication, exceptions, throttling
 from rest_framework.request import Request
 
 from publishers.keys import parse_lookup, verify_key
 from publishers.models import Publisher, PublisherAPIKey
+
+logger = logging.getLogger(__name__)
 
 # "Last used" to the minute is plenty, and saves a write on most requests.
 _LAST_USED_RESOLUTION = timedelta(seconds=60)
@@ -96,7 +100,13 @@ class PublisherKeyRateThrottle(throttling.SimpleRateThrottle):
         # Parsed per request for the reason above.
         self.rate = self.get_rate()
         self.num_requests, self.duration = self.parse_rate(self.rate)
-        return super().allow_request(request, view)
+        try:
+            return super().allow_request(request, view)
+        except RedisError:
+            # The counter lives in Redis; when Redis is down, serve the request unthrottled
+            # rather than fail it: a rate limit protects the service, it is not the service.
+            logger.warning("API rate limiter unavailable (Redis); request not throttled")
+            return True
 
     def get_cache_key(self, request: Request, view) -> str | None:
         principal = request.user
