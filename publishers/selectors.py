@@ -1,16 +1,20 @@
 """Reads for the publisher dashboard. Every function takes the publisher: tenant scoping is
 not optional."""
 
-from django.db.models import QuerySet
+import base64
+import binascii
+from datetime import UTC, datetime
+
+from django.db.models import Count, Q, QuerySet
 from django.http import Http404, HttpRequest
 
 from postbacks.models import Postback
-from publishers.models import CallbackTemplate, Membership, Publisher
-from tracking.models import Conversion, TrackingLink
+from publishers.models import CallbackTemplate, Membership, Publisher, PublisherAPIKey
+from tracking.models import Campaign, Conversion, Creative, TrackingLink
 
 
-def publisher_for_user(request: HttpRequest) -> Publisher:
-    """The signed-in user's publisher (their first membership); 404 when they have none."""
+def membership_for_user(request: HttpRequest) -> Membership:
+    """The signed-in user's membership (their first one); 404 when they have none."""
     membership = (
         Membership.objects.select_related("publisher")
         .filter(user=request.user)
@@ -19,15 +23,88 @@ def publisher_for_user(request: HttpRequest) -> Publisher:
     )
     if membership is None:
         raise Http404("You are not a member of any publisher.")
-    return membership.publisher
+    return membership
+
+
+def publisher_for_user(request: HttpRequest) -> Publisher:
+    """The signed-in user's publisher (their first membership); 404 when they have none."""
+    return membership_for_user(request).publisher
 
 
 def links_for_publisher(publisher: Publisher) -> QuerySet[TrackingLink]:
-    return TrackingLink.objects.filter(publisher=publisher).select_related("campaign")
+    return (
+        TrackingLink.objects.filter(publisher=publisher)
+        .select_related("campaign")
+        .order_by("-is_active", "created_at", "pk")
+    )
+
+
+def campaigns_for_publisher(publisher: Publisher) -> QuerySet[Campaign]:
+    """Campaigns the publisher has a link to: the only ones it may see or filter on."""
+    return Campaign.objects.filter(links__publisher=publisher).distinct().order_by("name")
+
+
+def creatives_for_publisher(publisher: Publisher) -> QuerySet[Creative]:
+    return (
+        Creative.objects.filter(campaign__links__publisher=publisher)
+        .distinct()
+        .select_related("campaign")
+        .order_by("campaign__name", "name")
+    )
+
+
+def smart_ads_for_publisher(publisher: Publisher) -> QuerySet:
+    """Active smart ads whose pool holds one of the publisher's campaigns: the units it can
+    embed. (Smart ads are staff-managed; their id, name and size are not tenant data.)"""
+    from tracking.models import SmartAd
+
+    return (
+        SmartAd.objects.filter(is_active=True, campaigns__links__publisher=publisher)
+        .distinct()
+        .order_by("pk")
+    )
 
 
 def templates_for_publisher(publisher: Publisher) -> QuerySet[CallbackTemplate]:
-    return CallbackTemplate.objects.filter(publisher=publisher).order_by("created_at")
+    return (
+        CallbackTemplate.objects.filter(publisher=publisher)
+        .select_related("campaign")
+        .order_by("created_at", "pk")
+    )
+
+
+def template_for_publisher(publisher: Publisher, public_id: str) -> CallbackTemplate:
+    """One of the publisher's templates; 404 for anyone else's."""
+    template = templates_for_publisher(publisher).filter(public_id=public_id).first()
+    if template is None:
+        raise Http404("No such callback.")
+    return template
+
+
+def api_keys_for_publisher(publisher: Publisher) -> QuerySet[PublisherAPIKey]:
+    return PublisherAPIKey.objects.filter(publisher=publisher).order_by("revoked_at", "-created_at")
+
+
+def api_key_for_publisher(publisher: Publisher, lookup: str) -> PublisherAPIKey:
+    key = PublisherAPIKey.objects.filter(publisher=publisher, lookup=lookup).first()
+    if key is None:
+        raise Http404("No such API key.")
+    return key
+
+
+def members_for_publisher(publisher: Publisher) -> QuerySet[Membership]:
+    return (
+        Membership.objects.filter(publisher=publisher)
+        .select_related("user")
+        .order_by("created_at", "pk")
+    )
+
+
+def member_for_publisher(publisher: Publisher, username: str) -> Membership:
+    membership = members_for_publisher(publisher).filter(user__username=username).first()
+    if membership is None:
+        raise Http404("No such team member.")
+    return membership
 
 
 def recent_conversions(publisher: Publisher, limit: int = 20) -> QuerySet[Conversion]:
@@ -43,4 +120,80 @@ def recent_postbacks(publisher: Publisher, limit: int = 20) -> QuerySet[Postback
         Postback.objects.filter(publisher=publisher)
         .select_related("conversion__click")
         .order_by("-created_at")[:limit]
+    )
+
+
+# --- Deliveries -----------------------------------------------------------------------------
+
+DELIVERY_STATES = {
+    # Given up, or failed at least once and waiting for the next retry.
+    "failing": Q(status=Postback.Status.FAILED) | Q(status=Postback.Status.PENDING, attempts__gt=0),
+    # Not attempted yet.
+    "pending": Q(status=Postback.Status.PENDING, attempts=0),
+}
+
+
+def delivery_counts(publisher: Publisher) -> dict[str, int]:
+    return Postback.objects.filter(publisher=publisher).aggregate(
+        **{state: Count("pk", filter=condition) for state, condition in DELIVERY_STATES.items()}
+    )
+
+
+def _encode(moment: datetime, token: str) -> str:
+    return base64.urlsafe_b64encode(f"{moment.isoformat()}|{token}".encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> tuple[datetime, str] | None:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        moment, token = raw.split("|", 1)
+        parsed = datetime.fromisoformat(moment)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)), token
+
+
+def deliveries(
+    publisher: Publisher, *, state: str = "failing", cursor: str = "", limit: int = 50
+) -> tuple[list[Postback], str]:
+    """Postbacks in `state`, newest first (keyset on created_at, event_id), and the next
+    page's cursor ("" at the end)."""
+    rows = Postback.objects.filter(DELIVERY_STATES[state], publisher=publisher)
+    position = _decode(cursor) if cursor else None
+    if position:
+        moment, event_id = position
+        rows = rows.filter(Q(created_at__lt=moment) | Q(created_at=moment, event_id__lt=event_id))
+    page = list(
+        rows.select_related("conversion__click", "template").order_by("-created_at", "-event_id")[
+            : limit + 1
+        ]
+    )
+    next_cursor = (
+        _encode(page[limit - 1].created_at, page[limit - 1].event_id) if len(page) > limit else ""
+    )
+    return page[:limit], next_cursor
+
+
+def postback_ids_for_publisher(publisher: Publisher, event_ids: list[str]) -> list[int]:
+    """Primary keys of the publisher's postbacks among `event_ids`; others' are ignored."""
+    return list(
+        Postback.objects.filter(publisher=publisher, event_id__in=event_ids[:1000]).values_list(
+            "pk", flat=True
+        )
+    )
+
+
+def postback_ids_in_range(
+    publisher: Publisher, *, start: datetime, end: datetime, states: list[str], limit: int
+) -> list[int]:
+    """The publisher's postbacks in `states` created in [start, end), oldest first."""
+    condition = Q()
+    for state in states:
+        condition |= DELIVERY_STATES[state]
+    return list(
+        Postback.objects.filter(
+            condition, publisher=publisher, created_at__gte=start, created_at__lt=end
+        )
+        .order_by("created_at")
+        .values_list("pk", flat=True)[:limit]
     )

@@ -92,3 +92,46 @@ def template(publisher, receiver) -> CallbackTemplate:
         publisher=publisher,
         url_template=f"{receiver.base_url}/cb?id=[spid]&p=[payout]&e=[event_id]",
     )
+
+
+# --- Dashboard (publishers/views) ------------------------------------------------------------
+
+
+def _signed_in(client, username: str):
+    client.force_login(get_user_model().objects.get(username=username))
+    return client
+
+
+@pytest.fixture
+def owner_client(client, publisher):
+    """Signed in as the owner of publisher A."""
+    return _signed_in(client, "owner-a")
+
+
+@pytest.fixture
+def member_client(client, publisher):
+    """Signed in as a (non-owner) member of publisher A."""
+    return _signed_in(client, "member-a")
+
+
+@pytest.fixture
+def outsider_client(client, other_publisher):
+    """Signed in as the owner of publisher C: an outsider to A."""
+    return _signed_in(client, "owner-c")
+
+
+@pytest.fixture
+def dashboard_data(publisher, other_publisher, advertiser, campaign, creative, link, receiver):
+    """A's clicks, conversions, delivered/retrying postbacks and API key, C's own traffic,
+    and rollups rebuilt for both (see tests/publishers/data.py)."""
+    from tests.publishers.data import build_dashboard_data
+
+    return build_dashboard_data(
+        publisher=publisher,
+        other=other_publisher,
+        advertiser=advertiser,
+        campaign=campaign,
+        creative=creative,
+        link=link,
+        receiver=receiver,
+    )

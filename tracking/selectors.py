@@ -1,6 +1,30 @@
-"""Reads for tracking."""
+"""Reads for tracking: links and keys for the public endpoints; reports, the conversion log
+and the spid trace for the dashboard and the API (those always take the publisher)."""
 
-from tracking.models import Advertiser, AdvertiserAPIKey, Campaign, TrackingLink
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from django.db.models import Count, Prefetch, Q, Sum
+from django.db.models.functions import TruncDate
+
+from postbacks.models import Postback, PostbackAttempt
+from publishers.models import Publisher
+from tracking.models import (
+    Advertiser,
+    AdvertiserAPIKey,
+    Campaign,
+    Click,
+    Conversion,
+    Creative,
+    HourlyStat,
+    TrackingLink,
+)
+from tracking.rollups import unique_clicks_aggregate
 
 
 def link_for_click(code: str) -> TrackingLink | None:
@@ -42,3 +66,526 @@ def advertiser_for_key(plaintext: str, kind: str) -> Advertiser | None:
     if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 60:
         AdvertiserAPIKey.objects.filter(pk=key.pk).update(last_used_at=now)
     return key.advertiser
+
+
+# --- Reports --------------------------------------------------------------------------------
+
+# Whole-hour zones only: the rollup is hourly, so these cut days exactly.
+REPORT_TIMEZONES = (
+    "UTC",
+    "Europe/London",
+    "Europe/Lisbon",
+    "Europe/Paris",
+    "Europe/Berlin",
+    "Europe/Madrid",
+    "Europe/Amsterdam",
+    "Europe/Warsaw",
+    "Europe/Athens",
+    "Europe/Kyiv",
+    "Europe/Istanbul",
+    "Europe/Moscow",
+    "Africa/Lagos",
+    "Africa/Johannesburg",
+    "Asia/Dubai",
+    "Asia/Karachi",
+    "Asia/Dhaka",
+    "Asia/Bangkok",
+    "Asia/Jakarta",
+    "Asia/Singapore",
+    "Asia/Shanghai",
+    "Asia/Manila",
+    "Asia/Tokyo",
+    "Asia/Seoul",
+    "Australia/Brisbane",
+    "Australia/Sydney",
+    "Pacific/Auckland",
+    "America/Sao_Paulo",
+    "America/Argentina/Buenos_Aires",
+    "America/New_York",
+    "America/Chicago",
+    "America/Denver",
+    "America/Phoenix",
+    "America/Los_Angeles",
+    "America/Anchorage",
+    "Pacific/Honolulu",
+)
+
+REPORT_GROUPS = {
+    "day": "Day",
+    "country": "Country",
+    "placement": "Placement",
+    "campaign": "Campaign",
+    "creative": "Creative",
+    "smart_ad": "Smart ad",
+    "keyword": "Keyword",
+}
+# Filterable dimensions and the Click field each one reads.
+REPORT_FILTERS = {
+    "campaign": "campaign_id",
+    "country": "country",
+    "placement": "placement",
+    "creative": "creative_id",
+    "smart_ad": "smart_ad_id",
+    "keyword": "keyword",
+}
+REPORT_SORTS = ("key", "clicks", "unique_clicks", "conversions", "conversion_rate", "payout")
+ATTRIBUTIONS = {
+    "conversion": "Conversion time: a conversion counts on the day it was recorded",
+    "click": "Click time: a conversion counts on the day of its click",
+}
+REPORT_MAX_ROWS = 1000
+
+
+@dataclass(frozen=True)
+class ReportParams:
+    """What to show. Dates are calendar days in `tz`, both inclusive. Filter values are what a
+    publisher sees: campaign and creative by public id, the others as recorded."""
+
+    start: date
+    end: date
+    group_by: str = "day"
+    tz: str = "UTC"
+    attribution: str = "conversion"
+    filters: Mapping[str, str] = field(default_factory=dict)
+    sort: str = "key"
+    descending: bool = False
+
+    def __post_init__(self) -> None:
+        if self.group_by not in REPORT_GROUPS:
+            raise ValueError(f"Unknown grouping {self.group_by!r}.")
+        if self.tz not in REPORT_TIMEZONES:
+            raise ValueError(f"Unsupported time zone {self.tz!r}.")
+        if self.attribution not in ATTRIBUTIONS:
+            raise ValueError(f"Unknown attribution {self.attribution!r}.")
+        if self.sort not in REPORT_SORTS:
+            raise ValueError(f"Unknown sort {self.sort!r}.")
+        unknown = set(self.filters) - set(REPORT_FILTERS)
+        if unknown:
+            raise ValueError(f"Unknown filter {sorted(unknown)[0]!r}.")
+        if self.end < self.start:
+            raise ValueError("The end date is before the start date.")
+
+    def utc_range(self) -> tuple[datetime, datetime]:
+        return local_day_range(self.start, self.end, self.tz)
+
+
+def local_day_range(start: date, end: date, tz: str) -> tuple[datetime, datetime]:
+    """[start 00:00, day after end 00:00) in `tz`, as aware datetimes."""
+    zone = ZoneInfo(tz)
+    return (
+        datetime.combine(start, time.min, zone),
+        datetime.combine(end + timedelta(days=1), time.min, zone),
+    )
+
+
+@dataclass
+class ReportRow:
+    key: object
+    label: str
+    clicks: int = 0
+    unique_clicks: int = 0
+    conversions: int = 0
+    payout: Decimal = Decimal(0)
+
+    @property
+    def conversion_rate(self) -> float | None:
+        """Conversions per 100 clicks, None without clicks."""
+        return 100.0 * self.conversions / self.clicks if self.clicks else None
+
+
+@dataclass
+class Report:
+    params: ReportParams
+    rows: list[ReportRow]
+    totals: ReportRow
+    # "rollup" when served from HourlyStat, "raw" when the filters cross two dimensions.
+    source: str
+    truncated: bool = False
+
+
+def _filter_ids(publisher: Publisher, filters: Mapping[str, str]) -> dict[str, object] | None:
+    """Filters with public ids turned into primary keys; None when one names nothing of the
+    publisher's (the report is then empty, never another tenant's)."""
+    resolved: dict[str, object] = {}
+    for name, value in filters.items():
+        if value == "":
+            continue
+        if name == "campaign":
+            campaign_id = (
+                Campaign.objects.filter(public_id=value, links__publisher=publisher)
+                .values_list("pk", flat=True)
+                .first()
+            )
+            if campaign_id is None:
+                return None
+            resolved[name] = campaign_id
+        elif name == "creative":
+            creative_id = (
+                Creative.objects.filter(public_id=value, campaign__links__publisher=publisher)
+                .values_list("pk", flat=True)
+                .first()
+            )
+            if creative_id is None:
+                return None
+            resolved[name] = creative_id
+        else:
+            resolved[name] = value
+    return resolved
+
+
+def report(publisher: Publisher, params: ReportParams) -> Report:
+    """A publisher's report: one row per group, with totals, from the hourly rollup whenever
+    at most one dimension besides the campaign is involved, else from raw rows."""
+    filters = _filter_ids(publisher, params.filters)
+    if filters is None:
+        return Report(params, [], ReportRow(None, "Total"), source="rollup")
+    dimensions = {name for name in filters if name != "campaign"}
+    if params.group_by in HourlyStat.DIMENSIONS:
+        dimensions.add(params.group_by)
+    if len(dimensions) <= 1:
+        rows = _report_from_rollup(publisher, params, filters, next(iter(dimensions), ""))
+        source = "rollup"
+    else:
+        rows = _report_from_raw(publisher, params, filters)
+        source = "raw"
+    _label_rows(rows, params.group_by)
+    totals = ReportRow(None, "Total")
+    for row in rows:
+        totals.clicks += row.clicks
+        totals.unique_clicks += row.unique_clicks
+        totals.conversions += row.conversions
+        totals.payout += row.payout
+    rows.sort(key=lambda row: _sort_key(row, params.sort), reverse=params.descending)
+    truncated = len(rows) > REPORT_MAX_ROWS
+    return Report(params, rows[:REPORT_MAX_ROWS], totals, source=source, truncated=truncated)
+
+
+def _sort_key(row: ReportRow, sort: str) -> tuple:
+    if sort == "key":
+        return (row.label.lower() if isinstance(row.key, str | int) else row.key,)
+    value = getattr(row, sort)
+    # Rows without a value (no clicks: no rate) sort below every number.
+    return (value is not None, value if value is not None else 0)
+
+
+def _report_from_rollup(
+    publisher: Publisher, params: ReportParams, filters: dict, dimension: str
+) -> list[ReportRow]:
+    start, end = params.utc_range()
+    stats = HourlyStat.objects.filter(
+        publisher=publisher, dimension=dimension, hour__gte=start, hour__lt=end
+    )
+    if "campaign" in filters:
+        stats = stats.filter(campaign_id=filters["campaign"])
+    if dimension and dimension in filters:
+        stats = stats.filter(value=str(filters[dimension]))
+    if params.group_by == "day":
+        stats = stats.annotate(k=TruncDate("hour", tzinfo=ZoneInfo(params.tz)))
+        key = "k"
+    elif params.group_by == "campaign":
+        key = "campaign_id"
+    else:
+        key = "value"
+    by_click = params.attribution == "click"
+    grouped = (
+        stats.values(key)
+        .annotate(
+            c=Sum("clicks"),
+            u=Sum("unique_clicks"),
+            n=Sum("click_time_conversions" if by_click else "conversions"),
+            p=Sum("click_time_payout" if by_click else "payout"),
+        )
+        .order_by()
+    )
+    rows = []
+    for item in grouped:
+        if not (item["c"] or item["n"]):
+            continue
+        rows.append(
+            ReportRow(
+                key=item[key],
+                label="",
+                clicks=item["c"] or 0,
+                unique_clicks=item["u"] or 0,
+                conversions=item["n"] or 0,
+                payout=item["p"] or Decimal(0),
+            )
+        )
+    return rows
+
+
+def _report_from_raw(publisher: Publisher, params: ReportParams, filters: dict) -> list[ReportRow]:
+    start, end = params.utc_range()
+    zone = ZoneInfo(params.tz)
+    click_filter = Q()
+    for name, value in filters.items():
+        click_filter &= Q(**{REPORT_FILTERS[name]: value})
+    group_field = REPORT_FILTERS.get(params.group_by)
+
+    clicks = Click.objects.filter(
+        click_filter, publisher=publisher, created_at__gte=start, created_at__lt=end
+    )
+    if group_field is None:
+        clicks = clicks.annotate(k=TruncDate("created_at", tzinfo=zone))
+    rows: dict[object, ReportRow] = {}
+    key = group_field or "k"
+    for item in clicks.values(key).annotate(c=Count("pk"), u=unique_clicks_aggregate()).order_by():
+        rows[item[key]] = ReportRow(item[key], "", clicks=item["c"], unique_clicks=item["u"])
+
+    time_field = "click__created_at" if params.attribution == "click" else "created_at"
+    conversion_filter = Q()
+    for name, value in filters.items():
+        conversion_filter &= Q(**{f"click__{REPORT_FILTERS[name]}": value})
+    conversions = Conversion.objects.filter(
+        conversion_filter,
+        publisher=publisher,
+        status=Conversion.Status.APPROVED,
+        **{f"{time_field}__gte": start, f"{time_field}__lt": end},
+    )
+    if group_field is None:
+        conversions = conversions.annotate(k=TruncDate(time_field, tzinfo=zone))
+        conversion_key = "k"
+    else:
+        conversion_key = f"click__{group_field}"
+    for item in (
+        conversions.values(conversion_key).annotate(n=Count("pk"), p=Sum("payout")).order_by()
+    ):
+        row_key = item[conversion_key]
+        row = rows.setdefault(row_key, ReportRow(row_key, ""))
+        row.conversions = item["n"]
+        row.payout = item["p"] or Decimal(0)
+    # The rollup stores dimension values as text; so do these rows (creative: the pk).
+    if params.group_by in ("creative", "smart_ad", "keyword", "country", "placement"):
+        return [
+            ReportRow("" if r.key is None else str(r.key), "", *_metrics(r)) for r in rows.values()
+        ]
+    return list(rows.values())
+
+
+def _metrics(row: ReportRow) -> tuple:
+    return (row.clicks, row.unique_clicks, row.conversions, row.payout)
+
+
+def _label_rows(rows: list[ReportRow], group_by: str) -> None:
+    if group_by == "day":
+        for row in rows:
+            row.label = row.key.isoformat()
+        return
+    if group_by == "campaign":
+        names = dict(
+            Campaign.objects.filter(pk__in=[r.key for r in rows]).values_list("pk", "name")
+        )
+        ids = dict(
+            Campaign.objects.filter(pk__in=[r.key for r in rows]).values_list("pk", "public_id")
+        )
+        for row in rows:
+            row.label = names.get(row.key, "(deleted)")
+            row.key = ids.get(row.key, "")
+        return
+    if group_by == "creative":
+        creatives = {
+            str(pk): (public_id, name)
+            for pk, public_id, name in Creative.objects.filter(
+                pk__in=[int(r.key) for r in rows if r.key]
+            ).values_list("pk", "public_id", "name")
+        }
+        for row in rows:
+            public_id, name = creatives.get(row.key, ("", "(none)"))
+            row.key, row.label = public_id, name
+        return
+    for row in rows:
+        row.label = row.key or "(none)"
+
+
+# --- Overview -------------------------------------------------------------------------------
+
+
+@dataclass
+class PeriodSummary:
+    clicks: int = 0
+    unique_clicks: int = 0
+    conversions: int = 0
+    payout: Decimal = Decimal(0)
+    postbacks_succeeded: int = 0
+    postbacks_failed: int = 0
+    postbacks_pending: int = 0
+
+    @property
+    def conversion_rate(self) -> float | None:
+        return 100.0 * self.conversions / self.clicks if self.clicks else None
+
+    @property
+    def postback_success_rate(self) -> float | None:
+        """Delivered among those settled (delivered or given up), in percent."""
+        settled = self.postbacks_succeeded + self.postbacks_failed
+        return 100.0 * self.postbacks_succeeded / settled if settled else None
+
+
+def period_summary(publisher: Publisher, *, start: date, end: date, tz: str) -> PeriodSummary:
+    """Totals for calendar days [start, end] in `tz` (conversions by conversion time)."""
+    begin, finish = local_day_range(start, end, tz)
+    totals = HourlyStat.objects.filter(
+        publisher=publisher, dimension=HourlyStat.TOTAL, hour__gte=begin, hour__lt=finish
+    ).aggregate(c=Sum("clicks"), u=Sum("unique_clicks"), n=Sum("conversions"), p=Sum("payout"))
+    summary = PeriodSummary(
+        clicks=totals["c"] or 0,
+        unique_clicks=totals["u"] or 0,
+        conversions=totals["n"] or 0,
+        payout=totals["p"] or Decimal(0),
+    )
+    for status, count in (
+        Postback.objects.filter(publisher=publisher, created_at__gte=begin, created_at__lt=finish)
+        .values_list("status")
+        .annotate(n=Count("pk"))
+        .order_by()
+    ):
+        setattr(summary, f"postbacks_{status}", count)
+    return summary
+
+
+def daily_totals(publisher: Publisher, *, start: date, end: date, tz: str) -> list[dict]:
+    """One dict per calendar day in [start, end] (days without traffic included, as zeros)."""
+    begin, finish = local_day_range(start, end, tz)
+    found = {
+        item["day"]: item
+        for item in HourlyStat.objects.filter(
+            publisher=publisher, dimension=HourlyStat.TOTAL, hour__gte=begin, hour__lt=finish
+        )
+        .annotate(day=TruncDate("hour", tzinfo=ZoneInfo(tz)))
+        .values("day")
+        .annotate(clicks=Sum("clicks"), conversions=Sum("conversions"), payout=Sum("payout"))
+        .order_by()
+    }
+    days = []
+    day = start
+    while day <= end:
+        item = found.get(day, {})
+        days.append(
+            {
+                "day": day,
+                "clicks": item.get("clicks") or 0,
+                "conversions": item.get("conversions") or 0,
+                "payout": item.get("payout") or Decimal(0),
+            }
+        )
+        day += timedelta(days=1)
+    return days
+
+
+# --- Conversion log -------------------------------------------------------------------------
+
+
+def encode_cursor(conversion: Conversion) -> str:
+    raw = f"{conversion.created_at.isoformat()}|{conversion.public_id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str] | None:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        moment, public_id = raw.split("|", 1)
+        parsed = datetime.fromisoformat(moment)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed, public_id
+
+
+def conversion_log(
+    publisher: Publisher,
+    *,
+    spid: str = "",
+    click_id: str = "",
+    status: str = "",
+    event: str = "",
+    start: date | None = None,
+    end: date | None = None,
+    tz: str = "UTC",
+    cursor: str = "",
+    limit: int = 50,
+) -> tuple[list[Conversion], str]:
+    """One page of conversions, newest first, and the cursor of the next page ("" at the end).
+
+    Keyset pagination on (created_at, public_id) walks the (publisher, created_at) index, so
+    page 1,000 costs what page 1 does; an offset would read every skipped row.
+    """
+    conversions = Conversion.objects.filter(publisher=publisher)
+    if spid:
+        # Through the click's (publisher, spid) index.
+        conversions = conversions.filter(click__publisher=publisher, click__spid=spid)
+    if click_id:
+        conversions = conversions.filter(click__click_id=click_id)
+    if status:
+        conversions = conversions.filter(status=status)
+    if event:
+        conversions = conversions.filter(event=event)
+    if start:
+        conversions = conversions.filter(created_at__gte=local_day_range(start, start, tz)[0])
+    if end:
+        conversions = conversions.filter(created_at__lt=local_day_range(end, end, tz)[1])
+    position = decode_cursor(cursor) if cursor else None
+    if position:
+        moment, public_id = position
+        conversions = conversions.filter(
+            Q(created_at__lt=moment) | Q(created_at=moment, public_id__lt=public_id)
+        )
+    page = list(
+        conversions.select_related("click", "campaign")
+        .prefetch_related(
+            Prefetch("postbacks", queryset=Postback.objects.order_by("created_at", "pk"))
+        )
+        .order_by("-created_at", "-public_id")[: limit + 1]
+    )
+    next_cursor = encode_cursor(page[limit - 1]) if len(page) > limit else ""
+    return page[:limit], next_cursor
+
+
+# --- Spid trace -----------------------------------------------------------------------------
+
+
+@dataclass
+class Trace:
+    query: str
+    clicks: list[Click]
+    conversions: list[Conversion]
+    # Conversion pk -> its postbacks (each with `attempt_log` prefetched, oldest first).
+    postbacks: dict[int, list[Postback]]
+    truncated: bool = False
+
+    @property
+    def found(self) -> bool:
+        return bool(self.clicks)
+
+
+def trace(publisher: Publisher, query: str, *, limit: int = 50) -> Trace:
+    """Everything that happened to a spid (or to one click, conversion or postback id): its
+    clicks, their conversions, and every postback with every attempt."""
+    query = query.strip()
+    clicks_of = Click.objects.filter(publisher=publisher).select_related("campaign", "creative")
+    if query.startswith("cnv_"):
+        clicks = clicks_of.filter(conversions__public_id=query)
+    elif query.startswith("evt_"):
+        clicks = clicks_of.filter(conversions__postbacks__event_id=query)
+    else:
+        # Two indexed probes: (publisher, spid) and the unique click_id.
+        clicks = clicks_of.filter(Q(spid=query) | Q(click_id=query))
+    found = list(clicks.order_by("-created_at", "-pk")[: limit + 1]) if query else []
+    truncated = len(found) > limit
+    found = found[:limit]
+    conversions = list(
+        Conversion.objects.filter(publisher=publisher, click__in=found)
+        .select_related("campaign", "click")
+        .order_by("-created_at", "-pk")
+    )
+    postbacks: dict[int, list[Postback]] = {}
+    for postback in (
+        Postback.objects.filter(publisher=publisher, conversion__in=conversions)
+        .select_related("template")
+        .prefetch_related(
+            Prefetch("attempt_log", queryset=PostbackAttempt.objects.order_by("number"))
+        )
+        .order_by("created_at", "pk")
+    ):
+        postbacks.setdefault(postback.conversion_id, []).append(postback)
+    return Trace(query, found, conversions, postbacks, truncated)

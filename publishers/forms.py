@@ -1,0 +1,173 @@
+"""Dashboard forms. Choices that name tenant data (campaigns, creatives) are built from the
+signed-in publisher's own rows, so a form can't be pointed at another publisher's objects."""
+
+from datetime import date, timedelta
+
+from django import forms
+
+from publishers import selectors
+from publishers.models import CallbackTemplate, Membership, Publisher
+from tracking.models import Conversion
+from tracking.selectors import ATTRIBUTIONS, REPORT_GROUPS, REPORT_SORTS, REPORT_TIMEZONES
+
+TIMEZONE_CHOICES = [(tz, tz.replace("_", " ")) for tz in REPORT_TIMEZONES]
+MAX_REPORT_DAYS = 400
+
+
+class CallbackTemplateForm(forms.Form):
+    name = forms.CharField(max_length=100, required=False)
+    url_template = forms.CharField(
+        label="Callback URL",
+        max_length=2048,
+        widget=forms.TextInput(
+            attrs={
+                "placeholder": "https://your-site.example/postback?spid=[spid]&payout=[payout]",
+                "autocomplete": "off",
+                "spellcheck": "false",
+                "data-preview-source": "1",
+            }
+        ),
+    )
+    statuses = forms.MultipleChoiceField(
+        choices=Conversion.Status.choices,
+        initial=[Conversion.Status.APPROVED],
+        widget=forms.CheckboxSelectMultiple,
+        help_text="A postback is sent when a conversion is recorded or changes to one of these.",
+    )
+    events = forms.CharField(
+        required=False,
+        max_length=500,
+        help_text="Comma-separated event names (e.g. sale, lead); empty for every event.",
+    )
+    campaign = forms.ChoiceField(required=False, help_text="Only this campaign's conversions.")
+    is_active = forms.BooleanField(required=False, initial=True, label="Active")
+
+    def __init__(self, *args, publisher: Publisher, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.campaigns = {c.public_id: c for c in selectors.campaigns_for_publisher(publisher)}
+        self.fields["campaign"].choices = [("", "All campaigns")] + [
+            (public_id, c.name) for public_id, c in self.campaigns.items()
+        ]
+
+    @classmethod
+    def initial_for(cls, template: CallbackTemplate) -> dict:
+        return {
+            "name": template.name,
+            "url_template": template.url_template,
+            "statuses": template.statuses,
+            "events": ", ".join(template.events or []),
+            "campaign": template.campaign.public_id if template.campaign else "",
+            "is_active": template.is_active,
+        }
+
+    def service_kwargs(self) -> dict:
+        data = self.cleaned_data
+        return {
+            "name": data["name"],
+            "url_template": data["url_template"].strip(),
+            "statuses": list(data["statuses"]),
+            "events": [e.strip() for e in data["events"].split(",") if e.strip()],
+            "campaign": self.campaigns.get(data["campaign"]),
+        }
+
+
+class ApiKeyForm(forms.Form):
+    name = forms.CharField(
+        max_length=100,
+        required=False,
+        widget=forms.TextInput(attrs={"placeholder": "e.g. reconciliation job"}),
+    )
+
+
+class InviteForm(forms.Form):
+    email = forms.EmailField(widget=forms.EmailInput(attrs={"placeholder": "name@example.com"}))
+    role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.MEMBER)
+
+
+class DateRangeMixin:
+    def clean(self):
+        data = super().clean()
+        start, end = data.get("start"), data.get("end")
+        if start and end:
+            if end < start:
+                raise forms.ValidationError("The end date is before the start date.")
+            if (end - start).days > MAX_REPORT_DAYS:
+                raise forms.ValidationError(f"Choose at most {MAX_REPORT_DAYS} days.")
+        return data
+
+
+class ReportForm(DateRangeMixin, forms.Form):
+    start = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
+    group_by = forms.ChoiceField(choices=list(REPORT_GROUPS.items()), initial="day")
+    tz = forms.ChoiceField(choices=TIMEZONE_CHOICES, initial="UTC", label="Time zone")
+    attribution = forms.ChoiceField(
+        choices=[("conversion", "Conversion time"), ("click", "Click time")],
+        initial="conversion",
+        label="Count conversions by",
+    )
+    campaign = forms.ChoiceField(required=False)
+    creative = forms.ChoiceField(required=False)
+    country = forms.CharField(required=False, max_length=2)
+    placement = forms.CharField(required=False, max_length=100)
+    smart_ad = forms.CharField(required=False, max_length=32, label="Smart ad")
+    keyword = forms.CharField(required=False, max_length=100)
+    sort = forms.ChoiceField(choices=[(s, s) for s in REPORT_SORTS], required=False)
+    dir = forms.ChoiceField(choices=[("asc", "asc"), ("desc", "desc")], required=False)
+
+    FILTERS = ("campaign", "creative", "country", "placement", "smart_ad", "keyword")
+    ATTRIBUTIONS = ATTRIBUTIONS
+
+    def __init__(self, data, *, publisher: Publisher, today: date, tz: str):
+        defaults = {
+            "start": (today - timedelta(days=6)).isoformat(),
+            "end": today.isoformat(),
+            "group_by": "day",
+            "tz": tz,
+            "attribution": "conversion",
+        }
+        merged = {**defaults, **{k: v for k, v in data.items() if v != ""}}
+        super().__init__(merged)
+        self.fields["campaign"].choices = [("", "All")] + [
+            (c.public_id, c.name) for c in selectors.campaigns_for_publisher(publisher)
+        ]
+        self.fields["creative"].choices = [("", "All")] + [
+            (c.public_id, f"{c.campaign.name} · {c.name}")
+            for c in selectors.creatives_for_publisher(publisher)
+        ]
+
+    def clean_country(self) -> str:
+        return self.cleaned_data["country"].strip().upper()
+
+    def filters(self) -> dict[str, str]:
+        return {
+            name: self.cleaned_data[name] for name in self.FILTERS if self.cleaned_data.get(name)
+        }
+
+
+class ConversionFilterForm(DateRangeMixin, forms.Form):
+    spid = forms.CharField(required=False, max_length=255)
+    click_id = forms.CharField(required=False, max_length=32, label="Click id")
+    status = forms.ChoiceField(choices=[("", "Any"), *Conversion.Status.choices], required=False)
+    event = forms.CharField(required=False, max_length=50)
+    start = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+
+
+class RetryRangeForm(DateRangeMixin, forms.Form):
+    start = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
+    states = forms.MultipleChoiceField(
+        choices=[("failing", "Failing"), ("pending", "Pending")],
+        initial=["failing"],
+        widget=forms.CheckboxSelectMultiple,
+    )
+
+
+class EmbedForm(forms.Form):
+    smart_ad_id = forms.RegexField(
+        regex=r"^[A-Za-z0-9_-]{1,32}$", required=False, initial="1491", label="Smart ad id"
+    )
+    keyword = forms.CharField(required=False, max_length=100, initial="KEYWORD")
+    width = forms.IntegerField(min_value=50, max_value=2000, initial=200, required=False)
+    height = forms.IntegerField(min_value=50, max_value=2000, initial=200, required=False)

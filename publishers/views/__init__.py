@@ -1,0 +1,48 @@
+"""The publisher dashboard: one module per page, all scoped through `common.member_view`."""
+
+from publishers.views.account import (
+    member_invite,
+    member_remove,
+    secret_reveal,
+    secret_rotate,
+    settings_page,
+)
+from publishers.views.callbacks import (
+    callback_edit,
+    callback_new,
+    callback_preview,
+    callback_test,
+    callback_toggle,
+    callbacks,
+)
+from publishers.views.conversions import conversions, trace
+from publishers.views.deliveries import deliveries, deliveries_retry
+from publishers.views.keys import api_key_create, api_key_revoke, api_keys
+from publishers.views.links import links
+from publishers.views.overview import dashboard, home
+from publishers.views.reports import reports
+
+__all__ = [
+    "api_key_create",
+    "api_key_revoke",
+    "api_keys",
+    "callback_edit",
+    "callback_new",
+    "callback_preview",
+    "callback_test",
+    "callback_toggle",
+    "callbacks",
+    "conversions",
+    "dashboard",
+    "deliveries",
+    "deliveries_retry",
+    "home",
+    "links",
+    "member_invite",
+    "member_remove",
+    "reports",
+    "secret_reveal",
+    "secret_rotate",
+    "settings_page",
+    "trace",
+]

@@ -1,0 +1,99 @@
+"""Settings: the signing secret (reveal, rotate with overlap) and the team."""
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from publishers import selectors, services
+from publishers.forms import InviteForm
+from publishers.views.common import is_owner, member_view, owner_view
+
+ROTATION_OVERLAP_HOURS = 24
+
+
+def _page(
+    request: HttpRequest, *, reveal: bool = False, invite_form: InviteForm | None = None
+) -> HttpResponse:
+    publisher = request.publisher
+    secrets = publisher.active_signing_secrets()
+    response = render(
+        request,
+        "publishers/settings.html",
+        {
+            "nav": "settings",
+            "publisher": publisher,
+            "reveal": reveal and is_owner(request),
+            "rotating": len(secrets) > 1,
+            "members": selectors.members_for_publisher(publisher),
+            "invite_form": invite_form or InviteForm(),
+            "can_manage": is_owner(request),
+            "overlap_hours": ROTATION_OVERLAP_HOURS,
+        },
+    )
+    if reveal:
+        response["Cache-Control"] = "no-store"
+    return response
+
+
+@member_view
+def settings_page(request: HttpRequest) -> HttpResponse:
+    return _page(request)
+
+
+@require_POST
+@owner_view
+def secret_reveal(request: HttpRequest) -> HttpResponse:
+    return _page(request, reveal=True)
+
+
+@require_POST
+@owner_view
+def secret_rotate(request: HttpRequest) -> HttpResponse:
+    from datetime import timedelta
+
+    services.publisher_secret_rotate(
+        publisher=request.publisher, overlap=timedelta(hours=ROTATION_OVERLAP_HOURS)
+    )
+    messages.success(
+        request,
+        f"New signing secret issued. The old one keeps signing for {ROTATION_OVERLAP_HOURS} "
+        "hours: switch your verifier before then.",
+    )
+    return _page(request, reveal=True)
+
+
+@require_POST
+@owner_view
+def member_invite(request: HttpRequest) -> HttpResponse:
+    form = InviteForm(request.POST)
+    if form.is_valid():
+        try:
+            _, created = services.member_invite(
+                publisher=request.publisher,
+                email=form.cleaned_data["email"],
+                role=form.cleaned_data["role"],
+            )
+        except services.TeamError as exc:
+            form.add_error("email", str(exc))
+        else:
+            messages.success(
+                request,
+                f"{form.cleaned_data['email']} added"
+                + (": we emailed them a link to choose a password." if created else "."),
+            )
+            return redirect("settings")
+    return _page(request, invite_form=form)
+
+
+@require_POST
+@owner_view
+def member_remove(request: HttpRequest) -> HttpResponse:
+    membership = selectors.member_for_publisher(request.publisher, request.POST.get("username", ""))
+    try:
+        services.member_remove(publisher=request.publisher, membership=membership)
+    except services.TeamError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"{membership.user.username} removed from the team.")
+    return redirect("settings")

@@ -1,0 +1,171 @@
+"""Callback templates: list, create, edit, pause; live preview and a real test postback."""
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from postbacks.placeholders import (
+    ALIASES,
+    CALLBACK_PLACEHOLDERS,
+    TemplateError,
+    expand_placeholders,
+    placeholders_in,
+    validate_template,
+)
+from postbacks.services import SAMPLE_VALUES, postback_send_test
+from publishers import selectors, services
+from publishers.forms import CallbackTemplateForm
+from publishers.models import CallbackTemplate
+from publishers.views.common import member_view
+
+# Shown in the placeholder reference, in this order.
+PLACEHOLDER_HELP = [
+    ("spid", "Your identifier from the ad link (up to 255 characters), exactly as you sent it"),
+    ("click_id", "Our id of the click"),
+    ("conversion_id", "Our id of the conversion"),
+    ("event_id", "Stable id of this postback: the same on every retry, so drop duplicates"),
+    ("event", "The advertiser's event name (conversion, sale, lead, …)"),
+    ("status", "The conversion's status: approved, pending, rejected, …"),
+    ("payout", "Your payout for this conversion"),
+    ("currency", "Three-letter currency of the payout"),
+    ("revenue", "The advertiser's reported revenue, when shared"),
+    ("txn_id", "The advertiser's transaction id"),
+    ("campaign_id", "Campaign id"),
+    ("campaign", "Campaign name"),
+    ("creative_id", "Creative id (empty if the link named none)"),
+    ("placement", "Placement of the click"),
+    ("smart_ad_id", "Smart ad that was clicked"),
+    ("keyword", "Keyword (q) of the smart ad"),
+    ("country", "Two-letter country of the click"),
+    ("device", "Device type: desktop, mobile or tablet"),
+    ("os", "Operating system"),
+    ("browser", "Browser"),
+    ("click_time", "Unix time of the click"),
+    ("conversion_time", "Unix time of the conversion"),
+    ("timestamp", "Unix time of this attempt"),
+    ("publisher_id", "Your publisher id"),
+]
+
+
+def placeholder_reference() -> list[dict]:
+    aliases: dict[str, list[str]] = {}
+    for alias, name in ALIASES.items():
+        aliases.setdefault(name, []).append(alias)
+    listed = [name for name, _ in PLACEHOLDER_HELP if name in CALLBACK_PLACEHOLDERS]
+    extra = sorted(CALLBACK_PLACEHOLDERS - set(listed))
+    help_text = dict(PLACEHOLDER_HELP)
+    return [
+        {
+            "name": name,
+            "help": help_text.get(name, ""),
+            "example": SAMPLE_VALUES.get(name, ""),
+            "aliases": sorted(aliases.get(name, [])),
+        }
+        for name in listed + extra
+    ]
+
+
+@member_view
+def callbacks(request: HttpRequest) -> HttpResponse:
+    return render(
+        request,
+        "publishers/callbacks.html",
+        {"nav": "callbacks", "templates": selectors.templates_for_publisher(request.publisher)},
+    )
+
+
+def _save(request: HttpRequest, template: CallbackTemplate | None) -> HttpResponse:
+    publisher = request.publisher
+    if request.method == "POST":
+        form = CallbackTemplateForm(request.POST, publisher=publisher)
+        if form.is_valid():
+            try:
+                if template is None:
+                    services.callback_template_create(
+                        publisher=publisher,
+                        is_active=form.cleaned_data["is_active"],
+                        **form.service_kwargs(),
+                    )
+                    created_or_updated = "created"
+                else:
+                    services.callback_template_update(
+                        template=template,
+                        is_active=form.cleaned_data["is_active"],
+                        **form.service_kwargs(),
+                    )
+                    created_or_updated = "saved"
+            except ValidationError as exc:
+                for field, errors in exc.message_dict.items():
+                    form.add_error(field if field in form.fields else None, errors)
+            else:
+                messages.success(request, f"Callback {created_or_updated}.")
+                return redirect("callbacks")
+    else:
+        initial = CallbackTemplateForm.initial_for(template) if template else None
+        form = CallbackTemplateForm(initial=initial, publisher=publisher)
+    return render(
+        request,
+        "publishers/callback_form.html",
+        {
+            "nav": "callbacks",
+            "form": form,
+            "template": template,
+            "placeholders": placeholder_reference(),
+        },
+    )
+
+
+@member_view
+def callback_new(request: HttpRequest) -> HttpResponse:
+    return _save(request, None)
+
+
+@member_view
+def callback_edit(request: HttpRequest, public_id: str) -> HttpResponse:
+    return _save(request, selectors.template_for_publisher(request.publisher, public_id))
+
+
+@require_POST
+@member_view
+def callback_toggle(request: HttpRequest, public_id: str) -> HttpResponse:
+    template = selectors.template_for_publisher(request.publisher, public_id)
+    services.callback_template_set_active(template=template, active=not template.is_active)
+    messages.success(request, "Callback resumed." if template.is_active else "Callback paused.")
+    return redirect("callbacks")
+
+
+@require_POST
+@member_view
+def callback_preview(request: HttpRequest) -> JsonResponse:
+    """The template expanded with sample values, exactly as a delivery would expand it."""
+    text = request.POST.get("url_template", "").strip()
+    if not text:
+        return JsonResponse({"ok": False, "url": "", "error": "", "placeholders": []})
+    try:
+        validate_template(text, CALLBACK_PLACEHOLDERS)
+        url = expand_placeholders(
+            text, {**SAMPLE_VALUES, "publisher_id": request.publisher.public_id}
+        )
+    except TemplateError as exc:
+        return JsonResponse({"ok": False, "url": "", "error": str(exc), "placeholders": []})
+    return JsonResponse(
+        {"ok": True, "url": url, "error": "", "placeholders": placeholders_in(text)}
+    )
+
+
+@require_POST
+@member_view
+def callback_test(request: HttpRequest) -> HttpResponse:
+    """Send one real signed request to the URL in the form (saved or not) and show it all."""
+    text = request.POST.get("url_template", "").strip()
+    probe = CallbackTemplate(publisher=request.publisher, url_template=text)
+    result = postback_send_test(template=probe)
+    if request.headers.get("Accept", "").startswith("application/json"):
+        return JsonResponse(result)
+    return render(
+        request,
+        "publishers/callback_test.html",
+        {"nav": "callbacks", "result": result, "url_template": text},
+    )

@@ -1,0 +1,84 @@
+"""Deliveries: failing and pending postbacks, and replay of one, a selection or a range."""
+
+from django.contrib import messages
+from django.db import transaction
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import urlencode
+from django.views.decorators.http import require_POST
+
+from postbacks.services import postbacks_retry
+from publishers import selectors
+from publishers.forms import RetryRangeForm
+from publishers.views.common import chosen_timezone, member_view, today_in
+from tracking.selectors import local_day_range
+
+# A range replay is bounded so one click can't enqueue millions of requests at once.
+MAX_RANGE_RETRY = 10_000
+
+
+@member_view
+def deliveries(request: HttpRequest) -> HttpResponse:
+    state = request.GET.get("state", "failing")
+    if state not in selectors.DELIVERY_STATES:
+        state = "failing"
+    cursor = request.GET.get("after", "")
+    rows, next_cursor = selectors.deliveries(request.publisher, state=state, cursor=cursor)
+    tz = chosen_timezone(request)
+    today = today_in(tz)
+    return render(
+        request,
+        "publishers/deliveries.html",
+        {
+            "nav": "deliveries",
+            "state": state,
+            "rows": rows,
+            "counts": selectors.delivery_counts(request.publisher),
+            "next_url": "?" + urlencode({"state": state, "after": next_cursor})
+            if next_cursor
+            else "",
+            "range_form": RetryRangeForm(
+                initial={"start": today, "end": today, "states": ["failing"]}
+            ),
+            "tz": tz,
+        },
+    )
+
+
+@require_POST
+@member_view
+def deliveries_retry(request: HttpRequest) -> HttpResponse:
+    publisher = request.publisher
+    state = request.POST.get("state", "failing")
+    back = reverse("deliveries") + "?" + urlencode({"state": state})
+    if request.POST.get("scope") == "range":
+        form = RetryRangeForm(request.POST)
+        if not form.is_valid():
+            messages.error(request, "Choose a valid date range and at least one state.")
+            return redirect(back)
+        start, end = local_day_range(
+            form.cleaned_data["start"], form.cleaned_data["end"], chosen_timezone(request)
+        )
+        ids = selectors.postback_ids_in_range(
+            publisher,
+            start=start,
+            end=end,
+            states=form.cleaned_data["states"],
+            limit=MAX_RANGE_RETRY,
+        )
+    else:
+        wanted = set(request.POST.getlist("event_id"))
+        ids = selectors.postback_ids_for_publisher(publisher, sorted(wanted))
+        if len(ids) != len(wanted):
+            # Someone else's postback (or none at all): the same answer as for a missing one.
+            raise Http404("No such postback.")
+    with transaction.atomic():
+        count = postbacks_retry(ids)
+    if count:
+        messages.success(request, f"{count} postback(s) queued for immediate delivery.")
+    else:
+        messages.info(request, "Nothing to retry.")
+    if len(ids) == MAX_RANGE_RETRY:
+        messages.info(request, f"At most {MAX_RANGE_RETRY} per replay; run it again for more.")
+    return redirect(back)

@@ -1,0 +1,59 @@
+"""Links & ads: text links and smart-ad embed codes, ready to copy."""
+
+from urllib.parse import quote
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from publishers import selectors
+from publishers.forms import EmbedForm
+from publishers.views.common import member_view
+
+
+def text_link(code: str, spid: str = "YOUR_SPID") -> str:
+    return f"{settings.SITE_URL}/click?ref={quote(code)}&spid={spid}"
+
+
+def smart_ad_embed(code: str, *, smart_ad_id: str, keyword: str, width: int, height: int) -> str:
+    keyword_value = quote(keyword, safe="") if keyword else "KEYWORD"
+    src = (
+        f"{settings.SITE_URL}/smart?ref={quote(code)}&q={keyword_value}"
+        f"&smart_ad_id={quote(smart_ad_id, safe='')}&spid=YOUR_SPID"
+    )
+    return (
+        f'<iframe src="{src}" width="{width}" height="{height}" frameborder="0" '
+        f'scrolling="no" allowtransparency="true"></iframe>'
+    )
+
+
+@member_view
+def links(request: HttpRequest) -> HttpResponse:
+    form = EmbedForm(request.GET or None)
+    smart_ads = list(selectors.smart_ads_for_publisher(request.publisher))
+    options = {"smart_ad_id": "1491", "keyword": "KEYWORD", "width": 200, "height": 200}
+    if smart_ads:
+        first = smart_ads[0]
+        options.update(smart_ad_id=str(first.pk), width=first.width, height=first.height)
+    if form.is_bound and form.is_valid():
+        options.update({k: v for k, v in form.cleaned_data.items() if v not in (None, "")})
+    rows = [
+        {
+            "link": link,
+            "text_link": text_link(link.code),
+            "embed": smart_ad_embed(link.code, **options),
+        }
+        for link in selectors.links_for_publisher(request.publisher)
+    ]
+    return render(
+        request,
+        "publishers/links.html",
+        {
+            "nav": "links",
+            "rows": rows,
+            "form": form if form.is_bound else EmbedForm(initial=options),
+            "options": options,
+            "smart_ads": smart_ads,
+            "example_link": text_link(rows[0]["link"].code, "123456789") if rows else "",
+        },
+    )

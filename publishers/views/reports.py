@@ -1,0 +1,115 @@
+"""Reports: group, filter, sort; the CSV export is the table on the screen, row for row."""
+
+import csv
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils.http import urlencode
+
+from publishers.forms import ReportForm
+from publishers.views.common import chosen_timezone, member_view, today_in
+from tracking import selectors as tracking_selectors
+from tracking.selectors import REPORT_GROUPS, ReportParams
+
+COLUMNS = [
+    ("clicks", "Clicks"),
+    ("unique_clicks", "Unique clicks"),
+    ("conversions", "Conversions"),
+    ("conversion_rate", "Conv. rate %"),
+    ("payout", "Payout"),
+]
+
+
+def _format(row, column: str) -> str:
+    value = getattr(row, column)
+    if column == "conversion_rate":
+        return "" if value is None else f"{value:.2f}"
+    if column == "payout":
+        return f"{value:.2f}"
+    return str(value)
+
+
+@member_view
+def reports(request: HttpRequest) -> HttpResponse:
+    publisher = request.publisher
+    tz = chosen_timezone(request)
+    form = ReportForm(request.GET, publisher=publisher, today=today_in(tz), tz=tz)
+    result = None
+    if form.is_valid():
+        data = form.cleaned_data
+        params = ReportParams(
+            start=data["start"],
+            end=data["end"],
+            group_by=data["group_by"],
+            tz=data["tz"],
+            attribution=data["attribution"],
+            filters=form.filters(),
+            sort=data["sort"] or "key",
+            descending=data["dir"] == "desc",
+        )
+        result = tracking_selectors.report(publisher, params)
+        if request.GET.get("format") == "csv":
+            return _csv(result, publisher.public_id)
+    query = {k: v for k, v in form.data.items() if k not in ("sort", "dir", "format")}
+    sort = (result.params.sort if result else "") or "key"
+    direction = "desc" if result and result.params.descending else "asc"
+    headers = []
+    for column, label in [("key", None), *COLUMNS]:
+        descending_next = not (sort == column and direction == "desc")
+        headers.append(
+            {
+                "column": column,
+                "label": label or REPORT_GROUPS.get(form.data.get("group_by"), "Group"),
+                "url": "?"
+                + urlencode({**query, "sort": column, "dir": "desc" if descending_next else "asc"}),
+                "active": sort == column,
+                "direction": direction,
+            }
+        )
+    table = []
+    if result:
+        for row in result.rows:
+            table.append({"row": row, "cells": [_format(row, column) for column, _ in COLUMNS]})
+    return render(
+        request,
+        "publishers/reports.html",
+        {
+            "nav": "reports",
+            "form": form,
+            "report": result,
+            "headers": headers,
+            "table": table,
+            "totals": [_format(result.totals, column) for column, _ in COLUMNS] if result else [],
+            "csv_url": "?" + urlencode({**form.data, "format": "csv"}),
+            "attributions": tracking_selectors.ATTRIBUTIONS,
+        },
+    )
+
+
+def _csv(result: tracking_selectors.Report, publisher_code: str) -> HttpResponse:
+    params = result.params
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    filename = f"roundtrip-report-{params.group_by}-{params.start}-{params.end}.csv"
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    writer = csv.writer(response)
+    group_label = REPORT_GROUPS[params.group_by]
+    with_id = params.group_by in ("campaign", "creative")
+    writer.writerow(
+        [group_label] + ([f"{group_label} id"] if with_id else []) + [c[1] for c in COLUMNS]
+    )
+    for row in result.rows:
+        writer.writerow(
+            [_safe(row.label)]
+            + ([row.key] if with_id else [])
+            + [_format(row, column) for column, _ in COLUMNS]
+        )
+    writer.writerow(
+        ["Total"] + ([""] if with_id else []) + [_format(result.totals, c) for c, _ in COLUMNS]
+    )
+    return response
+
+
+def _safe(text: str) -> str:
+    # Values come from visitors (keywords, placements): keep spreadsheets from running them
+    # as formulas.
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

@@ -1,0 +1,235 @@
+"""Tenant isolation: every dashboard URL and action, visited by the owner of publisher C with
+publisher A's identifiers, answers 404 (A's objects) or shows only C's own data; none of A's
+ids or values appears in any response, and nothing of A's changes."""
+
+import base64
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from postbacks.models import Postback
+from publishers.models import CallbackTemplate, Membership, PublisherAPIKey
+from publishers.urls import urlpatterns
+
+pytestmark = pytest.mark.django_db
+
+
+@dataclass
+class Case:
+    method: str
+    url: str
+    data: dict | None = None
+    status: tuple[int, ...] = (200,)
+    # A value from A that the outsider typed in and the page may echo back in its form.
+    echo: str = ""
+
+
+def cursor_for(conversion) -> str:
+    raw = f"{conversion.created_at.isoformat()}|{conversion.public_id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def outsider_cases(data) -> list[Case]:
+    a_click = data.clicks[0]
+    a_conversion = data.conversions[0]
+    a_postback = data.postbacks[0]
+    a_template = data.good_template.public_id
+    reports = reverse("reports")
+    today = timezone.now().date()
+    span = f"start={today - timedelta(days=30)}&end={today + timedelta(days=1)}"
+    cases = [
+        Case("get", reverse("dashboard")),
+        Case("get", reverse("dashboard") + "?period=30d&tz=Europe/Berlin"),
+        Case("get", reverse("conversions")),
+        Case("get", reverse("conversions") + f"?spid={a_click.spid}", echo=a_click.spid),
+        Case(
+            "get", reverse("conversions") + f"?click_id={a_click.click_id}", echo=a_click.click_id
+        ),
+        Case("get", reverse("conversions") + f"?after={cursor_for(a_conversion)}"),
+        Case("get", reverse("trace")),
+        Case("get", reverse("callbacks")),
+        Case("get", reverse("callback_new")),
+        Case("get", reverse("deliveries")),
+        Case("get", reverse("deliveries") + "?state=pending"),
+        Case("get", reverse("links")),
+        Case("get", reverse("api_keys")),
+        Case("get", reverse("settings")),
+        # A's objects by id: 404.
+        Case("get", reverse("callback_edit", args=[a_template]), status=(404,)),
+        Case(
+            "post",
+            reverse("callback_edit", args=[a_template]),
+            {"url_template": "https://evil.example/x?s=[spid]", "statuses": ["approved"]},
+            status=(404,),
+        ),
+        Case("post", reverse("callback_toggle", args=[a_template]), status=(404,)),
+        Case("post", reverse("api_key_revoke", args=[data.key_lookup]), status=(404,)),
+        Case("post", reverse("member_remove"), {"username": "member-a"}, status=(404,)),
+        Case("post", reverse("member_remove"), {"username": "owner-a"}, status=(404,)),
+        Case(
+            "post",
+            reverse("deliveries_retry"),
+            {"event_id": [p.event_id for p in data.postbacks]},
+            status=(404,),
+        ),
+        Case("post", reverse("deliveries_retry"), {"event_id": a_postback.event_id}, status=(404,)),
+        # Actions on the outsider's own publisher: allowed, and A is untouched.
+        Case(
+            "post",
+            reverse("deliveries_retry"),
+            {
+                "scope": "range",
+                "start": str(today - timedelta(days=30)),
+                "end": str(today + timedelta(days=1)),
+                "states": ["failing", "pending"],
+            },
+            status=(302,),
+        ),
+        Case("post", reverse("callback_preview"), {"url_template": "https://c.example/?s=[spid]"}),
+        Case(
+            "post",
+            reverse("callback_test"),
+            {"url_template": f"{data.receiver_url}/c-test?s=[spid]"},
+        ),
+        Case("post", reverse("secret_reveal")),
+        Case("post", reverse("api_key_create"), {"name": "c-key"}),
+        Case(
+            "post",
+            reverse("member_invite"),
+            {"email": "new-person@example.com", "role": "member"},
+            status=(302,),
+        ),
+        Case("post", reverse("secret_rotate")),
+    ]
+    for query in (a_click.spid, a_click.click_id, a_conversion.public_id, a_postback.event_id):
+        cases.append(Case("get", reverse("trace") + f"?q={query}", echo=query))
+    for group in ("day", "country", "placement", "campaign", "creative", "smart_ad", "keyword"):
+        for extra in ("", "&format=csv", "&attribution=click", "&country=DE&placement=footer"):
+            cases.append(Case("get", f"{reports}?group_by={group}&{span}{extra}"))
+    for name, value in (
+        ("placement", "a-secret-placement"),
+        ("keyword", "a-secret-keyword"),
+        ("smart_ad", "a-smart-77"),
+    ):
+        cases.append(
+            Case(
+                "get",
+                f"{reports}?group_by={name}&{name}={value}&{span}",
+                echo=value,
+            )
+        )
+    return cases
+
+
+def without_echo(body: str, echo: str) -> str:
+    if not echo:
+        return body
+    # The outsider's own query, shown back in the search box or the "nothing found" line.
+    body = body.replace(f'value="{echo}"', "")
+    body = body.replace(f"Nothing found for <code>{echo}</code>", "")
+    return re.sub(rf"[?&;][a-z_]+={re.escape(echo)}", "", body)
+
+
+def a_state(data) -> dict:
+    return {
+        "templates": sorted(
+            CallbackTemplate.objects.filter(publisher=data.publisher).values_list(
+                "public_id", "url_template", "is_active"
+            )
+        ),
+        "postbacks": sorted(
+            Postback.objects.filter(publisher=data.publisher).values_list(
+                "event_id", "status", "next_attempt_at", "attempts"
+            )
+        ),
+        "keys": sorted(
+            PublisherAPIKey.objects.filter(publisher=data.publisher).values_list(
+                "lookup", "revoked_at"
+            )
+        ),
+        "members": sorted(
+            Membership.objects.filter(publisher=data.publisher).values_list(
+                "user__username", "role"
+            )
+        ),
+        "secret": type(data.publisher).objects.get(pk=data.publisher.pk).signing_secret,
+    }
+
+
+def test_it_checks_ownership_on_every_dashboard_url(outsider_client, dashboard_data):
+    before = a_state(dashboard_data)
+    a_ids = dashboard_data.a_ids()
+    cases = outsider_cases(dashboard_data)
+    visited = set()
+    for case in cases:
+        response = getattr(outsider_client, case.method)(case.url, case.data or {})
+        assert response.status_code in case.status, (case, response.status_code)
+        if response.context and "report" in response.context:
+            assert response.context["report"] is not None, case.url  # the form was valid
+        body = without_echo(response.content.decode(), case.echo)
+        leaked = [value for value in a_ids if value in body]
+        assert not leaked, (case.url, leaked)
+        visited.add(response.resolver_match.url_name if response.resolver_match else case.url)
+    assert a_state(dashboard_data) == before
+    # The table must grow with the dashboard: every dashboard route is visited.
+    dashboard_routes = {p.name for p in urlpatterns if str(p.pattern).startswith("dashboard/")}
+    assert dashboard_routes <= visited, dashboard_routes - visited
+
+
+def test_it_shows_the_outsider_its_own_data(outsider_client, dashboard_data):
+    response = outsider_client.get(reverse("trace") + f"?q={dashboard_data.other_spid}")
+    assert response.status_code == 200
+    assert response.context["trace"].found
+    assert [c.spid for c in response.context["trace"].clicks] == [dashboard_data.other_spid]
+
+
+OWNER_ONLY = [
+    ("api_key_create", None, {"name": "x"}),
+    ("api_key_revoke", "lookup", {}),
+    ("secret_reveal", None, {}),
+    ("secret_rotate", None, {}),
+    ("member_invite", None, {"email": "new@example.com", "role": "member"}),
+    ("member_remove", None, {"username": "owner-a"}),
+]
+
+
+@pytest.mark.parametrize(("name", "arg", "payload"), OWNER_ONLY)
+def test_it_refuses_owner_actions_to_members(member_client, dashboard_data, name, arg, payload):
+    before = a_state(dashboard_data)
+    args = [dashboard_data.key_lookup] if arg else []
+    response = member_client.post(reverse(name, args=args), payload)
+    assert response.status_code == 403
+    assert a_state(dashboard_data) == before
+
+
+@pytest.mark.parametrize(
+    "name", ["dashboard", "reports", "conversions", "trace", "callbacks", "settings", "api_keys"]
+)
+def test_it_sends_anonymous_visitors_to_sign_in(client, name):
+    response = client.get(reverse(name))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+
+
+def test_it_answers_404_to_a_user_without_a_publisher(client, db):
+    from django.contrib.auth import get_user_model
+
+    client.force_login(get_user_model().objects.create_user("loner", password="pw"))
+    assert client.get(reverse("dashboard")).status_code == 404
+
+
+def test_it_would_notice_a_leak(owner_client, dashboard_data):
+    """The same visits as A's owner find A's ids: the check above can fail."""
+    seen = ""
+    for case in outsider_cases(dashboard_data):
+        if case.method == "get" and case.status == (200,):
+            seen += owner_client.get(case.url).content.decode()
+    seen += owner_client.post(reverse("secret_reveal")).content.decode()
+    for click in dashboard_data.clicks:
+        seen += owner_client.get(reverse("trace") + f"?q={click.spid}").content.decode()
+    missing = [value for value in dashboard_data.a_ids() if value not in seen]
+    assert not missing
