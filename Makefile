@@ -13,7 +13,7 @@ for c in "$(PYTHON)" python3.13 python3.12 python3 \
 done; exit 1
 endef
 
-.PHONY: run test lint format migrate seed clean help
+.PHONY: run test bench screenshots lint format migrate seed clean help
 
 help:
 	@echo "make run   - install, migrate, seed a demo, start web + worker + beat (Ctrl-C stops all)"
@@ -46,6 +46,21 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) tests/with_services.py -- $(PY) -m pytest $(PYTEST_ARGS)
+
+# Benchmarks (PostgreSQL + Redis on this machine; about 15 minutes). Results: docs/performance.md.
+BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/roundtrip_bench
+BENCH_REDIS_URL ?= redis://127.0.0.1:6379/11
+bench: export BENCH_DATABASE_URL := $(BENCH_DATABASE_URL)
+bench: export BENCH_REDIS_URL := $(BENCH_REDIS_URL)
+bench: $(STAMP)
+	$(PY) -m pip install -q -e ".[dev,bench]"
+	$(PY) bench/http_bench.py $(BENCH_ARGS)
+	$(PY) bench/report.py
+	DATABASE_URL=$(BENCH_DATABASE_URL) REDIS_URL=$(BENCH_REDIS_URL) $(PY) bench/dashboard.py --write docs/performance.md
+
+# Regenerate docs/screenshots/ (headless Chromium against a live test server).
+screenshots: $(STAMP)
+	ROUNDTRIP_SCREENSHOTS=$(CURDIR)/docs/screenshots $(PY) tests/with_services.py -- $(PY) -m pytest tests/browser/test_screenshots.py -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
