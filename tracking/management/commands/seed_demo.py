@@ -12,19 +12,28 @@ from urllib.parse import quote
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from django.utils import timezone
 
 from publishers.models import CallbackTemplate, Membership, Publisher, PublisherAPIKey
 from publishers.services import api_key_create
-from tracking.models import Advertiser, AdvertiserAPIKey, Campaign, Creative, TrackingLink
+from tracking.models import (
+    Advertiser,
+    AdvertiserAPIKey,
+    Campaign,
+    Creative,
+    SmartAd,
+    TrackingLink,
+)
 from tracking.services import advertiser_key_create
 
 DEMO_KEY_NAME = "seed_demo"
 ADMIN = ("admin", "roundtrip-admin")
 PUBLISHER_USER = ("publisher", "roundtrip-demo")
 LINK_CODE = "demo"
+SMART_AD_ID = 1491
 EXAMPLE_SPID = 'a b&c/d?e#f%g"ü'
 
 
@@ -79,9 +88,29 @@ class Command(BaseCommand):
                 "attribution_window": timedelta(days=30),
             },
         )
-        Creative.objects.get_or_create(
-            campaign=campaign, name="Demo text ad", defaults={"headline": "Try the demo product"}
+        text_ad, _ = Creative.objects.get_or_create(
+            campaign=campaign,
+            name="Demo text ad",
+            defaults={"headline": "Try the demo product", "body": "Fast, simple, free to start."},
         )
+        Creative.objects.get_or_create(
+            campaign=campaign,
+            name="Demo running shoes",
+            defaults={
+                "headline": "Running shoes, 30 % off",
+                "body": "Light, fast, delivered tomorrow.",
+                "keywords": "shoes, running, sneakers",
+            },
+        )
+        # The brief's example unit: smart_ad_id=1491, 200x200.
+        smart_ad, _ = SmartAd.objects.get_or_create(
+            pk=SMART_AD_ID,
+            defaults={"name": "Demo smart ad", "width": 200, "height": 200},
+        )
+        smart_ad.campaigns.add(campaign)
+        if smart_ad.fallback_creative_id is None:
+            smart_ad.fallback_creative = text_ad
+            smart_ad.save(update_fields=["fallback_creative"])
         TrackingLink.objects.update_or_create(
             code=LINK_CODE,
             defaults={"publisher": publisher, "campaign": campaign, "name": "Demo link"},
@@ -91,7 +120,14 @@ class Command(BaseCommand):
         )
         template.url_template = callback_url
         template.is_active = True
-        template.full_clean()
+        try:
+            template.full_clean()
+        except ValidationError as exc:
+            raise CommandError(
+                f"The callback URL {callback_url} is refused: {'; '.join(exc.messages)} "
+                "For the local demo receiver set POSTBACKS_ALLOW_PRIVATE_DESTINATIONS=true "
+                "(make run does)."
+            ) from None
         template.save()
 
         now = timezone.now()
@@ -111,8 +147,15 @@ class Command(BaseCommand):
 
         tracking_link = f"{site}/click?ref={LINK_CODE}&spid=123456789"
         example_link = f"{site}/click?ref={LINK_CODE}&spid={quote(EXAMPLE_SPID, safe='')}"
+        smart_src = f"{site}/smart?ref={LINK_CODE}&q=shoes&smart_ad_id={SMART_AD_ID}&spid=123456789"
+        smart_iframe = (
+            f'<iframe src="{smart_src.replace("&", "&amp;")}" width="200" height="200" '
+            'frameborder="0" scrolling="no" allowtransparency="true"></iframe>'
+        )
         return {
             "site_url": site,
+            "smart_ad_url": smart_src,
+            "smart_ad_iframe": smart_iframe,
             "tracking_link": tracking_link,
             "example_tracking_link": example_link,
             "example_spid": EXAMPLE_SPID,
@@ -136,8 +179,12 @@ class Command(BaseCommand):
 
     @staticmethod
     def _curl(site: str, link: str, key: str) -> str:
+        # The click stands in for a visitor's browser: curl's own user agent marks a bot
+        # click, whose conversion is held for review and never calls the publisher back.
+        browser = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
         return (
-            f"CLICK_ID=$(curl -s -o /dev/null -w '%{{redirect_url}}' {shlex.quote(link)}"
+            f"CLICK_ID=$(curl -s -A {shlex.quote(browser)} -o /dev/null -w '%{{redirect_url}}' "
+            f"{shlex.quote(link)}"
             " | sed 's/.*click_id=//') && echo \"click_id=$CLICK_ID\" && \\\n"
             f"curl -s -X POST {site}/api/v1/conversions -H {shlex.quote('Authorization: Bearer ' + key)}"
             " -H 'Content-Type: application/json' \\\n"
@@ -157,6 +204,9 @@ Roundtrip demo is ready.
   Tracking link  {r["tracking_link"]}
   With a tricky spid ({r["example_spid"]}):
                  {r["example_tracking_link"]}
+
+  Smart ad       {r["smart_ad_url"]}
+  Embed code     {r["smart_ad_iframe"]}
 
   Advertiser API key   {r["advertiser_api_key"]}
   GET postback token   {r["advertiser_token"]}

@@ -1,0 +1,187 @@
+"""Acceptance 1: the local demo with no servers at all, as `make run` starts it.
+
+No DATABASE_URL, CELERY_BROKER_URL or REDIS_URL: SQLite and kombu's file-system broker under a
+temporary ROUNDTRIP_VAR_DIR. migrate, `seed_demo --json`, then Procfile.dev through honcho
+(web, worker, beat). The printed tracking link is clicked with the brief's tricky spid, the
+conversion is posted as the printed curl does, and the built-in demo receiver must show exactly
+that spid within 5 seconds.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qs, quote, urlsplit
+
+import pytest
+import requests
+
+from tests.e2e.processes import (
+    BROWSER_USER_AGENT,
+    REPO_ROOT,
+    SCRIPTS_DIR,
+    Service,
+    free_port,
+    wait_until,
+)
+
+pytestmark = pytest.mark.e2e
+
+SPID = 'a b&c/d?e#f%g"ü'
+# Whatever configures a server-backed install, or the suite's own settings, must not leak in.
+UNSET = (
+    "DATABASE_URL",
+    "CELERY_BROKER_URL",
+    "REDIS_URL",
+    "TEST_CELERY_BROKER_URL",
+    "E2E_REDIS_URL",
+    "DJANGO_SETTINGS_MODULE",
+    "DEBUG",
+    "SECRET_KEY",
+    "ALLOWED_HOSTS",
+    "SITE_URL",
+    "DEMO_RECEIVER_ENABLED",
+)
+
+
+@dataclass
+class LocalDemo:
+    site_url: str
+    seed: dict
+    var_dir: Path
+    services: list[Service] = field(default_factory=list)
+
+    def inbox(self) -> list[dict]:
+        response = requests.get(f"{self.site_url}/demo/receiver/?format=json", timeout=5)
+        assert response.status_code == 200, response.text[:300]
+        return response.json()["callbacks"]
+
+
+def local_env(var_dir: Path, port: int) -> dict[str, str]:
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in UNSET and not name.startswith(("POSTBACKS_", "CELERY_"))
+    }
+    env.update(
+        {
+            "ROUNDTRIP_VAR_DIR": str(var_dir),
+            "ROUNDTRIP_PORT": str(port),
+            "SITE_URL": f"http://127.0.0.1:{port}",
+            # As `make run` sets them: the demo receiver is on 127.0.0.1.
+            "POSTBACKS_ALLOW_PRIVATE_DESTINATIONS": "true",
+            "POSTBACKS_SWEEP_INTERVAL": "5",
+            "PYTHONUNBUFFERED": "1",
+            "PATH": f"{SCRIPTS_DIR}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+    )
+    return env
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def local_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDemo]:
+    var_dir = tmp_path_factory.mktemp("local-var")
+    port = free_port()
+    env = local_env(var_dir, port)
+    manage(env, "migrate", "--no-input", "-v", "0")
+    seed = json.loads(manage(env, "seed_demo", "--json"))
+    honcho = Service(
+        "honcho",
+        [str(SCRIPTS_DIR / "honcho"), "-f", "Procfile.dev", "start"],
+        env,
+        tmp_path_factory.mktemp("local-logs"),
+    )
+    demo = LocalDemo(site_url=f"http://127.0.0.1:{port}", seed=seed, var_dir=var_dir)
+    demo.services.append(honcho)
+    try:
+        honcho.start()
+        honcho.wait_for_http(f"{demo.site_url}/demo/receiver/?format=json", timeout=60)
+        honcho.wait_for_log(" ready.", timeout=60)  # the Celery worker
+        honcho.wait_for_log("beat: Starting", timeout=60)
+        yield demo
+    finally:
+        honcho.stop()
+
+
+def test_it_runs_on_sqlite_and_the_file_broker_under_the_var_dir(local_demo):
+    assert (local_demo.var_dir / "roundtrip.sqlite3").is_file()
+    assert (local_demo.var_dir / "broker" / "queue").is_dir()
+    # Beat's shelve file (dbm may add a suffix): Procfile.dev honours ROUNDTRIP_VAR_DIR too.
+    assert any(local_demo.var_dir.glob("celerybeat-schedule*"))
+    assert local_demo.seed["site_url"] == local_demo.site_url
+
+
+def test_it_shows_the_tricky_spid_at_the_demo_receiver_within_5_seconds(local_demo):
+    seed = local_demo.seed
+    # The printed tracking link, with its example spid replaced by the tricky one.
+    link = urlsplit(seed["tracking_link"])
+    query = {name: values[0] for name, values in parse_qs(link.query).items()}
+    query["spid"] = SPID
+    url = link._replace(
+        query="&".join(f"{name}={quote(value, safe='')}" for name, value in query.items())
+    ).geturl()
+    assert url == seed["example_tracking_link"]
+
+    clicked = requests.get(
+        url, allow_redirects=False, headers={"User-Agent": BROWSER_USER_AGENT}, timeout=10
+    )
+    assert clicked.status_code == 302, clicked.text[:300]
+    # As the printed curl does: everything after "click_id=" in the redirect.
+    click_id = clicked.headers["Location"].split("click_id=", 1)[1]
+
+    converted = requests.post(
+        seed["conversion_api_url"],
+        json={"click_id": click_id, "txn_id": f"order-{click_id}", "payout": "1.50"},
+        headers={"Authorization": f"Bearer {seed['advertiser_api_key']}"},
+        timeout=10,
+    )
+    posted_at = time.monotonic()
+    assert converted.status_code == 201, converted.text[:500]
+    (event_id,) = [postback["id"] for postback in converted.json()["postbacks"]]
+
+    def received() -> dict | None:
+        return next((cb for cb in local_demo.inbox() if cb["event_id"] == event_id), None)
+
+    callback = wait_until(received, timeout=5, interval=0.1, what="the demo receiver")
+    assert time.monotonic() - posted_at <= 5
+    params = dict(callback["params"])
+    assert params["spid"] == SPID
+    assert callback["signature_valid"] is True
+
+
+def test_it_completes_the_round_trip_with_the_printed_curl(local_demo):
+    before = {cb["event_id"] for cb in local_demo.inbox()}
+    done = subprocess.run(
+        ["bash", "-c", local_demo.seed["conversion_curl"]],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    body = json.loads(done.stdout.strip().splitlines()[-1])
+    assert body["created"] is True, body
+    (event_id,) = [postback["id"] for postback in body["postbacks"]]
+    assert event_id not in before
+
+    def received() -> dict | None:
+        return next((cb for cb in local_demo.inbox() if cb["event_id"] == event_id), None)
+
+    callback = wait_until(received, timeout=5, interval=0.1, what="the demo receiver")
+    assert dict(callback["params"])["spid"] == local_demo.seed["example_spid"] == SPID
