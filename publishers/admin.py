@@ -1,5 +1,9 @@
+from collections.abc import Callable
+
 from django.contrib import admin, messages
+from django.db import models
 from django.http import HttpRequest
+from django.utils import timezone
 
 from publishers.models import CallbackTemplate, Membership, Publisher, PublisherAPIKey
 from publishers.services import api_key_create
@@ -27,32 +31,38 @@ class PublisherAdmin(admin.ModelAdmin):
     inlines = [MembershipInline, CallbackTemplateInline]
 
 
-@admin.register(PublisherAPIKey)
-class PublisherAPIKeyAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "publisher", "created_at", "last_used_at", "revoked_at"]
-    list_filter = ["revoked_at"]
-    search_fields = ["name", "lookup", "publisher__name"]
-    readonly_fields = ["lookup", "created_at", "last_used_at"]
-    fields = ["publisher", "name", "lookup", "created_at", "last_used_at", "revoked_at"]
-    actions = ["revoke"]
+class APIKeyAdmin(admin.ModelAdmin):
+    """Admin for hashed keys (publisher and advertiser): a new key is generated on save and
+    shown once in a message; only its digest is stored. Subclasses set `create_key`."""
 
-    def save_model(self, request: HttpRequest, obj: PublisherAPIKey, form, change: bool) -> None:
+    readonly_fields = ["lookup", "created_at", "last_used_at"]
+    actions = ["revoke"]
+    # (admin, unsaved obj) -> (saved key row, plaintext)
+    create_key: Callable[..., tuple[models.Model, str]]
+
+    def save_model(self, request: HttpRequest, obj, form, change: bool) -> None:
         if change:
             super().save_model(request, obj, form, change)
             return
-        # The key is generated here and shown once; only its digest is stored.
-        key, plaintext = api_key_create(publisher=obj.publisher, name=obj.name)
+        key, plaintext = self.create_key(obj)
         obj.pk, obj.lookup, obj.digest = key.pk, key.lookup, key.digest
-        messages.warning(
-            request, f"New API key (copy it now, it won't be shown again): {plaintext}"
-        )
+        messages.warning(request, f"New key (copy it now, it won't be shown again): {plaintext}")
 
     @admin.action(description="Revoke selected keys")
     def revoke(self, request: HttpRequest, queryset) -> None:
-        from django.utils import timezone
-
         count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
         self.message_user(request, f"Revoked {count} key(s).")
+
+
+@admin.register(PublisherAPIKey)
+class PublisherAPIKeyAdmin(APIKeyAdmin):
+    list_display = ["__str__", "publisher", "created_at", "last_used_at", "revoked_at"]
+    list_filter = ["revoked_at"]
+    search_fields = ["name", "lookup", "publisher__name"]
+    fields = ["publisher", "name", "lookup", "created_at", "last_used_at", "revoked_at"]
+
+    def create_key(self, obj: PublisherAPIKey) -> tuple[PublisherAPIKey, str]:
+        return api_key_create(publisher=obj.publisher, name=obj.name)
 
 
 @admin.register(CallbackTemplate)
