@@ -1,8 +1,8 @@
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.http import HttpRequest
-from django.utils import timezone
 
 from postbacks.models import Postback
+from publishers.admin import APIKeyAdmin
 from tracking.models import (
     Advertiser,
     AdvertiserAPIKey,
@@ -11,9 +11,12 @@ from tracking.models import (
     ClickRejection,
     Conversion,
     Creative,
+    ImpressionFlush,
+    SmartAd,
+    SmartAdImpression,
     TrackingLink,
 )
-from tracking.services import advertiser_key_create
+from tracking.services import advertiser_key_create, conversions_review
 
 
 @admin.register(Advertiser)
@@ -25,35 +28,20 @@ class AdvertiserAdmin(admin.ModelAdmin):
 
 
 @admin.register(AdvertiserAPIKey)
-class AdvertiserAPIKeyAdmin(admin.ModelAdmin):
+class AdvertiserAPIKeyAdmin(APIKeyAdmin):
     list_display = ["__str__", "advertiser", "kind", "created_at", "last_used_at", "revoked_at"]
     list_filter = ["kind", "revoked_at"]
     search_fields = ["name", "lookup", "advertiser__name"]
-    readonly_fields = ["lookup", "created_at", "last_used_at"]
     fields = ["advertiser", "kind", "name", "lookup", "created_at", "last_used_at", "revoked_at"]
-    actions = ["revoke"]
 
-    def save_model(self, request: HttpRequest, obj: AdvertiserAPIKey, form, change: bool) -> None:
-        if change:
-            super().save_model(request, obj, form, change)
-            return
-        key, plaintext = advertiser_key_create(
-            advertiser=obj.advertiser, kind=obj.kind, name=obj.name
-        )
-        obj.pk, obj.lookup, obj.digest = key.pk, key.lookup, key.digest
-        messages.warning(
-            request, f"New credential (copy it now, it won't be shown again): {plaintext}"
-        )
-
-    @admin.action(description="Revoke selected keys")
-    def revoke(self, request: HttpRequest, queryset) -> None:
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
-        self.message_user(request, f"Revoked {count} key(s).")
+    def create_key(self, obj: AdvertiserAPIKey) -> tuple[AdvertiserAPIKey, str]:
+        return advertiser_key_create(advertiser=obj.advertiser, kind=obj.kind, name=obj.name)
 
 
 class CreativeInline(admin.TabularInline):
     model = Creative
     extra = 0
+    fields = ["name", "public_id", "headline", "keywords", "weight", "is_active"]
     readonly_fields = ["public_id"]
 
 
@@ -66,6 +54,8 @@ class CampaignAdmin(admin.ModelAdmin):
         "default_payout",
         "currency",
         "attribution_window",
+        "min_seconds_to_convert",
+        "allowed_countries",
     ]
     list_filter = ["status", "advertiser"]
     search_fields = ["name", "public_id"]
@@ -75,10 +65,57 @@ class CampaignAdmin(admin.ModelAdmin):
 
 @admin.register(Creative)
 class CreativeAdmin(admin.ModelAdmin):
-    list_display = ["name", "public_id", "campaign", "is_active"]
+    list_display = ["name", "public_id", "campaign", "keywords", "weight", "is_active"]
     list_filter = ["is_active"]
-    search_fields = ["name", "public_id"]
+    search_fields = ["name", "public_id", "keywords"]
     readonly_fields = ["public_id", "created_at"]
+
+
+@admin.register(SmartAd)
+class SmartAdAdmin(admin.ModelAdmin):
+    """Smart ads: the id column is the `smart_ad_id` publishers put in their embed code."""
+
+    list_display = ["id", "name", "width", "height", "slots", "template", "is_active"]
+    list_display_links = ["id", "name"]
+    list_filter = ["is_active", "template"]
+    search_fields = ["=id", "name"]
+    filter_horizontal = ["campaigns"]
+    raw_id_fields = ["fallback_creative"]
+    readonly_fields = ["id", "created_at", "updated_at"]
+    fields = [
+        "id",
+        "name",
+        ("width", "height"),
+        "slots",
+        "template",
+        "campaigns",
+        "fallback_creative",
+        "is_active",
+        "created_at",
+        "updated_at",
+    ]
+
+
+@admin.register(SmartAdImpression)
+class SmartAdImpressionAdmin(admin.ModelAdmin):
+    list_display = ["day", "publisher", "smart_ad", "creative", "country", "impressions"]
+    list_filter = ["day"]
+    search_fields = ["=smart_ad__id", "creative__public_id", "publisher__name"]
+    readonly_fields = ["publisher", "day", "smart_ad", "creative", "country", "impressions"]
+    date_hierarchy = "day"
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(ImpressionFlush)
+class ImpressionFlushAdmin(admin.ModelAdmin):
+    list_display = ["flushed_at", "batch_id", "rows", "impressions"]
+    readonly_fields = ["batch_id", "rows", "impressions", "flushed_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
 
 
 @admin.register(TrackingLink)
@@ -99,9 +136,13 @@ class ClickAdmin(admin.ModelAdmin):
         "campaign",
         "spid",
         "placement",
+        "smart_ad_id",
         "country",
+        "device",
+        "is_bot",
+        "is_unique",
     ]
-    list_filter = ["publisher", "campaign"]
+    list_filter = ["is_bot", "is_unique", "device", "publisher", "campaign"]
     search_fields = ["click_id", "spid"]
     readonly_fields = [f.name for f in Click._meta.fields]
     date_hierarchy = "created_at"
@@ -129,15 +170,31 @@ class ConversionAdmin(admin.ModelAdmin):
         "campaign",
         "event",
         "status",
+        "reason",
         "payout",
         "currency",
     ]
-    list_filter = ["status", "event", "publisher"]
+    list_filter = ["status", "reason", "event", "publisher"]
     search_fields = ["public_id", "txn_id", "click__click_id", "click__spid"]
-    readonly_fields = ["public_id", "created_at", "updated_at"]
+    readonly_fields = ["public_id", "reason", "reason_detail", "created_at", "updated_at"]
     raw_id_fields = ["click", "publisher", "advertiser", "campaign"]
     inlines = [PostbackInline]
     show_full_result_count = False
+    actions = ["approve_held", "reject_held"]
+
+    @admin.action(description="Approve selected held conversions (fires their callbacks)")
+    def approve_held(self, request: HttpRequest, queryset) -> None:
+        changed = conversions_review(
+            conversion_ids=queryset.values_list("pk", flat=True), approve=True
+        )
+        self.message_user(request, f"Approved {changed} held conversion(s).")
+
+    @admin.action(description="Reject selected held conversions")
+    def reject_held(self, request: HttpRequest, queryset) -> None:
+        changed = conversions_review(
+            conversion_ids=queryset.values_list("pk", flat=True), approve=False
+        )
+        self.message_user(request, f"Rejected {changed} held conversion(s).")
 
 
 @admin.register(ClickRejection)
