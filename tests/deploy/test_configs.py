@@ -1,0 +1,102 @@
+"""The files in deploy/ are the ones we test: nginx accepts the config, systemd accepts the
+units, and Django's deployment checks pass with the documented environment."""
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+
+
+def documented_env() -> dict[str, str]:
+    values = {}
+    for line in (DEPLOY / "roundtrip.env.example").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, value = line.partition("=")
+            values[name.strip()] = value.strip()
+    return values
+
+
+def test_it_documents_every_production_setting_the_units_need():
+    env = documented_env()
+    for name in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ALLOWED_HOSTS", "SITE_URL"):
+        assert env.get(name), name
+    assert env["POSTBACKS_ALLOW_PRIVATE_DESTINATIONS"] == "false"
+
+
+def test_it_passes_nginx_config_test(tmp_path):
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    config = (DEPLOY / "nginx" / "roundtrip.conf").read_text()
+    # Same file, with runtime paths moved into a scratch directory (no root-owned files needed).
+    config = config.replace("/var/log/nginx/", f"{tmp_path}/").replace(
+        "/run/nginx-roundtrip.pid", f"{tmp_path}/nginx.pid"
+    )
+    target = tmp_path / "roundtrip.conf"
+    target.write_text(config)
+    result = subprocess.run([nginx, "-t", "-c", str(target)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "test is successful" in result.stderr
+
+
+@pytest.mark.parametrize("unit", ["roundtrip-web", "roundtrip-worker", "roundtrip-beat"])
+def test_it_passes_systemd_verify(tmp_path, unit):
+    text = (DEPLOY / "systemd" / f"{unit}.service").read_text()
+    # Point the unit at this checkout and an existing account, as an install would.
+    text = (
+        text.replace("/opt/roundtrip", str(ROOT))
+        .replace("User=roundtrip", "User=root")
+        .replace("Group=roundtrip", "Group=root")
+        .replace("/etc/roundtrip/roundtrip.env", str(DEPLOY / "roundtrip.env.example"))
+    )
+    target = tmp_path / f"{unit}.service"
+    target.write_text(text)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(target)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert str(ROOT / ".venv" / "bin") in text
+
+
+@pytest.mark.django_db
+def test_it_passes_django_deploy_checks_with_the_documented_settings(tmp_path):
+    settings_dict = connection.settings_dict
+    env = {
+        **os.environ,
+        **documented_env(),
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        # The units create /run/roundtrip-metrics (RuntimeDirectory=); here, a scratch one.
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        "DATABASE_URL": (
+            f"postgres://{settings_dict['USER']}@{settings_dict['HOST']}:{settings_dict['PORT']}"
+            f"/{settings_dict['NAME']}"
+        ),
+        "REDIS_URL": os.environ["REDIS_URL"],
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+    }
+    env.pop("DEBUG", None)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_it_keeps_query_strings_out_of_the_access_log():
+    """GET postbacks carry the advertiser's token in the query string: the log format names
+    the path ($uri), never the request line or the arguments."""
+    config = (DEPLOY / "nginx" / "roundtrip.conf").read_text()
+    log_format = config[config.index("log_format") : config.index("access_log")]
+    assert "$uri" in log_format
+    for leaky in ('$request"', "$request ", "$args", "$query_string", "$request_uri"):
+        assert leaky not in log_format, leaky
+    assert "access_log /var/log/nginx/roundtrip-access.log roundtrip_json" in config
