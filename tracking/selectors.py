@@ -3,12 +3,14 @@ and the spid trace for the dashboard and the API (those always take the publishe
 
 import base64
 import binascii
+import time as time_module
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+from django.conf import settings
 from django.db.models import Count, Prefetch, Q, Sum
 from django.db.models.functions import TruncDate
 
@@ -26,12 +28,28 @@ from tracking.models import (
 )
 from tracking.rollups import unique_clicks_aggregate
 
+# Live links by ref code, per process: {code: (expires at (monotonic), link or None)}.
+_LINK_CACHE: dict[str, tuple[float, TrackingLink | None]] = {}
+_LINK_CACHE_MAX = 50_000
+
 
 def link_for_click(code: str) -> TrackingLink | None:
-    """The live link for a `ref` code: link, publisher and campaign all active; else None."""
+    """The live link for a `ref` code: link, publisher and campaign all active; else None.
+
+    Cached in the process for CLICKS_LINK_CACHE_SECONDS: compiling and running this three-table
+    query is most of a click's cost (≈ 1.5 ms of ~3 ms here). The price: pausing a link,
+    publisher or campaign takes up to that long to reach every web process. Unknown codes are
+    cached too, so a flood of made-up refs doesn't turn into database load.
+    """
     if not code or len(code) > 32:
         return None
-    return (
+    ttl = settings.CLICKS_LINK_CACHE_SECONDS
+    now = time_module.monotonic()
+    if ttl > 0:
+        cached = _LINK_CACHE.get(code)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+    link = (
         TrackingLink.objects.select_related("campaign", "publisher")
         .filter(
             code=code,
@@ -41,6 +59,11 @@ def link_for_click(code: str) -> TrackingLink | None:
         )
         .first()
     )
+    if ttl > 0:
+        if len(_LINK_CACHE) >= _LINK_CACHE_MAX:
+            _LINK_CACHE.clear()  # crude but bounded; refilled within one TTL
+        _LINK_CACHE[code] = (now + ttl, link)
+    return link
 
 
 def advertiser_for_key(plaintext: str, kind: str) -> Advertiser | None:

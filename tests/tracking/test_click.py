@@ -152,3 +152,26 @@ def test_it_only_trusts_forwarded_for_from_configured_proxies(client, link, sett
 
 def test_it_rejects_methods_other_than_get(client, link):
     assert client.post(click_url(link.code, "1")).status_code == 405
+
+
+def test_it_reuses_a_looked_up_link_for_a_few_seconds(
+    client, link, settings, django_assert_num_queries
+):
+    from tracking import selectors
+
+    settings.CLICKS_LINK_CACHE_SECONDS = 60
+    selectors._LINK_CACHE.clear()
+    try:
+        assert selectors.link_for_click(link.code) == link
+        assert selectors.link_for_click("nope") is None
+        with django_assert_num_queries(0):  # both answers, the miss too, come from the cache
+            assert selectors.link_for_click(link.code) == link
+            assert selectors.link_for_click("nope") is None
+        link.is_active = False
+        link.save()
+        # Still served from the cache until it expires (the documented price of the cache).
+        assert selectors.link_for_click(link.code) == link
+        settings.CLICKS_LINK_CACHE_SECONDS = 0
+        assert selectors.link_for_click(link.code) is None
+    finally:
+        selectors._LINK_CACHE.clear()
