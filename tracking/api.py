@@ -1,5 +1,7 @@
 """Conversion intake for advertisers and ad servers: `POST /api/v1/conversions` and `GET /postback`."""
 
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import parsers, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -52,6 +54,8 @@ def conversion_payload(outcome: ConversionOutcome) -> dict:
         "event": conversion.event,
         "txn_id": conversion.txn_id,
         "status": conversion.status,
+        # Why a guard changed the status ("too_fast", "bot_click"), "" when none did.
+        "reason": conversion.reason,
         "payout": format_amount(conversion.payout),
         "revenue": None if conversion.revenue is None else format_amount(conversion.revenue),
         "currency": conversion.currency,
@@ -97,9 +101,11 @@ class ConversionCreateView(_ConversionIntake):
         return advertiser
 
     def post(self, request: Request) -> Response:
+        # Authenticate first: a caller without a valid key learns nothing about the body.
+        advertiser = self.authenticate_advertiser(request)
         if not isinstance(request.data, dict):
             raise APIError(400, "invalid", "The body must be a JSON object.")
-        return self.record(self.authenticate_advertiser(request), request.data)
+        return self.record(advertiser, request.data)
 
 
 class ConversionGetPostbackView(_ConversionIntake):
@@ -122,3 +128,18 @@ class ConversionGetPostbackView(_ConversionIntake):
         fields = ConversionInSerializer().fields
         data = {name: request.query_params[name] for name in fields if name in request.query_params}
         return self.record(self.authenticate_advertiser(request), data)
+
+
+_conversion_create = ConversionCreateView.as_view()
+
+
+@csrf_exempt
+def conversions_endpoint(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+    """`/api/v1/conversions`: GET (and HEAD) is the publisher API's conversion list, anything
+    else the advertisers' intake (POST; other methods get its 405)."""
+    if request.method in ("GET", "HEAD"):
+        # Imported here: tracking must not depend on the publisher API at import time.
+        from publishers.api.conversions import conversion_list
+
+        return conversion_list(request, *args, **kwargs)
+    return _conversion_create(request, *args, **kwargs)

@@ -4,7 +4,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator, RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -14,6 +14,25 @@ from publishers.ids import new_click_id, new_conversion_id, new_public_id
 from publishers.models import APIKeyBase, Publisher
 
 currency_validator = RegexValidator(r"^[A-Z]{3}$", "Use a three-letter ISO 4217 code, e.g. USD.")
+country_list_validator = RegexValidator(
+    r"^\s*([A-Za-z]{2}(\s*,\s*[A-Za-z]{2})*)?\s*,?\s*$",
+    "Use two-letter ISO 3166 country codes separated by commas, e.g. US, DE, FR.",
+)
+
+
+def normalize_country_list(value: str) -> str:
+    """ "us, de ,fr" → "DE,FR,US": the stored form of a country list (sorted, no duplicates)."""
+    return ",".join(sorted({code.strip().upper() for code in value.split(",") if code.strip()}))
+
+
+def normalize_keywords(value: str) -> str:
+    """ "Cheap  Flights, hotels," → "cheap flights,hotels": the stored form of a keyword list."""
+    seen: dict[str, None] = {}
+    for phrase in value.split(","):
+        phrase = " ".join(phrase.casefold().split())
+        if phrase:
+            seen.setdefault(phrase, None)
+    return ",".join(seen)
 
 
 def new_link_code() -> str:
@@ -81,6 +100,18 @@ class Campaign(models.Model):
     )
     currency = models.CharField(max_length=3, default="USD", validators=[currency_validator])
     attribution_window = models.DurationField(default=timedelta(days=30))
+    min_seconds_to_convert = models.PositiveIntegerField(
+        default=0,
+        help_text="Conversions arriving sooner than this after their click are rejected "
+        "(reason: too fast). 0 turns the guard off.",
+    )
+    allowed_countries = models.CharField(
+        max_length=1000,
+        blank=True,
+        validators=[country_list_validator],
+        help_text="Smart ads show this campaign only to visitors from these countries "
+        "(ISO codes, comma-separated). Empty: every country.",
+    )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -96,11 +127,20 @@ class Campaign(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def save(self, *args, **kwargs) -> None:
+        self.allowed_countries = normalize_country_list(self.allowed_countries)
+        super().save(*args, **kwargs)
+
     def clean(self) -> None:
         try:
             validate_template(self.landing_url, LANDING_PLACEHOLDERS)
         except TemplateError as exc:
             raise ValidationError({"landing_url": str(exc)}) from None
+
+    def allows_country(self, country: str) -> bool:
+        """Whether smart ads may show this campaign to a visitor from `country` ("" = unknown:
+        only unrestricted campaigns)."""
+        return not self.allowed_countries or country in self.allowed_countries.split(",")
 
 
 class Creative(models.Model):
@@ -109,11 +149,31 @@ class Creative(models.Model):
     name = models.CharField(max_length=200)
     headline = models.CharField(max_length=200, blank=True)
     body = models.TextField(blank=True)
+    keywords = models.CharField(
+        max_length=1000,
+        blank=True,
+        help_text="Comma-separated words or phrases; a smart ad prefers creatives whose "
+        "keywords occur in the visitor's query (q=).",
+    )
+    weight = models.PositiveSmallIntegerField(
+        default=100,
+        validators=[MinValueValidator(1)],
+        help_text="Relative share among creatives that match equally well.",
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
 
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(weight__gte=1), name="tracking_creative_weight_min"),
+        ]
+
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args, **kwargs) -> None:
+        self.keywords = normalize_keywords(self.keywords)
+        super().save(*args, **kwargs)
 
 
 class TrackingLink(models.Model):
@@ -132,7 +192,10 @@ class TrackingLink(models.Model):
 
 
 class Click(models.Model):
-    click_id = models.CharField(max_length=32, unique=True, default=new_click_id, editable=False)
+    # Unique with created_at (constraint below), not alone: on PostgreSQL the table is
+    # partitioned by created_at, and a partitioned table's unique keys must contain it. Ids are
+    # 80 random bits plus the millisecond, so they are unique in practice all the same.
+    click_id = models.CharField(max_length=32, default=new_click_id, editable=False)
     link = models.ForeignKey(TrackingLink, on_delete=models.PROTECT, related_name="clicks")
     # Denormalised from the link so reports and tenant filters need no join.
     publisher = models.ForeignKey(Publisher, on_delete=models.PROTECT, related_name="clicks")
@@ -151,9 +214,20 @@ class Click(models.Model):
     ip = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=512, blank=True)
     referer = models.CharField(max_length=1024, blank=True)
+    # Known bot or empty user agent (tracking/intelligence.py). Recorded, never refused.
+    is_bot = models.BooleanField(default=False)
+    # First click of this IP + user agent on this link within CLICKS_UNIQUE_WINDOW_SECONDS.
+    is_unique = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
+        constraints = [
+            # Conversion intake finds a click by click_id (this index's leading column); a
+            # buffered click flushed twice is one row (ON CONFLICT DO NOTHING).
+            models.UniqueConstraint(
+                fields=["click_id", "created_at"], name="tracking_click_unique_click_id"
+            ),
+        ]
         indexes = [
             # Dashboard reports and the click log: one publisher's clicks by time.
             models.Index(fields=["publisher", "created_at"], name="tracking_click_pub_time_idx"),
@@ -170,11 +244,23 @@ class Conversion(models.Model):
         APPROVED = "approved"
         PENDING = "pending"
         REJECTED = "rejected"
+        # An approved conversion the advertiser took back (chargeback, refund): unlike
+        # "rejected" it was paid out, so publishers usually claw the payout back.
+        REVERSED = "reversed"
+
+    class Reason(models.TextChoices):
+        TOO_FAST = "too_fast", "Too fast: converted sooner than the campaign's minimum time"
+        BOT_CLICK = "bot_click", "Bot click: held as pending for review"
 
     public_id = models.CharField(
         max_length=40, unique=True, default=new_conversion_id, editable=False
     )
-    click = models.ForeignKey(Click, on_delete=models.PROTECT, related_name="conversions")
+    # No database foreign key: clicks are partitioned by time (tracking/partitions.py), and
+    # PostgreSQL can't detach a partition that a foreign key points into. A constraint trigger
+    # (migration 0005) refuses to delete a click that has conversions.
+    click = models.ForeignKey(
+        Click, on_delete=models.PROTECT, related_name="conversions", db_constraint=False
+    )
     publisher = models.ForeignKey(Publisher, on_delete=models.PROTECT, related_name="conversions")
     advertiser = models.ForeignKey(Advertiser, on_delete=models.PROTECT, related_name="conversions")
     campaign = models.ForeignKey(Campaign, on_delete=models.PROTECT, related_name="conversions")
@@ -182,6 +268,9 @@ class Conversion(models.Model):
     # Empty when the advertiser sent none; then click + event is the idempotency key.
     txn_id = models.CharField(max_length=255, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.APPROVED)
+    # Why a guard changed the status the advertiser asked for (empty when none did).
+    reason = models.CharField(max_length=32, choices=Reason.choices, blank=True, default="")
+    reason_detail = models.CharField(max_length=255, blank=True, default="")
     payout = models.DecimalField(max_digits=20, decimal_places=6)
     revenue = models.DecimalField(max_digits=20, decimal_places=6, null=True, blank=True)
     currency = models.CharField(max_length=3, validators=[currency_validator])
@@ -209,6 +298,10 @@ class Conversion(models.Model):
         indexes = [
             # Conversion log and reports: one publisher's conversions by time.
             models.Index(fields=["publisher", "created_at"], name="tracking_conv_pub_time_idx"),
+            # Publisher API polling (`updated_since`, cursor on (updated_at, id)).
+            models.Index(
+                fields=["publisher", "updated_at", "id"], name="tracking_conv_pub_upd_idx"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -221,6 +314,7 @@ class ClickRejection(models.Model):
     class Reason(models.TextChoices):
         SPID_TOO_LONG = "spid_too_long"
         SPID_CONTROL_CHARS = "spid_control_chars"
+        BAD_SIGNATURE = "bad_signature"
 
     publisher = models.ForeignKey(Publisher, on_delete=models.CASCADE, related_name="rejections")
     day = models.DateField()
@@ -236,3 +330,171 @@ class ClickRejection(models.Model):
 
     def __str__(self) -> str:
         return f"{self.publisher} {self.day} {self.reason}: {self.count}"
+
+
+# --- Reporting rollups ----------------------------------------------------------------------
+
+
+class HourlyStat(models.Model):
+    """Pre-aggregated counts for dashboard reports, so no report scans raw clicks.
+
+    One row per publisher × hour (UTC) × campaign × dimension × value, where `dimension` is ""
+    (the campaign's totals) or one of DIMENSIONS: a grouping-sets rollup. Rows per hour are
+    bounded by the number of distinct values, not by traffic, so the table stays small at any
+    click volume (a row per full combination of dimensions would be nearly one row per click).
+    Hours let any whole-hour time zone cut days exactly. Rebuilt from raw rows by
+    `tracking.rollups` (never incremented in place), so it can always be recomputed.
+    """
+
+    TOTAL = ""
+    DIMENSIONS = ("country", "placement", "creative", "smart_ad", "keyword")
+
+    # No separate index: the unique constraints below lead with the publisher.
+    publisher = models.ForeignKey(
+        Publisher, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    hour = models.DateTimeField()
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="+")
+    dimension = models.CharField(max_length=16, blank=True)
+    # The creative's primary key as text for "creative"; "" when the click had no value.
+    value = models.CharField(max_length=255, blank=True)
+    clicks = models.PositiveBigIntegerField(default=0)
+    unique_clicks = models.PositiveBigIntegerField(default=0)
+    # Approved conversions counted in the hour of their click ...
+    click_time_conversions = models.PositiveBigIntegerField(default=0)
+    click_time_payout = models.DecimalField(max_digits=20, decimal_places=6, default=Decimal(0))
+    # ... and in the hour they were recorded.
+    conversions = models.PositiveBigIntegerField(default=0)
+    payout = models.DecimalField(max_digits=20, decimal_places=6, default=Decimal(0))
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["publisher", "dimension", "hour", "campaign", "value"],
+                name="tracking_hourlystat_unique_key",
+            ),
+        ]
+        # The unique constraint's index also serves every report: one publisher, one
+        # dimension, a range of hours.
+
+    def __str__(self) -> str:
+        return f"{self.publisher_id} {self.hour:%Y-%m-%d %H}h {self.dimension}={self.value}"
+
+
+class StatsDirtyHour(models.Model):
+    """An hour whose rollup must be recomputed: written in the conversion's transaction (for
+    its click's hour and its own), consumed by `tracking.rollups.stats_refresh`."""
+
+    # No separate index: the unique constraints below lead with the publisher.
+    publisher = models.ForeignKey(
+        Publisher, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    hour = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["publisher", "hour"], name="tracking_statsdirtyhour_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.publisher_id} {self.hour:%Y-%m-%d %H}h"
+
+
+# --- Smart ads ------------------------------------------------------------------------------
+
+
+class SmartAd(models.Model):
+    """An iframe ad unit (`/smart?ref=…&smart_ad_id=<id>&q=…&spid=…`), managed by staff.
+
+    Its primary key is the public `smart_ad_id` publishers paste into their embed code (the
+    brief's `smart_ad_id=1491`). It shows `slots` creatives from the active campaigns of its
+    pool, chosen by keyword match, then weight (tracking/smart.py).
+    """
+
+    class Template(models.TextChoices):
+        TEXT = "text", "Text ads: headline and body"
+        HEADLINES = "headlines", "Headlines only"
+
+    name = models.CharField(max_length=200)
+    width = models.PositiveSmallIntegerField(
+        default=200, validators=[MinValueValidator(50), MaxValueValidator(2000)]
+    )
+    height = models.PositiveSmallIntegerField(
+        default=200, validators=[MinValueValidator(50), MaxValueValidator(2000)]
+    )
+    slots = models.PositiveSmallIntegerField(
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(10)],
+        help_text="How many creatives the unit shows at most.",
+    )
+    template = models.CharField(max_length=16, choices=Template.choices, default=Template.TEXT)
+    campaigns = models.ManyToManyField(Campaign, related_name="smart_ads", blank=True)
+    fallback_creative = models.ForeignKey(
+        Creative,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Shown when a query matches no creative. Without one, the unit picks by "
+        "weight among all its creatives.",
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "smart ad"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(width__gte=50, width__lte=2000, height__gte=50, height__lte=2000),
+                name="tracking_smartad_size_bounds",
+            ),
+            models.CheckConstraint(
+                condition=Q(slots__gte=1, slots__lte=10), name="tracking_smartad_slots_bounds"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pk} · {self.name} ({self.width}×{self.height})"
+
+
+class SmartAdImpression(models.Model):
+    """Impressions per day × publisher × smart ad × creative × country: counters, not a row per
+    impression. Redis accumulates them and `tracking.smart.impressions_flush` adds them here in
+    batches (directly, one upsert per served unit, when Redis is absent)."""
+
+    publisher = models.ForeignKey(
+        Publisher, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    day = models.DateField()
+    smart_ad = models.ForeignKey(SmartAd, on_delete=models.CASCADE, related_name="impressions")
+    creative = models.ForeignKey(Creative, on_delete=models.CASCADE, related_name="impressions")
+    country = models.CharField(max_length=2, blank=True)
+    impressions = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # The flush's upsert target; leading with publisher and day, it also serves the
+            # reports (one publisher's impressions over a range of days).
+            models.UniqueConstraint(
+                fields=["publisher", "day", "smart_ad", "creative", "country"],
+                name="tracking_smartadimpression_unique_key",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.publisher_id}/{self.smart_ad_id}/{self.creative_id}: {self.impressions}"
+
+
+class ImpressionFlush(models.Model):
+    """One applied batch of impression counters: its id makes a retried flush a no-op."""
+
+    batch_id = models.CharField(max_length=32, unique=True)
+    rows = models.PositiveIntegerField(default=0)
+    impressions = models.PositiveBigIntegerField(default=0)
+    flushed_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.batch_id} ({self.impressions} impressions)"

@@ -1,6 +1,8 @@
 """Writes for clicks and conversions."""
 
+import logging
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -9,20 +11,28 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from postbacks.models import Postback
 from postbacks.services import postbacks_create_for_conversion
+from tracking import clickbuffer, intelligence
+from tracking import smart as smart_ads
 from tracking.models import (
     Advertiser,
     AdvertiserAPIKey,
+    Campaign,
     Click,
     ClickRejection,
     Conversion,
-    Creative,
     TrackingLink,
 )
+from tracking.partitions import click_first
+from tracking.rollups import stats_mark_conversion
+from tracking.smart import SmartClick
 
 MAX_PLACEMENT_LENGTH = 100
+
+logger = logging.getLogger(__name__)
 
 
 # --- Clicks ---------------------------------------------------------------------------------
@@ -67,29 +77,65 @@ def click_record(
     spid: str,
     placement: str = "",
     creative_code: str = "",
+    smart: SmartClick | None = None,
     ip: str | None = None,
     user_agent: str = "",
     referer: str = "",
+    cdn_country: str = "",
 ) -> Click:
-    """Record one click on `link`. The spid must already have passed `spid_problem`."""
+    """Record one click on `link`. The spid must already have passed `spid_problem`.
+
+    A verified smart-ad click (`smart`) is recorded on its creative's campaign, with its smart
+    ad id and keyword. The click is enriched with country, device, OS, browser and the bot
+    and unique flags (tracking/intelligence.py) without a database query.
+    """
+    campaign = link.campaign
     creative = None
-    if creative_code:
+    smart_ad_id = keyword = ""
+    if smart is not None:
+        creative, campaign = smart.creative, smart.creative.campaign
+        smart_ad_id, keyword = smart.smart_ad_id, smart.keyword
+    elif creative_code:
         # A creative of another campaign is ignored rather than refused: the visitor's
         # redirect matters more than a mislabelled link.
-        creative = Creative.objects.filter(
-            public_id=creative_code[:32], campaign_id=link.campaign_id
-        ).first()
-    return Click.objects.create(
+        found = smart_ads.creative_for_click(creative_code[:32])
+        creative = found if found is not None and found.campaign_id == link.campaign_id else None
+    intel = intelligence.click_intel(
+        ip=ip, user_agent=user_agent, link_id=link.pk, cdn_value=cdn_country
+    )
+    click = Click(
         link=link,
         publisher_id=link.publisher_id,
-        campaign_id=link.campaign_id,
+        campaign=campaign,
         creative=creative,
         spid=spid,
         placement=normalize_placement(placement or link.default_placement),
+        smart_ad_id=smart_ad_id,
+        keyword=keyword,
+        country=intel.country,
+        device=intel.device,
+        os=intel.os,
+        browser=intel.browser,
+        is_bot=intel.is_bot,
+        is_unique=intel.is_unique,
         ip=ip,
         user_agent=user_agent[:512],
         referer=referer[:1024],
     )
+    click_persist(click)
+    return click
+
+
+def click_persist(click: Click) -> None:
+    """Write a new click: through the Redis buffer when enabled, else (or when Redis fails)
+    straight to the database. Either way the visitor gets the redirect."""
+    if clickbuffer.buffering_enabled():
+        try:
+            clickbuffer.click_buffer(click)
+            return
+        except RedisError:
+            logger.warning("Click buffer unavailable; writing click %s directly", click.click_id)
+    click.save(force_insert=True)
 
 
 # --- Conversions ----------------------------------------------------------------------------
@@ -118,6 +164,7 @@ ALLOWED_TRANSITIONS = {
     (Conversion.Status.PENDING, Conversion.Status.APPROVED),
     (Conversion.Status.PENDING, Conversion.Status.REJECTED),
     (Conversion.Status.APPROVED, Conversion.Status.REJECTED),
+    (Conversion.Status.APPROVED, Conversion.Status.REVERSED),
 }
 
 
@@ -140,11 +187,18 @@ def conversion_record(
     templates subscribed to that status.
     """
     now = now or timezone.now()
-    click = (
-        Click.objects.select_related("campaign", "publisher")
-        .filter(click_id=click_id, campaign__advertiser=advertiser)
-        .first()
+    clicks = Click.objects.select_related("campaign", "publisher").filter(
+        click_id=click_id, campaign__advertiser=advertiser
     )
+    # Looks in the day partitions around the id's own timestamp first (tracking.partitions).
+    click = click_first(clicks, click_id)
+    if (
+        click is None
+        and clickbuffer.buffering_enabled()
+        and clickbuffer.click_materialize(click_id)
+    ):
+        # The click was still in the write buffer (converted within seconds of the click).
+        click = click_first(clicks, click_id)
     if click is None:
         # Another advertiser's click is "not found" too: ids must not leak across tenants.
         raise IntakeError(404, "click_not_found", f"No click with id {click_id!r}.")
@@ -161,6 +215,9 @@ def conversion_record(
                 f"The click is older than the campaign's attribution window "
                 f"({campaign.attribution_window}).",
             )
+        status, reason, reason_detail = conversion_guard(
+            click=click, campaign=campaign, status=status, now=now
+        )
         try:
             with transaction.atomic():
                 conversion = Conversion.objects.create(
@@ -171,6 +228,8 @@ def conversion_record(
                     event=event,
                     txn_id=txn_id,
                     status=status,
+                    reason=reason,
+                    reason_detail=reason_detail,
                     payout=campaign.default_payout if payout is None else payout,
                     revenue=campaign.default_revenue if revenue is None else revenue,
                     currency=currency or campaign.currency,
@@ -184,7 +243,68 @@ def conversion_record(
                 raise
             return _replay(existing, click, status, now)
         postbacks = postbacks_create_for_conversion(conversion, click=click, now=now)
+        stats_mark_conversion(conversion, click=click)
     return ConversionOutcome(conversion, created=True, postbacks=postbacks)
+
+
+def conversion_guard(
+    *, click: Click, campaign: Campaign, status: str, now: datetime
+) -> tuple[str, str, str]:
+    """The status a new conversion gets, and why a guard changed it: (status, reason, detail).
+
+    - Faster than the campaign's `min_seconds_to_convert` after its click: rejected
+      (`too_fast`); real buyers take time, click-injection fraud doesn't.
+    - On a click flagged as a bot: held as pending (`bot_click`) until staff review it in
+      admin; the advertiser can't release it by sending it again as approved.
+    A conversion the advertiser itself rejects stays rejected without a reason.
+    """
+    if status == Conversion.Status.REJECTED:
+        return status, "", ""
+    minimum = campaign.min_seconds_to_convert
+    elapsed = (now - click.created_at).total_seconds()
+    if minimum and elapsed < minimum:
+        return (
+            Conversion.Status.REJECTED,
+            Conversion.Reason.TOO_FAST,
+            f"Converted {max(elapsed, 0):.0f} s after the click; the campaign requires "
+            f"at least {minimum} s.",
+        )
+    if click.is_bot:
+        return (
+            Conversion.Status.PENDING,
+            Conversion.Reason.BOT_CLICK,
+            "The click came from a known bot or an empty user agent; held for review.",
+        )
+    return status, "", ""
+
+
+def conversions_review(
+    *, conversion_ids: Iterable[int], approve: bool, now: datetime | None = None
+) -> int:
+    """Staff decision on conversions a guard held as pending: approve (their approved-status
+    callbacks fire now) or reject. Others are left alone. Returns how many changed."""
+    now = now or timezone.now()
+    changed = 0
+    for pk in conversion_ids:
+        with transaction.atomic():
+            conversion = (
+                Conversion.objects.select_for_update(of=("self",))
+                .select_related("click__publisher", "click__creative", "campaign")
+                .filter(pk=pk, status=Conversion.Status.PENDING)
+                .exclude(reason="")
+                .first()
+            )
+            if conversion is None:
+                continue
+            conversion.status = (
+                Conversion.Status.APPROVED if approve else Conversion.Status.REJECTED
+            )
+            conversion.updated_at = now
+            conversion.save(update_fields=["status", "updated_at"])
+            postbacks_create_for_conversion(conversion, click=conversion.click, now=now)
+            stats_mark_conversion(conversion, click=conversion.click)
+            changed += 1
+    return changed
 
 
 def _existing_conversion(
@@ -204,6 +324,9 @@ def _replay(existing: Conversion, click: Click, status: str, now: datetime) -> C
             "txn_id_conflict",
             f"Transaction {existing.txn_id!r} was already recorded for another click.",
         )
+    if existing.reason and status != Conversion.Status.REJECTED:
+        # A guard decided this conversion's status; sending it again can't overrule that.
+        status = existing.status
     if status == existing.status:
         return ConversionOutcome(existing, created=False, postbacks=list(existing.postbacks.all()))
     if (existing.status, status) not in ALLOWED_TRANSITIONS:
@@ -216,6 +339,7 @@ def _replay(existing: Conversion, click: Click, status: str, now: datetime) -> C
     existing.updated_at = now
     existing.save(update_fields=["status", "updated_at"])
     postbacks_create_for_conversion(existing, click=click, now=now)
+    stats_mark_conversion(existing, click=click)
     return ConversionOutcome(existing, created=False, postbacks=list(existing.postbacks.all()))
 
 

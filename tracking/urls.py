@@ -4,6 +4,8 @@ from tracking import api, views
 
 urlpatterns = [
     path("click", views.click, name="click"),
-    re_path(r"^api/v1/conversions/?$", api.ConversionCreateView.as_view(), name="api-conversions"),
+    path("smart", views.smart_ad, name="smart-ad"),
+    # One path, two audiences: advertisers POST conversions, publishers GET theirs.
+    re_path(r"^api/v1/conversions/?$", api.conversions_endpoint, name="api-conversions"),
     path("postback", api.ConversionGetPostbackView.as_view(), name="postback-intake"),
 ]

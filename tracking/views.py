@@ -1,15 +1,19 @@
-"""The public click endpoint: record, then redirect. Every visitor of every publisher hits it."""
+"""The public endpoints: `/click` (record, then redirect: every visitor of every publisher hits it)
+and `/smart` (the iframe ad unit)."""
 
 import ipaddress
+import secrets
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.http import require_GET
 
 from postbacks.placeholders import TemplateError, expand_placeholders
-from tracking import selectors, services
-from tracking.models import ClickRejection
+from tracking import intelligence, selectors, services, smart
+from tracking.models import ClickRejection, SmartAd
 
 _REJECTION_MESSAGES = {
     ClickRejection.Reason.SPID_TOO_LONG: (
@@ -58,20 +62,45 @@ def click(request: HttpRequest) -> HttpResponse:
             {"title": "Invalid link", "message": _REJECTION_MESSAGES[problem]},
             status=400,
         )
+    smart_click = None
+    if smart.is_smart_click(request.GET):
+        # A smart-ad link: its creative (hence campaign), smart ad and keyword are signed.
+        try:
+            smart_click = smart.smart_click_verify(request.GET)
+        except smart.BadSmartLink:
+            services.click_rejection_count(
+                publisher_id=link.publisher_id, reason=ClickRejection.Reason.BAD_SIGNATURE
+            )
+            return render(
+                request,
+                "tracking/click_error.html",
+                {"title": "Invalid link", "message": "This ad link has been altered."},
+                status=400,
+            )
+        if smart_click is None:
+            return render(
+                request,
+                "tracking/click_error.html",
+                {"title": "Ad not found", "message": "This ad is no longer running."},
+                status=404,
+            )
     recorded = services.click_record(
         link=link,
         spid=spid,
         placement=request.GET.get("placement", ""),
         creative_code=request.GET.get("creative", ""),
+        smart=smart_click,
         ip=client_ip(request),
         user_agent=request.META.get("HTTP_USER_AGENT", ""),
         referer=request.META.get("HTTP_REFERER", ""),
+        cdn_country=intelligence.cdn_country(request.META),
     )
+    campaign = recorded.campaign  # the link's, or a smart ad's creative's
     values = {
         "click_id": recorded.click_id,
         "spid": recorded.spid,
         "publisher_id": link.publisher.public_id,
-        "campaign_id": link.campaign.public_id,
+        "campaign_id": campaign.public_id,
         "placement": recorded.placement,
         "smart_ad_id": recorded.smart_ad_id,
         "keyword": recorded.keyword,
@@ -80,7 +109,70 @@ def click(request: HttpRequest) -> HttpResponse:
         "creative_id": recorded.creative.public_id if recorded.creative else "",
     }
     try:
-        target = expand_placeholders(link.campaign.landing_url, values)
+        target = expand_placeholders(campaign.landing_url, values)
     except TemplateError:
-        target = link.campaign.landing_url
+        target = campaign.landing_url
     return HttpResponseRedirect(target)
+
+
+def _smart_response(
+    request: HttpRequest, template: str, context: dict, status: int = 200
+) -> HttpResponse:
+    """An ad unit document: framable by any site, and able to do nothing but show text.
+
+    CSP: nothing may load (`default-src 'none'`), only our own inline style block runs (by
+    nonce), no <base>, no forms; `frame-ancestors *` replaces X-Frame-Options, which is left
+    out (it can't express "any site"). CORP lets pages with COEP embed the unit.
+    """
+    nonce = secrets.token_urlsafe(16)
+    response = render(request, template, {**context, "nonce": nonce}, status=status)
+    response["Content-Security-Policy"] = (
+        f"default-src 'none'; style-src 'nonce-{nonce}'; base-uri 'none'; "
+        "form-action 'none'; frame-ancestors *"
+    )
+    response["Cross-Origin-Resource-Policy"] = "cross-origin"
+    return response
+
+
+@require_GET
+@xframe_options_exempt
+@never_cache
+def smart_ad(request: HttpRequest) -> HttpResponse:
+    """`/smart?ref=<code>&smart_ad_id=<id>&q=<keyword>&spid=<spid>`: the iframe ad unit.
+
+    Never an error page inside a publisher's site: an unknown ref or smart ad answers 404 and
+    an invalid spid 400, each with an empty transparent document (nothing shows, the status
+    is there for monitoring); no eligible creative answers 200 with the same blank unit.
+    """
+    link = selectors.link_for_click(request.GET.get("ref", ""))
+    smart_ad_id = smart.parse_smart_ad_id(request.GET.get("smart_ad_id", ""))
+    if link is None or smart_ad_id is None:
+        return _smart_response(request, "tracking/smart_ad_blank.html", {}, status=404)
+    spid = request.GET.get("spid", "")
+    if services.spid_problem(spid) is not None:
+        return _smart_response(request, "tracking/smart_ad_blank.html", {}, status=400)
+    country = intelligence.visitor_country(
+        client_ip(request), intelligence.cdn_country(request.META)
+    )
+    unit = smart.smart_ad_serve(
+        link=link,
+        smart_ad_id=smart_ad_id,
+        query=request.GET.get("q", ""),
+        spid=spid,
+        placement=request.GET.get("placement", ""),
+        country=country,
+    )
+    if unit is None:
+        return _smart_response(request, "tracking/smart_ad_blank.html", {}, status=404)
+    if not unit.ads:
+        return _smart_response(request, "tracking/smart_ad_blank.html", {})
+    return _smart_response(
+        request,
+        "tracking/smart_ad.html",
+        {
+            "ads": unit.ads,
+            "width": unit.smart_ad.width,
+            "height": unit.smart_ad.height,
+            "show_body": unit.smart_ad.template == SmartAd.Template.TEXT,
+        },
+    )
