@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import psycopg
+import redis
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -263,6 +264,7 @@ def main() -> None:
     seconds, repeat = (5, 3) if args.quick else (8, 3)
     env = Env(args.database_url, args.redis_url)
     reset_database(args.database_url)
+    redis.Redis.from_url(args.redis_url).flushdb()  # no stale buffered clicks or queued tasks
     env.manage("migrate", "-v", "0")
     seed = json.loads(env.manage("seed_demo", "--json"))
     env.manage("shell", "-c", SEED)

@@ -20,7 +20,7 @@ import socket
 from datetime import datetime
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from config.redis import get_redis
 from tracking.models import Click
@@ -139,8 +139,11 @@ def clicks_flush(*, batch_size: int | None = None, consumer: str | None = None) 
     if not entries:
         return 0
     ids, clicks = _decode(entries)
-    with transaction.atomic():
-        Click.objects.bulk_create(clicks, batch_size=1000, ignore_conflicts=True)
+    try:
+        with transaction.atomic():
+            Click.objects.bulk_create(clicks, batch_size=1000, ignore_conflicts=True)
+    except IntegrityError:
+        _insert_one_by_one(clicks)
     # Acknowledge only after the commit: a crash before this line means a re-insert that the
     # unique click_id turns into a no-op.
     pipe = client.pipeline(transaction=False)
@@ -148,6 +151,18 @@ def clicks_flush(*, batch_size: int | None = None, consumer: str | None = None) 
     pipe.xdel(STREAM, *ids)
     pipe.execute()
     return len(ids)
+
+
+def _insert_one_by_one(clicks: list[Click]) -> None:
+    """A batch that can't go in whole (e.g. one click's link or publisher was deleted while it
+    sat in the buffer): insert the clicks one at a time and drop, loudly, only those the
+    database refuses, so one bad entry can't wedge the stream."""
+    for click in clicks:
+        try:
+            with transaction.atomic():
+                Click.objects.bulk_create([click], ignore_conflicts=True)
+        except IntegrityError as exc:
+            logger.error("Dropping buffered click %s the database refuses: %s", click.click_id, exc)
 
 
 def clicks_flush_all(*, max_batches: int = 100) -> int:

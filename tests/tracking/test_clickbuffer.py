@@ -113,3 +113,20 @@ def test_it_is_off_without_redis(settings):
     settings.REDIS_URL = ""
     assert not clickbuffer.buffering_enabled()
     assert django_settings.CLICKS_BUFFERED
+
+
+@pytest.mark.django_db(transaction=True)  # foreign keys are checked at a real commit
+def test_it_drops_only_the_click_the_database_refuses(client, link, buffered, publisher):
+    from tracking.models import TrackingLink
+
+    good = click(client, link, "good")
+    orphan_link = TrackingLink.objects.create(
+        publisher=publisher, campaign=link.campaign, code="gone"
+    )
+    orphan = click(client, orphan_link, "orphan")
+    # The link disappears while its click waits in the buffer (no FK from the buffer).
+    TrackingLink.objects.filter(pk=orphan_link.pk).delete()
+    assert clickbuffer.clicks_flush() == 2
+    assert list(Click.objects.values_list("click_id", flat=True)) == [good]
+    assert orphan not in set(Click.objects.values_list("click_id", flat=True))
+    assert clickbuffer.buffer_length() == 0
