@@ -4,15 +4,16 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('publishers', '0003_endpoint_health'),
-        ('tracking', '0005_partition_clicks'),
+        ("publishers", "0003_endpoint_health"),
+        ("tracking", "0005_partition_clicks"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='conversion',
-            index=models.Index(fields=['publisher', 'updated_at', 'id'], name='tracking_conv_pub_upd_idx'),
+            model_name="conversion",
+            index=models.Index(
+                fields=["publisher", "updated_at", "id"], name="tracking_conv_pub_upd_idx"
+            ),
         ),
     ]
