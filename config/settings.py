@@ -12,6 +12,7 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("ROUNDTRIP_VAR_DIR", default=str(BASE_DIR / "var")))
@@ -52,6 +53,9 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "axes",
     "publishers",
     "tracking",
     "postbacks",
@@ -66,6 +70,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a throttled login into its lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -109,6 +115,39 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# django-axes refuses sign-ins after AXES_FAILURE_LIMIT failures from one IP address or for one
+# account (either one), for AXES_COOLOFF_TIME; the client IP follows TRUSTED_PROXIES.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "tracking.views.client_ip"
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+# Password reset and invitation mail: printed on the console in local mode, otherwise sent
+# through EMAIL_URL (e.g. smtp+tls://user:password@smtp.example.com:587).
+_email = env.email_url(
+    "EMAIL_URL", default="consolemail://" if LOCAL_MODE else "smtp://localhost:25"
+)
+MAILERS = {
+    "default": {
+        "BACKEND": _email["EMAIL_BACKEND"],
+        "OPTIONS": {
+            "host": _email.get("EMAIL_HOST") or "localhost",
+            "port": _email.get("EMAIL_PORT") or 25,
+            "username": _email.get("EMAIL_HOST_USER") or "",
+            "password": _email.get("EMAIL_HOST_PASSWORD") or "",
+            "use_tls": bool(_email.get("EMAIL_USE_TLS")),
+            "use_ssl": bool(_email.get("EMAIL_USE_SSL")),
+        }
+        if "smtp" in _email["EMAIL_BACKEND"]
+        else {},
+    }
+}
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Roundtrip <noreply@localhost>")
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/dashboard/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
@@ -137,6 +176,8 @@ SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
 if env.bool("BEHIND_TLS_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
@@ -148,19 +189,60 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "config.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+# Requests per API key (publisher API), counted in the default cache, which is Redis when
+# REDIS_URL is set so every web process shares one count.
+API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="600/min")
+# The conversion feed hides changes younger than this many seconds, so a transaction that
+# committed late (its updated_at is earlier than rows already read) is never skipped by a
+# poller that has moved past it. See docs/api.md, "Polling for changes".
+API_CONVERSIONS_SETTLE_SECONDS = env.float("API_CONVERSIONS_SETTLE_SECONDS", default=5.0)
+# At most this many postbacks are queued by one replay request (the answer says how many
+# more matched).
+API_REPLAY_MAX = env.int("API_REPLAY_MAX", default=10_000)
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Roundtrip API",
+    "DESCRIPTION": "Conversion intake for advertisers and the publisher API. See docs/api.md.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI and Redoc assets come from drf-spectacular-sidecar (static files), no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "PREPROCESSING_HOOKS": ["publishers.api.openapi.add_shared_path_endpoints"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "publishers.api.openapi.add_advertiser_security_schemes",
+    ],
+    "ENUM_NAME_OVERRIDES": {
+        "ConversionStatusEnum": "tracking.models.Conversion.Status",
+        "PostbackStatusEnum": "postbacks.models.Postback.Status",
+        "AttemptOutcomeEnum": "postbacks.models.PostbackAttempt.Outcome",
+    },
 }
 
 # --- Celery ---------------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
+# The cache holds API rate-limit counters: Redis when there is one, so all web processes share
+# them; otherwise (local mode) per-process memory.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    if REDIS_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+}
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "broker"
-    for _sub in ("queue", "processed"):
+    for _sub in ("queue", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        # Broadcast (pidbox) exchanges; kombu's default is ./control in the working directory.
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
 else:
@@ -179,10 +261,53 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+# Every task has a hard time limit (tasks may set a lower one) so the start-up check can
+# compare the longest one with the broker's visibility timeout (postbacks/checks.py).
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=600)
+# A worker started without -Q consumes every queue listed here; production runs one worker
+# per postback queue (see docs/performance.md), so first attempts never queue behind retries.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_QUEUES = [
+    Queue("celery"),
+    Queue(env.str("POSTBACKS_QUEUE", default="postbacks")),
+    Queue(env.str("POSTBACKS_RETRY_QUEUE", default="postbacks_retry")),
+]
+CELERY_TASK_ROUTES = {
+    "postbacks.tasks.dispatch_postbacks": {
+        "queue": env.str("POSTBACKS_QUEUE", default="postbacks")
+    },
+    "postbacks.tasks.deliver_postback": {
+        "queue": env.str("POSTBACKS_RETRY_QUEUE", default="postbacks_retry")
+    },
+}
 CELERY_BEAT_SCHEDULE = {
+    "clicks-flush": {
+        "task": "tracking.tasks.flush_click_buffer",
+        "schedule": env.float("CLICKS_BUFFER_FLUSH_INTERVAL", default=1.0),
+        "options": {"expires": 5},
+    },
     "postbacks-sweep": {
         "task": "postbacks.tasks.sweep_due_postbacks",
         "schedule": env.float("POSTBACKS_SWEEP_INTERVAL", default=30.0),
+    },
+    "stats-refresh": {
+        "task": "tracking.tasks.refresh_stats",
+        "schedule": env.float("STATS_REFRESH_INTERVAL", default=60.0),
+    },
+    "impressions-flush": {
+        "task": "tracking.tasks.flush_impressions",
+        "schedule": env.float("IMPRESSIONS_FLUSH_INTERVAL", default=10.0),
+        "options": {"expires": 30},
+    },
+    "retention-prune": {
+        "task": "postbacks.tasks.prune_old_records",
+        "schedule": env.float("RETENTION_PRUNE_INTERVAL", default=3600.0),
+    },
+    # PostgreSQL: creates the coming days' click partitions, retires expired days.
+    "clicks-partitions": {
+        "task": "tracking.tasks.maintain_click_partitions",
+        "schedule": env.float("CLICKS_PARTITIONS_INTERVAL", default=3600.0),
+        "options": {"expires": 600},
     },
 }
 
@@ -207,20 +332,120 @@ POSTBACKS_LEASE_SECONDS = env.int("POSTBACKS_LEASE_SECONDS", default=60)
 # The sweeper leaves freshly due rows to the task sent on commit for this long.
 POSTBACKS_SWEEP_GRACE_SECONDS = env.int("POSTBACKS_SWEEP_GRACE_SECONDS", default=10)
 POSTBACKS_SWEEP_BATCH = env.int("POSTBACKS_SWEEP_BATCH", default=1000)
+# A row the sweeper (or the commit) sent a task for is not sent again for this long: in a
+# backlog its task is still queued. After it, a lost message (Redis restarted) is replaced.
+POSTBACKS_REDISPATCH_SECONDS = env.int("POSTBACKS_REDISPATCH_SECONDS", default=300)
+# Hard limit of one delivery task: above the HTTP total timeout, below the lease (a row must
+# not be re-claimed while its first worker may still be sending it).
+POSTBACKS_TASK_TIME_LIMIT = env.int(
+    "POSTBACKS_TASK_TIME_LIMIT", default=int(POSTBACKS_TOTAL_TIMEOUT) + 15
+)
+# A warm shutdown on SIGTERM lets running deliveries finish; a cold one (second signal)
+# still waits this long, more than one HTTP attempt can take.
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env.float(
+    "CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", default=POSTBACKS_TOTAL_TIMEOUT + 5
+)
+# Retention (days; 0 keeps forever). Pending and failed postbacks, and their attempts, are
+# never pruned; clicks are kept at least for their campaign's attribution window, and clicks
+# that converted are kept with their conversion.
+POSTBACKS_ATTEMPT_RETENTION_DAYS = env.int("POSTBACKS_ATTEMPT_RETENTION_DAYS", default=30)
+POSTBACKS_SUCCEEDED_RETENTION_DAYS = env.int("POSTBACKS_SUCCEEDED_RETENTION_DAYS", default=90)
+# Off by default: dashboard rollups are rebuilt from raw clicks (see docs/operations.md).
+CLICKS_RETENTION_DAYS = env.int("CLICKS_RETENTION_DAYS", default=0)
+# Rows deleted per statement and statements per run: a run stays short and its locks small.
+RETENTION_BATCH_SIZE = env.int("RETENTION_BATCH_SIZE", default=5000)
+RETENTION_MAX_BATCHES = env.int("RETENTION_MAX_BATCHES", default=100)
 # Retries this short are also scheduled as a Celery countdown (well under the broker's
 # visibility timeout); longer ones wait for the sweeper.
 POSTBACKS_MAX_COUNTDOWN_SECONDS = env.int("POSTBACKS_MAX_COUNTDOWN_SECONDS", default=60)
 POSTBACKS_USER_AGENT = env.str("POSTBACKS_USER_AGENT", default="Roundtrip-Postback/1.0")
+
+# Dispatch (postbacks/dispatch.py). "batch": a task claims up to BATCH_SIZE due postbacks in
+# one statement and sends them concurrently (asyncio + aiohttp, through the same SSRF guard);
+# "single": one task and one blocking request per postback (the original path, ~0.9 k/s).
+POSTBACKS_DISPATCH_MODE = env.str("POSTBACKS_DISPATCH_MODE", default="batch")
+POSTBACKS_DISPATCH_BATCH_SIZE = env.int("POSTBACKS_DISPATCH_BATCH_SIZE", default=200)
+# A dispatch task keeps claiming batches (the next while the last is in flight) this long.
+POSTBACKS_DISPATCH_TASK_SECONDS = env.float("POSTBACKS_DISPATCH_TASK_SECONDS", default=2.0)
+# Requests in flight per worker process. Also the most a SIGKILLed process can leave sent but
+# unrecorded (each of those is delivered again: at least once).
+POSTBACKS_DISPATCH_CONCURRENCY = env.int("POSTBACKS_DISPATCH_CONCURRENCY", default=100)
+# A batch task waits this long for its requests; slower ones finish in the background and are
+# recorded by the process's recorder thread, so a hanging endpoint never holds the task.
+POSTBACKS_DISPATCH_WAIT_SECONDS = env.float("POSTBACKS_DISPATCH_WAIT_SECONDS", default=0.5)
+# A vetted DNS answer is reused this long by one worker process (every address was checked).
+POSTBACKS_DISPATCH_DNS_TTL_SECONDS = env.float("POSTBACKS_DISPATCH_DNS_TTL_SECONDS", default=10.0)
+# Celery queues: first attempts never wait behind retries (run a worker on each, or one on both).
+POSTBACKS_QUEUE = env.str("POSTBACKS_QUEUE", default="postbacks")
+POSTBACKS_RETRY_QUEUE = env.str("POSTBACKS_RETRY_QUEUE", default="postbacks_retry")
+# Fairness (postbacks/fairness.py): requests in flight per destination host across all workers;
+# retries may use at most this share of it, the rest is kept for first attempts.
+POSTBACKS_HOST_MAX_IN_FLIGHT = env.int("POSTBACKS_HOST_MAX_IN_FLIGHT", default=8)
+POSTBACKS_HOST_RETRY_SHARE = env.float("POSTBACKS_HOST_RETRY_SHARE", default=0.5)
+# A postback whose host is at its cap is put back for about this long.
+POSTBACKS_HOST_BUSY_DEFER_SECONDS = env.float("POSTBACKS_HOST_BUSY_DEFER_SECONDS", default=1.0)
+# Circuit breaker per host: opens after this many failures in a row (timeouts, connection
+# errors, 5xx, 408, 429), lets one probe through after the cool-down, which doubles each time
+# it opens again, up to the maximum.
+POSTBACKS_BREAKER_FAILURES = env.int("POSTBACKS_BREAKER_FAILURES", default=5)
+POSTBACKS_BREAKER_COOLDOWN_SECONDS = env.float("POSTBACKS_BREAKER_COOLDOWN_SECONDS", default=30.0)
+POSTBACKS_BREAKER_MAX_COOLDOWN_SECONDS = env.float(
+    "POSTBACKS_BREAKER_MAX_COOLDOWN_SECONDS", default=600.0
+)
+POSTBACKS_REDIS_PREFIX = env.str("POSTBACKS_REDIS_PREFIX", default="roundtrip:pb:")
+# Endpoint health (postbacks/health.py): owners are e-mailed after this many failed attempts in
+# a row, and the template is paused (its postbacks held) after failing for this long.
+POSTBACKS_HEALTH_WARN_AFTER_FAILURES = env.int("POSTBACKS_HEALTH_WARN_AFTER_FAILURES", default=10)
+POSTBACKS_HEALTH_PAUSE_AFTER_SECONDS = env.int(
+    "POSTBACKS_HEALTH_PAUSE_AFTER_SECONDS", default=3 * 24 * 3600
+)
+
+# --- Dashboard reports ----------------------------------------------------------------------
+# Each refresh rebuilds the rollup hours of the last N minutes (clicks recorded late, e.g.
+# from a buffer, included); keep it well above STATS_REFRESH_INTERVAL.
+STATS_REFRESH_LOOKBACK_MINUTES = env.int("STATS_REFRESH_LOOKBACK_MINUTES", default=10)
+
+# --- Observability --------------------------------------------------------------------------
+# When set, /metrics answers only `Authorization: Bearer <token>`.
+METRICS_BEARER_TOKEN = env.str("METRICS_BEARER_TOKEN", default="")
+# /readyz gives the database and the broker this long each.
+READYZ_TIMEOUT_SECONDS = env.float("READYZ_TIMEOUT_SECONDS", default=2.0)
 
 # The built-in demo receiver (/demo/receiver/) stands in for a publisher's server locally.
 DEMO_RECEIVER_ENABLED = env.bool("DEMO_RECEIVER_ENABLED", default=LOCAL_MODE)
 
 # --- Clicks ---------------------------------------------------------------------------------
 CLICKS_SPID_MAX_LENGTH = 255
+# How long a web process reuses a tracking link it looked up (0: look up on every click).
+CLICKS_LINK_CACHE_SECONDS = env.float("CLICKS_LINK_CACHE_SECONDS", default=5.0)
+# Buffered click writes (tracking/clickbuffer.py): the redirect appends to a Redis stream and a
+# flusher copies batches into the database. On by default whenever Redis is configured.
+CLICKS_BUFFERED = env.bool("CLICKS_BUFFERED", default=bool(REDIS_URL))
+CLICKS_BUFFER_BATCH = env.int("CLICKS_BUFFER_BATCH", default=2000)
+CLICKS_BUFFER_FLUSH_INTERVAL = env.float("CLICKS_BUFFER_FLUSH_INTERVAL", default=1.0)
+# How long a buffered click stays readable by id (for conversions before the flush).
+CLICKS_BUFFER_KEY_TTL = env.int("CLICKS_BUFFER_KEY_TTL", default=300)
+# Entries a flusher read but never acknowledged (it died) are taken over after this idle time.
+CLICKS_BUFFER_CLAIM_IDLE_MS = env.int("CLICKS_BUFFER_CLAIM_IDLE_MS", default=30_000)
 # X-Forwarded-For is believed only from these networks (your load balancers), e.g. 10.0.0.0/8.
 TRUSTED_PROXY_NETWORKS = [
     ipaddress.ip_network(net, strict=False) for net in env.list("TRUSTED_PROXIES", default=[])
 ]
+
+# --- Click intelligence and smart ads (tracking/intelligence.py, tracking/smart.py) ---------
+# A MaxMind GeoIP2/GeoLite2 Country or City database (.mmdb). Empty: the offline `iptocc`
+# package (registry allocation data shipped in the wheel) answers instead.
+GEOIP_DB_PATH = env.str("GEOIP_DB_PATH", default="")
+# A country header set by your CDN, e.g. CF-IPCountry. Only set it when every request reaches
+# the app through that CDN: a visitor can send the header too.
+GEOIP_COUNTRY_HEADER = env.str("GEOIP_COUNTRY_HEADER", default="")
+# A click is unique when the same IP + user agent + link has not clicked for this long.
+CLICKS_UNIQUE_WINDOW_SECONDS = env.int("CLICKS_UNIQUE_WINDOW_SECONDS", default=24 * 3600)
+# Smart ads, their creatives and campaigns are cached per process this long (admin edits
+# show up after at most this delay).
+SMART_ADS_CACHE_SECONDS = env.float("SMART_ADS_CACHE_SECONDS", default=30.0)
+# Prefix of the Redis keys for impression counters and unique-click windows.
+TRACKING_REDIS_PREFIX = env.str("TRACKING_REDIS_PREFIX", default="roundtrip:")
 
 # --- Logging --------------------------------------------------------------------------------
 LOGGING = {
@@ -229,7 +454,7 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }
 
 SESSION_ENGINE = "django.contrib.sessions.backends.db"

@@ -57,8 +57,9 @@ def prunable_clicks(now: datetime, days: int) -> QuerySet:
     """Clicks older than `days` and than their campaign's attribution window, that never
     converted."""
     from tracking.models import Click, Conversion
+    from tracking.partitions import clicks_partitioned, in_default_partition
 
-    return (
+    clicks = (
         Click.objects.filter(created_at__lt=now - timedelta(days=days))
         .alias(
             window_end=ExpressionWrapper(
@@ -68,6 +69,11 @@ def prunable_clicks(now: datetime, days: int) -> QuerySet:
         )
         .filter(window_end__lt=now, converted=False)
     )
+    if clicks_partitioned():
+        # Whole days are retired by dropping their partitions (tracking.partitions, its own
+        # beat task); row by row, only the strays of the default partition.
+        clicks = in_default_partition(clicks)
+    return clicks
 
 
 def retention_prune(*, now: datetime | None = None) -> dict[str, int]:

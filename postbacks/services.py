@@ -18,7 +18,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from postbacks import http, retry, signing
+from postbacks import health, http, metrics, retry, signing
 from postbacks.models import Postback, PostbackAttempt
 from postbacks.placeholders import TemplateError, expand_placeholders
 
@@ -114,8 +114,11 @@ def postbacks_create_for_conversion(
             template=template,
             publisher_id=conversion.publisher_id,
             conversion_status=conversion.status,
-            next_attempt_at=now,
+            # A paused template's postbacks are kept, held until it is resumed.
+            next_attempt_at=health.HELD_UNTIL if template.paused_at else now,
             created_at=now,
+            # The task goes out on commit; the sweeper leaves the row to it (see enqueue_deliveries).
+            dispatched_at=now,
         )
         try:
             postback.url = expand_placeholders(
@@ -128,25 +131,58 @@ def postbacks_create_for_conversion(
             postback.last_error = str(exc)
         rows.append(postback)
     Postback.objects.bulk_create(rows)
-    due = [row.pk for row in rows if row.status == Postback.Status.PENDING]
+    due = [
+        row.pk
+        for row in rows
+        if row.status == Postback.Status.PENDING and row.next_attempt_at <= now
+    ]
     if due:
-        transaction.on_commit(lambda: enqueue_deliveries(due))
+        transaction.on_commit(lambda: enqueue_new_deliveries(due))
     return rows
 
 
+def enqueue_new_deliveries(postback_ids: "list[int]") -> int:
+    """On commit of new postbacks: in batch mode one coalesced "kick" for the first-attempt
+    lane (a task per conversion would cap intake and delivery at Celery's ~1 k tasks/s),
+    otherwise one task per postback."""
+    if settings.POSTBACKS_DISPATCH_MODE != "batch":
+        return enqueue_deliveries(postback_ids)
+    from postbacks import dispatch
+
+    if dispatch.kick(dispatch.Lane.FIRST):
+        return len(postback_ids)
+    # Nothing reached the broker: the sweeper sends these rows without waiting.
+    Postback.objects.filter(pk__in=postback_ids).update(dispatched_at=None)
+    return 0
+
+
+# One immediate reconnect (a pooled connection may be stale after a Redis restart), then give
+# up: with the broker down Celery's default policy adds ~0.6 s to every conversion request
+# (and `retry=False` ~6 s, redis-py's own backoff), while the sweeper covers a failed send.
+PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0,
+    "interval_max": 0,
+}
+
+
 def enqueue_deliveries(postback_ids: "Iterable[int]") -> int:
-    """Send one delivery task per id. A broker failure is logged, never raised: the sweeper
-    finds the rows in the database and sends them later."""
+    """Send one delivery task per id. A broker failure is logged, never raised: the rows it
+    could not send are marked undispatched, so the next sweep sends them."""
     from postbacks.tasks import deliver_postback
 
+    ids = list(postback_ids)
     sent = 0
-    for postback_id in postback_ids:
+    for postback_id in ids:
         try:
-            deliver_postback.delay(postback_id)
+            deliver_postback.apply_async((postback_id,), retry_policy=PUBLISH_RETRY_POLICY)
             sent += 1
         except Exception:
             logger.exception("Could not enqueue postback %s; the sweeper will retry", postback_id)
             break
+    if sent < len(ids):
+        Postback.objects.filter(pk__in=ids[sent:]).update(dispatched_at=None)
     return sent
 
 
@@ -173,7 +209,11 @@ def _claim(postback_id: int, now: datetime) -> int | None:
             next_attempt_at__lte=now + timedelta(seconds=1),
         )
         .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
-        .update(leased_until=now + lease, attempts=F("attempts") + 1)
+        # A paused template's postbacks wait for it to be resumed (postbacks/health.py).
+        .exclude(template__paused_at__isnull=False)
+        # The task that brought us here is consumed: clearing dispatched_at lets the sweeper
+        # send a new one as soon as this lease expires, should this worker die.
+        .update(leased_until=now + lease, attempts=F("attempts") + 1, dispatched_at=None)
     )
     if claimed != 1:
         return None
@@ -185,14 +225,23 @@ def signature_headers(postback: Postback, timestamp: int) -> dict[str, str]:
 
     parts = urlsplit(postback.url)
     path_qs = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    secrets = postback.publisher.active_signing_secrets()
+    return signed_headers(
+        event_id=postback.event_id,
+        path_qs=path_qs,
+        secrets=postback.publisher.active_signing_secrets(),
+        timestamp=timestamp,
+    )
+
+
+def signed_headers(
+    *, event_id: str, path_qs: str, secrets: list[str], timestamp: int
+) -> dict[str, str]:
+    """Our headers for one request; the batch dispatcher calls this directly (no model)."""
     return {
         "User-Agent": settings.POSTBACKS_USER_AGENT,
-        "Roundtrip-Event-Id": postback.event_id,
+        "Roundtrip-Event-Id": event_id,
         "Roundtrip-Timestamp": str(timestamp),
-        "Roundtrip-Signature": signing.signature_header(
-            secrets, postback.event_id, timestamp, path_qs
-        ),
+        "Roundtrip-Signature": signing.signature_header(secrets, event_id, timestamp, path_qs),
     }
 
 
@@ -219,12 +268,68 @@ def postback_deliver(
             max_bytes=settings.POSTBACKS_MAX_RESPONSE_BYTES,
             excerpt_bytes=settings.POSTBACKS_EXCERPT_BYTES,
         )
-        verdict = retry.classify_status(result.status_code)
     except http.DeliveryError as exc:
         error = exc
-        verdict = retry.classify_error(exc.kind, exc.permanent)
     finished = timezone.now()
+    decision = attempt_decide(
+        attempt_number=attempt_number, result=result, error=error, finished=finished, rng=rng
+    )
+    outcome, retry_in, error_text = decision.outcome, decision.retry_in, decision.error_text
 
+    with transaction.atomic():
+        PostbackAttempt.objects.create(
+            postback_id=postback_id,
+            number=attempt_number,
+            started_at=started_at,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            url=postback.url,
+            status_code=result.status_code if result else None,
+            response_excerpt=result.body_excerpt if result else "",
+            error_kind=error.kind if error else "",
+            error=error_text,
+            resolved_ip=(result.resolved_ip if result else error and error.resolved_ip) or None,
+            outcome=outcome,
+        )
+        # Only the holder of the latest claim may write the row's state: if our lease ran out
+        # and another worker claimed it, `attempts` moved on and this update matches nothing.
+        Postback.objects.filter(pk=postback_id, attempts=attempt_number).update(**decision.changes)
+        if postback.template_id:
+            health.endpoint_outcomes_record(
+                {postback.template_id: health.Tally.of(decision.outcome)},
+                gone={postback.template_id} if decision.gone else (),
+                now=finished,
+            )
+    metrics.attempt_observe(outcome=outcome, duration_seconds=time.monotonic() - started)
+    return DeliveryOutcome(postback_id, outcome, retry_in)
+
+
+@dataclass(frozen=True)
+class AttemptDecision:
+    """What one attempt's answer (or error) means for its postback."""
+
+    verdict: retry.Verdict
+    outcome: str  # PostbackAttempt.Outcome
+    retry_in: float | None  # seconds until the next attempt, when there is one
+    error_text: str
+    changes: dict  # Postback fields to write, guarded by the attempt number
+    gone: bool  # 410: the template is paused too
+
+
+def attempt_decide(
+    *,
+    attempt_number: int,
+    result: http.DeliveryResult | None,
+    error: http.DeliveryError | None,
+    finished: datetime,
+    rng: random.Random | None = None,
+) -> AttemptDecision:
+    """Apply the retry policy to one attempt. Shared by `postback_deliver` and the batch
+    dispatcher, so both paths retry, fail and succeed alike."""
+    if result is not None:
+        verdict = retry.classify_status(result.status_code)
+    else:
+        assert error is not None
+        verdict = retry.classify_error(error.kind, error.permanent)
     retry_in: float | None = None
     if verdict is retry.Verdict.SUCCESS:
         outcome = PostbackAttempt.Outcome.SUCCESS
@@ -255,49 +360,45 @@ def postback_deliver(
         changes |= {"status": Postback.Status.FAILED}
     else:
         changes |= {"next_attempt_at": finished + timedelta(seconds=retry_in or 0)}
-
-    with transaction.atomic():
-        PostbackAttempt.objects.create(
-            postback_id=postback_id,
-            number=attempt_number,
-            started_at=started_at,
-            duration_ms=int((time.monotonic() - started) * 1000),
-            url=postback.url,
-            status_code=result.status_code if result else None,
-            response_excerpt=result.body_excerpt if result else "",
-            error_kind=error.kind if error else "",
-            error=error_text,
-            resolved_ip=(result.resolved_ip if result else error and error.resolved_ip) or None,
-            outcome=outcome,
-        )
-        # Only the holder of the latest claim may write the row's state: if our lease ran out
-        # and another worker claimed it, `attempts` moved on and this update matches nothing.
-        Postback.objects.filter(pk=postback_id, attempts=attempt_number).update(**changes)
-        if verdict is retry.Verdict.STOP and result is not None and postback.template_id:
-            # 410 Gone: the publisher retired this endpoint; stop calling it.
-            type(postback.template).objects.filter(pk=postback.template_id).update(is_active=False)
-    return DeliveryOutcome(postback_id, outcome, retry_in)
+    # 410 Gone: the publisher retired this endpoint; stop calling it (health pauses it).
+    gone = verdict is retry.Verdict.STOP and result is not None
+    return AttemptDecision(verdict, outcome, retry_in, error_text, changes, gone)
 
 
 # --- Sweeper and replay ---------------------------------------------------------------------
 
 
-def postbacks_due_ids(*, now: datetime, limit: int) -> list[int]:
-    """Pending rows due for longer than the grace period, not held by a live lease."""
+def _due_for_sweep(now: datetime):
     grace = timedelta(seconds=settings.POSTBACKS_SWEEP_GRACE_SECONDS)
-    return list(
+    redispatch = timedelta(seconds=settings.POSTBACKS_REDISPATCH_SECONDS)
+    return (
         Postback.objects.filter(status=Postback.Status.PENDING, next_attempt_at__lte=now - grace)
         .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+        .filter(Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=now - redispatch))
         .order_by("next_attempt_at")
-        .values_list("pk", flat=True)[:limit]
     )
+
+
+def postbacks_due_ids(*, now: datetime, limit: int) -> list[int]:
+    """Pending rows due for longer than the grace period, not held by a live lease, and with
+    no task sent for them within POSTBACKS_REDISPATCH_SECONDS."""
+    return list(_due_for_sweep(now).values_list("pk", flat=True)[:limit])
 
 
 def postbacks_sweep(
     *, now: datetime | None = None, enqueue: "Callable[[Iterable[int]], int] | None" = None
 ) -> int:
     """Send a task for every due postback (bounded per run). Returns how many were sent."""
-    ids = postbacks_due_ids(now=now or timezone.now(), limit=settings.POSTBACKS_SWEEP_BATCH)
+    now = now or timezone.now()
+    with transaction.atomic():
+        # Marked before sending, under row locks that a concurrent sweep skips, so two sweeps
+        # never send the same row and a backlog is sent once per redispatch interval.
+        ids = list(
+            _due_for_sweep(now)
+            .select_for_update(skip_locked=True)
+            .values_list("pk", flat=True)[: settings.POSTBACKS_SWEEP_BATCH]
+        )
+        Postback.objects.filter(pk__in=ids).update(dispatched_at=now)
     if not ids:
         return 0
     sent = (enqueue or enqueue_deliveries)(ids)
@@ -317,7 +418,101 @@ def postbacks_retry(postback_ids: "Iterable[int]", *, now: datetime | None = Non
     if not ids:
         return 0
     Postback.objects.filter(pk__in=ids).update(
-        status=Postback.Status.PENDING, next_attempt_at=now, leased_until=None
+        status=Postback.Status.PENDING, next_attempt_at=now, leased_until=None, dispatched_at=now
     )
     transaction.on_commit(lambda: enqueue_deliveries(ids))
     return len(ids)
+
+
+# --- Test postbacks (dashboard "Send test postback", API) ----------------------------------
+
+# What a test postback (and the dashboard's live preview) puts in each placeholder.
+SAMPLE_VALUES: dict[str, str] = {
+    "spid": "123456789",
+    "click_id": "01kb2x7c3s8q4n6p9r1t5v7w9y",
+    "conversion_id": "cnv_01kb2x9d4f6h8j0k2m4n6p8q0r",
+    "event_id": "evt_01kb2x9d4f6h8j0k2m4n6p8q0s",
+    "event": "conversion",
+    "status": "approved",
+    "payout": "2.50",
+    "currency": "USD",
+    "revenue": "4.00",
+    "txn_id": "order-1001",
+    "campaign_id": "01kb2w3a5c7e9g1j3l5n7q9s1u",
+    "campaign": "Summer Sale",
+    "creative_id": "01kb2w4b6d8f0h2k4m6p8r0t2w",
+    "placement": "sidebar",
+    "smart_ad_id": "1491",
+    "keyword": "running shoes",
+    "country": "DE",
+    "device": "mobile",
+    "os": "Android",
+    "browser": "Chrome",
+    "click_time": "1767225600",
+    "conversion_time": "1767229200",
+    "timestamp": "1767229201",
+    "publisher_id": "01kb2v1z3x5v7t9r1p3n5l7j9g",
+}
+
+
+def postback_send_test(*, template, sample_values: dict | None = None) -> dict:
+    """Fire one real, signed GET for a callback template now, with sample values, and report
+    exactly what was sent and what came back. Nothing is stored; no conversion is involved.
+
+    `template` is a `CallbackTemplate` (saved or not) whose `publisher` signs the request.
+    Returns {"ok", "request": {method, url, headers}, "response": {...} | None,
+    "error": {kind, message} | None}; "ok" means a 2xx answer. The request carries
+    `Roundtrip-Test: 1` so a receiver can tell it from a real conversion.
+    """
+    from publishers.ids import new_event_id
+
+    now = timezone.now()
+    event_id = new_event_id()
+    values = {
+        **SAMPLE_VALUES,
+        "event_id": event_id,
+        "timestamp": str(int(now.timestamp())),
+        "publisher_id": template.publisher.public_id,
+        **(sample_values or {}),
+    }
+    from postbacks.placeholders import CALLBACK_PLACEHOLDERS, validate_template
+
+    try:
+        validate_template(template.url_template, CALLBACK_PLACEHOLDERS)
+        url = expand_placeholders(template.url_template, values)
+    except TemplateError as exc:
+        return {
+            "ok": False,
+            "request": None,
+            "response": None,
+            "error": {"kind": "invalid_template", "message": str(exc)},
+        }
+    probe = Postback(publisher=template.publisher, url=url, event_id=event_id)
+    headers = {**signature_headers(probe, int(now.timestamp())), "Roundtrip-Test": "1"}
+    report: dict = {
+        "ok": False,
+        "request": {"method": "GET", "url": url, "headers": headers},
+        "response": None,
+        "error": None,
+    }
+    try:
+        result = http.send_get(
+            url,
+            headers=headers,
+            allow_private=settings.POSTBACKS_ALLOW_PRIVATE_DESTINATIONS,
+            connect_timeout=settings.POSTBACKS_CONNECT_TIMEOUT,
+            total_timeout=settings.POSTBACKS_TOTAL_TIMEOUT,
+            max_bytes=settings.POSTBACKS_MAX_RESPONSE_BYTES,
+            excerpt_bytes=settings.POSTBACKS_EXCERPT_BYTES,
+        )
+    except http.DeliveryError as exc:
+        report["error"] = {"kind": exc.kind, "message": exc.message}
+        return report
+    report["ok"] = 200 <= result.status_code < 300
+    report["response"] = {
+        "status_code": result.status_code,
+        "duration_ms": result.duration_ms,
+        "body_excerpt": result.body_excerpt,
+        "resolved_ip": result.resolved_ip,
+    }
+    return report

@@ -5,13 +5,23 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
-from postbacks import services
+from postbacks import dispatch, retention, services
 
 logger = logging.getLogger(__name__)
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@shared_task(
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    time_limit=settings.POSTBACKS_TASK_TIME_LIMIT,
+)
 def deliver_postback(postback_id: int) -> str | None:
+    if settings.POSTBACKS_DISPATCH_MODE == "batch":
+        # Sent by the sweeper and by replays: one batch of the retry lane (which takes any due
+        # row, this one among them) goes through the per-host caps like everything else.
+        dispatch.postbacks_dispatch(dispatch.Lane.RETRY)
+        return None
     outcome = services.postback_deliver(postback_id)
     if outcome is None:
         return None
@@ -28,6 +38,27 @@ def deliver_postback(postback_id: int) -> str | None:
     return outcome.outcome
 
 
-@shared_task(ignore_result=True, expires=60)
+@shared_task(
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    time_limit=settings.POSTBACKS_TASK_TIME_LIMIT,
+)
+def dispatch_postbacks(lane: str = "first") -> int:
+    """Claim and send one batch of due postbacks of a lane (batch mode); returns how many."""
+    return dispatch.postbacks_dispatch(dispatch.Lane(lane)).claimed
+
+
+@shared_task(ignore_result=True, expires=60, time_limit=120)
 def sweep_due_postbacks() -> int:
-    return services.postbacks_sweep()
+    sent = services.postbacks_sweep()
+    if settings.POSTBACKS_DISPATCH_MODE == "batch":
+        # Kicks lost with a Redis restart would otherwise leave due rows waiting for the
+        # redispatch interval: a kick per lane with due rows is cheap and coalesced.
+        dispatch.kick_if_due()
+    return sent
+
+
+@shared_task(ignore_result=True, expires=600, time_limit=900)
+def prune_old_records() -> dict[str, int]:
+    return retention.retention_prune()

@@ -8,6 +8,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from postbacks.http import DeliveryError, check_destination_allowed
 from postbacks.placeholders import CALLBACK_PLACEHOLDERS, TemplateError, validate_template
 from publishers.ids import new_public_id
 
@@ -130,6 +131,23 @@ class CallbackTemplate(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
+    # Endpoint health (postbacks/health.py). Failed attempts in a row and since when; any
+    # success clears both. The owners are warned once per failing streak (warned_at).
+    consecutive_failures = models.PositiveIntegerField(default=0, editable=False)
+    failing_since = models.DateTimeField(null=True, blank=True, editable=False)
+    warned_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class PausedReason(models.TextChoices):
+        FAILING = "failing", "Failing continuously"
+        GONE = "gone", "The endpoint answered 410 Gone"
+
+    # A paused template's postbacks are still created but held (not sent) until it is resumed;
+    # then they go out oldest first. Set by the system, cleared by `health.endpoint_resume`.
+    paused_at = models.DateTimeField(null=True, blank=True, editable=False)
+    paused_reason = models.CharField(
+        max_length=16, choices=PausedReason.choices, blank=True, default="", editable=False
+    )
+
     class Meta:
         indexes = [
             # Conversion intake: the publisher's active templates.
@@ -148,6 +166,13 @@ class CallbackTemplate(models.Model):
             validate_template(self.url_template, CALLBACK_PLACEHOLDERS)
         except TemplateError as exc:
             raise ValidationError({"url_template": str(exc)}) from None
+        # The SSRF guard runs again on every delivery; here it gives the publisher a clear error.
+        try:
+            check_destination_allowed(
+                self.url_template, allow_private=settings.POSTBACKS_ALLOW_PRIVATE_DESTINATIONS
+            )
+        except DeliveryError as exc:
+            raise ValidationError({"url_template": exc.message}) from None
         self.events = sorted({str(e).strip().lower() for e in self.events or [] if str(e).strip()})
         from tracking.models import Conversion
 

@@ -1,0 +1,411 @@
+"""The sending side of batch dispatch: an asyncio event loop per worker process, in a thread,
+with one pooled aiohttp session whose connections only ever go to addresses the SSRF guard
+(`http.vet_destination`) approved; the same timeouts, no redirects and the same capped read as
+`http.send_get`.
+"""
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import os
+import random
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+import certifi
+from django.conf import settings
+from django.utils import timezone
+from yarl import URL
+
+from postbacks import fairness, http
+from postbacks.dispatch.rows import Claimed, DispatchConfig, Outcome
+
+logger = logging.getLogger(__name__)
+
+
+# --- Sending ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Job:
+    row: Claimed
+    target: URL
+    headers: dict[str, str]
+    future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
+
+
+@dataclass
+class HostGroup:
+    """A batch's rows for one destination host, and the slots the gate granted it."""
+
+    host: str  # gate key, "name:port"
+    scheme: str
+    name: str
+    port: int
+    sample_url: str  # any of the rows' URLs: they share scheme, host and port
+    jobs: list[Job]
+    admission: fairness.Admission = field(default_factory=fairness.Admission)
+    slot_wait: float = 0.0  # seconds a row may wait for one of the group's slots
+    # Sender bookkeeping (its loop thread only): jobs not finished yet, and the event that
+    # tells a group waiting for slots that another group of this process handed it its own.
+    remaining: int = 0
+    handover: asyncio.Event | None = None
+
+    def tally(self) -> fairness.HostTally:
+        tally = fairness.HostTally(tokens=list(self.admission.tokens))
+        for job in self.jobs:
+            verdict = job.future.result().breaker_verdict() if job.future.done() else None
+            if verdict == "ok":
+                tally.ok += 1
+            elif verdict == "failed":
+                tally.failed += 1
+        return tally
+
+
+class _VettedResolver(aiohttp.abc.AbstractResolver):
+    """aiohttp asks this for addresses when it opens a connection: it only ever answers with
+    addresses `http.vet_destination` approved for that host (never a fresh DNS lookup), so a
+    name that re-resolves elsewhere after the check (DNS rebinding) can't redirect us."""
+
+    def __init__(self, pins: dict[tuple[str, int], tuple[str, ...]]):
+        self.pins = pins
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        addresses = self.pins.get((host, port))
+        if not addresses:
+            raise OSError(f"{host}:{port} was not vetted")
+        results: list[aiohttp.abc.ResolveResult] = []
+        for address in addresses:
+            bare = address.split("%", 1)[0]
+            results.append(
+                {
+                    "hostname": host,
+                    "host": bare,
+                    "port": port,
+                    "family": socket.AF_INET6 if ":" in bare else socket.AF_INET,
+                    "proto": 0,
+                    "flags": socket.AI_NUMERICHOST,
+                }
+            )
+        return results
+
+    async def close(self) -> None:
+        return None
+
+
+def _delivery_error(exc: BaseException, *, resolved_ip: str | None) -> http.DeliveryError | None:
+    """aiohttp's exceptions as `http.DeliveryError` kinds (see http.ERROR_KINDS); None for
+    anything else (a bug of ours)."""
+    kind = None
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        kind = "connect_timeout"
+    elif isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        kind = "timeout"
+    elif isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError | ssl.CertificateError):
+        kind = "tls_error"
+    elif isinstance(exc, aiohttp.ClientConnectorDNSError):
+        kind = "dns_error"
+    elif isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ClientOSError | OSError):
+        kind = "connection_error"
+    elif isinstance(exc, aiohttp.InvalidURL):
+        kind = "invalid_url"
+    elif isinstance(exc, aiohttp.ClientError | aiohttp.http_exceptions.HttpProcessingError):
+        kind = "protocol_error"
+    if kind is None:
+        return None
+    text = str(exc) or type(exc).__name__
+    return http.DeliveryError(kind, text[:300], resolved_ip=resolved_ip)
+
+
+class Sender:
+    """One asyncio event loop per worker process, in a thread, with one pooled aiohttp session.
+
+    Celery runs the task in the main thread; the task hands jobs over with `submit` and waits
+    on their futures. Connections are kept alive between batches (that is most of the speed).
+    """
+
+    def __init__(self, *, concurrency: int, ca_certs: str | None = None):
+        self.concurrency = concurrency
+        self.ca_certs = ca_certs
+        self.pid = os.getpid()
+        self.loop = asyncio.new_event_loop()
+        self._pins: dict[tuple[str, int], tuple[str, ...]] = {}
+        self._vetted: dict[tuple, tuple[float, tuple[str, ...] | tuple[str, str, str | None]]] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._waiting: dict[str, list[HostGroup]] = {}  # groups waiting for a host's slots
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._thread = threading.Thread(target=self._run, name="postback-sender", daemon=True)
+        self._thread.start()
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._in_flight
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def submit(
+        self,
+        groups: Sequence[HostGroup],
+        conf: DispatchConfig,
+        resolver: http.Resolver | None,
+        *,
+        gate: fairness.Gate,
+        cap: int,
+    ) -> None:
+        with self._lock:
+            self._in_flight += sum(len(g.jobs) for g in groups)
+        for group in groups:
+            group.remaining = len(group.jobs)
+            coroutine = self._run_group(group, conf, resolver, gate, cap)
+            asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+
+    def close(self) -> None:
+        async def shutdown() -> None:
+            if self._session is not None:
+                await self._session.close()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+    def _finish(self, group: HostGroup, job: Job, outcome: Outcome) -> None:
+        with self._lock:
+            self._in_flight -= 1
+        group.remaining -= 1
+        if not group.remaining and group.admission.tokens:
+            self._hand_over(group)
+        job.future.set_result(outcome)
+
+    def _hand_over(self, group: HostGroup) -> None:
+        """A group is done: if another group of this process waits for the same host's
+        slots, it gets this one's (no round trip through Redis, no gap in the host's flow).
+        Done before the group's last future is set, so its settle() finds no tokens."""
+        waiting = self._waiting.get(group.host)
+        if not waiting:
+            return
+        successor = waiting.pop(0)
+        successor.admission = fairness.Admission(tokens=group.admission.tokens)
+        group.admission = fairness.Admission()
+        assert successor.handover is not None
+        successor.handover.set()
+
+    async def _run_group(
+        self,
+        group: HostGroup,
+        conf: DispatchConfig,
+        resolver: http.Resolver | None,
+        gate: fairness.Gate,
+        cap: int,
+    ) -> None:
+        deadline = self.loop.time() + group.slot_wait
+        if not group.admission.granted and not await self._wait_for_slots(
+            group, gate, cap, deadline
+        ):
+            until = _retry_time(group.admission) or busy_until(conf)
+            for job in group.jobs:
+                self._finish(group, job, Outcome(job.row, defer_until=until))
+            return
+        try:
+            addresses = await self._vet(group, conf, resolver)
+        except http.DeliveryError as exc:
+            for job in group.jobs:
+                self._finish(group, job, Outcome(job.row, started_at=timezone.now(), error=exc))
+            return
+        self._pins[(group.name, group.port)] = addresses
+        slots = asyncio.Semaphore(group.admission.granted)
+        await asyncio.gather(
+            *(self._run_job(group, job, slots, deadline, conf) for job in group.jobs)
+        )
+
+    async def _wait_for_slots(
+        self, group: HostGroup, gate: fairness.Gate, cap: int, deadline: float
+    ) -> bool:
+        """The host is at its cap: ask again now and then until `deadline`. A fast host's
+        slots come back within milliseconds (another process's batch ends); a hanging
+        host's don't, and its rows are put back."""
+        group.handover = asyncio.Event()
+        waiting = self._waiting.setdefault(group.host, [])
+        waiting.append(group)
+        try:
+            while self.loop.time() + _SLOT_POLL_SECONDS < deadline:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_SLOT_POLL_SECONDS):
+                        await group.handover.wait()
+                if group.handover.is_set():
+                    return True
+                wanted = {group.host: len(group.jobs)}
+                admissions = await asyncio.to_thread(gate.admit, wanted, cap=cap)
+                if group.handover.is_set():  # handed over while we asked: give these back
+                    extra = admissions.get(group.host, fairness.Admission())
+                    await asyncio.to_thread(
+                        gate.settle, {group.host: fairness.HostTally(tokens=list(extra.tokens))}
+                    )
+                    return True
+                group.admission = admissions.get(group.host, fairness.Admission())
+                if group.admission.granted:
+                    return True
+                if group.admission.retry_at is not None:
+                    return False  # its breaker opened meanwhile
+            return False
+        finally:
+            if group in waiting:
+                waiting.remove(group)
+
+    async def _vet(
+        self, group: HostGroup, conf: DispatchConfig, resolver: http.Resolver | None
+    ) -> tuple[str, ...]:
+        key = (group.scheme, group.name, group.port, conf.allow_private)
+        cached = self._vetted.get(key) if resolver is None else None
+        if cached is None or cached[0] < time.monotonic():
+            try:
+                destination = await asyncio.to_thread(
+                    http.vet_destination,
+                    group.sample_url,
+                    allow_private=conf.allow_private,
+                    timeout=conf.connect_timeout,
+                    resolver=resolver,
+                )
+                value: tuple = destination.addresses
+            except http.DeliveryError as exc:
+                value = ("!", exc.kind, exc.message, exc.resolved_ip)
+            cached = (time.monotonic() + conf.dns_ttl, value)
+            if resolver is None and conf.dns_ttl > 0:
+                self._vetted[key] = cached
+        value = cached[1]
+        if value and value[0] == "!":
+            # A fresh error each time: a cached exception object would pile up tracebacks.
+            raise http.DeliveryError(value[1], value[2], resolved_ip=value[3])
+        return value
+
+    async def _run_job(
+        self,
+        group: HostGroup,
+        job: Job,
+        slots: asyncio.Semaphore,
+        deadline: float,
+        conf: DispatchConfig,
+    ) -> None:
+        try:
+            async with asyncio.timeout_at(deadline):
+                await slots.acquire()
+        except TimeoutError:
+            # The host is slow and its slots are taken: give the row back for a while.
+            self._finish(group, job, Outcome(job.row, defer_until=busy_until(conf)))
+            return
+        try:
+            outcome = await self._send(job, conf)
+        except Exception:
+            logger.exception("Unexpected error sending postback %s", job.row.pk)
+            outcome = Outcome(job.row, defer_until=busy_until(conf))
+        finally:
+            slots.release()
+        self._finish(group, job, outcome)
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            context = ssl.create_default_context(cafile=self.ca_certs or certifi.where())
+            connector = aiohttp.TCPConnector(
+                limit=self.concurrency,
+                limit_per_host=0,  # the gate caps hosts, across all workers
+                resolver=_VettedResolver(self._pins),
+                use_dns_cache=False,  # every new connection asks _VettedResolver
+                ssl=context,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                auto_decompress=False,
+                trust_env=False,  # no proxies or .netrc from the environment
+                cookie_jar=aiohttp.DummyCookieJar(),
+                timeout=aiohttp.ClientTimeout(total=None),
+            )
+        return self._session
+
+    async def _send(self, job: Job, conf: DispatchConfig) -> Outcome:
+        session = self._get_session()
+        started_at = timezone.now()
+        started = time.monotonic()
+        peer_ip = None
+        try:
+            async with asyncio.timeout(conf.total_timeout):
+                async with session.get(
+                    job.target,
+                    headers=job.headers,
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=conf.connect_timeout),
+                ) as response:
+                    transport = response.connection.transport if response.connection else None
+                    peer = transport.get_extra_info("peername") if transport else None
+                    peer_ip = peer[0] if peer else None
+                    body = bytearray()
+                    while len(body) < conf.max_bytes:
+                        chunk = await response.content.read(
+                            min(64 * 1024, conf.max_bytes - len(body))
+                        )
+                        if not chunk:
+                            break
+                        body += chunk
+                    if len(body) >= conf.max_bytes:
+                        response.close()  # the rest stays unread: don't reuse the connection
+                    excerpt = bytes(body[: conf.excerpt_bytes]).decode("utf-8", "replace")
+                    result = http.DeliveryResult(
+                        status_code=response.status,
+                        duration_ms=int((time.monotonic() - started) * 1000),
+                        body_excerpt=excerpt.replace("\x00", "\ufffd"),  # PostgreSQL text
+                        resolved_ip=peer_ip or self._pins.get(_pin_key(job), ("",))[0],
+                        retry_after=response.headers.get("Retry-After"),
+                    )
+            return Outcome(job.row, started_at, result.duration_ms, result=result)
+        except Exception as exc:
+            ip = peer_ip or self._pins.get(_pin_key(job), (None,))[0]
+            error = _delivery_error(exc, resolved_ip=ip)
+            if error is None:
+                raise
+            duration = int((time.monotonic() - started) * 1000)
+            return Outcome(job.row, started_at, duration, error=error)
+
+
+# How often a batch asks again for the slots of a host at its cap.
+_SLOT_POLL_SECONDS = 0.01
+
+
+def _retry_time(admission: fairness.Admission) -> datetime | None:
+    """When an open breaker lets a probe through (jittered), or None."""
+    if admission.retry_at is None:
+        return None
+    jitter = random.random()  # noqa: S311
+    return datetime.fromtimestamp(admission.retry_at, UTC) + timedelta(seconds=jitter)
+
+
+def _pin_key(job: Job) -> tuple[str, int]:
+    return (job.target.raw_host or "", job.target.port or 0)
+
+
+def busy_until(conf: DispatchConfig) -> datetime:
+    # Jittered, so the rows of a busy host don't all come back in the same batch.
+    return timezone.now() + timedelta(seconds=conf.busy_defer * random.uniform(1.0, 1.5))  # noqa: S311
+
+
+_sender_lock = threading.Lock()
+_sender: Sender | None = None
+
+
+def get_sender() -> Sender:
+    """This worker process's sender (a forked child starts its own)."""
+    global _sender
+    with _sender_lock:
+        if _sender is None or _sender.pid != os.getpid():
+            _sender = Sender(concurrency=settings.POSTBACKS_DISPATCH_CONCURRENCY)
+        return _sender
