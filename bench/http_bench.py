@@ -87,8 +87,10 @@ def server(kind: str, app: str, env: dict[str, str]):
     else:
         cmd = [str(BIN / "gunicorn"), app, "--bind", f"127.0.0.1:{port}", "--workers", "4",
                "--worker-class", "gthread", "--threads", "4", "--log-level", "warning"]  # fmt: skip
+    OUT.mkdir(parents=True, exist_ok=True)
+    log = (OUT / "server.log").open("a")  # errors, if any, are kept for inspection
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     try:
         wait_http(port)
         time.sleep(0.5)
@@ -99,6 +101,7 @@ def server(kind: str, app: str, env: dict[str, str]):
             proc.wait(10)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
 
 
 @contextlib.contextmanager
