@@ -292,8 +292,12 @@ def postback_deliver(
         )
         # Only the holder of the latest claim may write the row's state: if our lease ran out
         # and another worker claimed it, `attempts` moved on and this update matches nothing.
-        Postback.objects.filter(pk=postback_id, attempts=attempt_number).update(**decision.changes)
-        if postback.template_id:
+        current = Postback.objects.filter(pk=postback_id, attempts=attempt_number).update(
+            **decision.changes
+        )
+        # A stale answer (the row was claimed again meanwhile) says nothing about the endpoint
+        # now: it must not count toward health, nor pause the template on a late 410.
+        if postback.template_id and current:
             health.endpoint_outcomes_record(
                 {postback.template_id: health.Tally.of(decision.outcome)},
                 gone={postback.template_id} if decision.gone else (),

@@ -549,6 +549,28 @@ def test_a_stale_worker_cannot_overwrite_the_newer_state(receiver, make_postback
     ]
 
 
+def test_a_stale_410_does_not_pause_the_template(receiver, make_postback, monkeypatch):
+    postback = make_postback()
+    real_send_get = http.send_get
+    sent = []
+
+    def stalling_send_get(url, **kwargs):
+        sent.append(url)
+        if len(sent) == 1:
+            # A stalls past its lease, B reclaims and delivers; then A's late answer is a 410.
+            Postback.objects.filter(pk=postback.pk).update(
+                leased_until=timezone.now() - timedelta(seconds=1)
+            )
+            assert postback_deliver(postback.pk).outcome == "success"
+            receiver.status = 410
+        return real_send_get(url, **kwargs)
+
+    monkeypatch.setattr(http, "send_get", stalling_send_get)
+    assert postback_deliver(postback.pk).outcome == "failed"  # what A saw
+    postback.template.refresh_from_db()
+    assert postback.template.is_active and not postback.template.paused_at
+
+
 # --- Sweeper --------------------------------------------------------------------------------
 
 
