@@ -57,6 +57,7 @@ bench: $(STAMP)
 	$(PY) bench/http_bench.py $(BENCH_ARGS)
 	$(PY) bench/report.py
 	DATABASE_URL=$(BENCH_DATABASE_URL) REDIS_URL=$(BENCH_REDIS_URL) $(PY) bench/dashboard.py --write docs/performance.md
+	DATABASE_URL=$(BENCH_DATABASE_URL) REDIS_URL=$(BENCH_REDIS_URL) $(PY) bench/dispatch.py --write docs/performance.md
 
 # Regenerate docs/screenshots/ (headless Chromium against a live test server).
 screenshots: $(STAMP)
