@@ -23,6 +23,7 @@ send the one half-open probe. Without Redis (local mode: SQLite and the file-sys
 it rather than stop delivering.
 """
 
+import abc
 import itertools
 import logging
 import os
@@ -193,22 +194,22 @@ def _token_prefix() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{next(_token_counter)}"
 
 
-class Gate:
+class Gate(abc.ABC):
     """Admission and breaker bookkeeping; see the module docstring."""
 
+    @abc.abstractmethod
     def admit(
         self, wanted: Mapping[str, int], *, cap: int, now: float | None = None
     ) -> dict[str, Admission]:
         """Take up to `wanted[host]` slots per host, at most `cap` in flight per host."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def settle(self, tallies: Mapping[str, HostTally], *, now: float | None = None) -> None:
         """Give slots back and feed the breakers with how the requests ended."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def states(self) -> dict[str, str]:
         """Breaker state per host that has one: "open", "half" (probing) or "closed"."""
-        raise NotImplementedError
 
 
 class RedisGate(Gate):
