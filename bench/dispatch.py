@@ -264,11 +264,18 @@ class Bench:
         return [row.pk for row in Postback.objects.bulk_create(rows, batch_size=2000)]
 
     def release(self, ids: list[int]) -> None:
+        from django.db import connection
         from django.utils import timezone
 
+        from postbacks.health import HELD_UNTIL
         from postbacks.models import Postback, PostbackAttempt
 
         PostbackAttempt.objects.filter(postback_id__in=ids).delete()
+        Postback.objects.filter(pk__in=ids).update(next_attempt_at=HELD_UNTIL)
+        # Reusing one backlog run after run leaves dead index entries a steady stream would
+        # not (autovacuum keeps up with that): clean them so every run starts alike.
+        with connection.cursor() as cursor:
+            cursor.execute("VACUUM ANALYZE postbacks_postback")
         Postback.objects.filter(pk__in=ids).update(
             status="pending",
             attempts=0,
@@ -438,6 +445,19 @@ def run(args: argparse.Namespace) -> dict:
         bench.stop(web)
         bench.stop(worker)
 
+        # The receiver's host given a cap of its own, as one would for a big publisher.
+        raised = f"127.0.0.1:{bench.receiver_port}={args.raised_cap}"
+        worker = bench.start_worker(POSTBACKS_HOST_MAX_IN_FLIGHT_BY_HOST=raised)
+        raw_raised, batch_raised = [], []
+        for _ in range(args.repeat):
+            raw_raised.append(bench.raw_rate(args.backlog))
+            batch_raised.append(bench.drain_rate(ids, single=False)[0])
+            print(
+                f"raw {raw_raised[-1]:.0f}/s, batch (cap {args.raised_cap}) {batch_raised[-1]:.0f}/s"
+            )
+        bench.hold(ids)
+        bench.stop(worker)
+
         worker = bench.start_worker(POSTBACKS_DISPATCH_MODE="single")
         single_ids = ids[: args.single_backlog]
         single = []
@@ -459,6 +479,12 @@ def run(args: argparse.Namespace) -> dict:
         batch_recorded=statistics.median(batch_recorded),
         single=statistics.median(single),
         ratio=statistics.median(b / r for b, r in zip(batch, raw, strict=True)),
+        raw_raised=statistics.median(raw_raised),
+        batch_raised=statistics.median(batch_raised),
+        ratio_raised=statistics.median(
+            b / r for b, r in zip(batch_raised, raw_raised, strict=True)
+        ),
+        raised_cap=args.raised_cap,
         paced={k: median_of(paced, k) for k in ("intake_rps", "p50", "p95", "p99")},
         saturated={k: median_of(saturated, k) for k in ("intake_rps", "p50", "p95", "p99")},
         load=os.getloadavg()[0],
@@ -477,39 +503,51 @@ def render(results: dict) -> str:
         f"{platform.python_implementation()} {platform.python_version()}, load average "
         f"{results['load']:.1f} at the end), PostgreSQL + Redis, production settings, one fast "
         "local receiver (aiohttp, its own process). Workers: "
-        f"`{' '.join(WORKER_ARGV[:9])}`; batch {s['batch']}, {s['concurrency']} requests in "
-        f"flight per process, at most {s['host_cap']} per destination host.",
+        f"`{' '.join(WORKER_ARGV[:10])}`; batch {s['batch']}, {s['concurrency']} requests in "
+        f"flight per process, at most {s['host_cap']} per destination host unless that host "
+        "has a cap of its own (`POSTBACKS_HOST_MAX_IN_FLIGHT_BY_HOST`).",
         "",
         "| Sender | Postbacks/s | vs raw aiohttp |",
         "| --- | ---: | ---: |",
         f"| Raw aiohttp sender, 100 in flight, no database | {results['raw']:,.0f} | 1.00 |",
-        f"| **Batch dispatch** (received) | **{results['batch']:,.0f}** | **{results['ratio']:.2f}** |",
-        f"| Batch dispatch (recorded in the database) | {results['batch_recorded']:,.0f} | "
-        f"{results['batch_recorded'] / results['raw']:.2f} |",
+        f"| Batch dispatch, default cap ({s['host_cap']} in flight per host) | "
+        f"{results['batch']:,.0f} | {results['ratio']:.2f} |",
+        f"| Batch dispatch, default cap, every attempt recorded in the database | "
+        f"{results['batch_recorded']:,.0f} | {results['batch_recorded'] / results['raw']:.2f} |",
+        f"| **Batch dispatch, receiver's host capped at {results['raised_cap']}** | "
+        f"**{results['batch_raised']:,.0f}** | **{results['ratio_raised']:.2f}** |",
         f"| One Celery task per postback (`POSTBACKS_DISPATCH_MODE=single`) | "
         f"{results['single']:,.0f} | {results['single'] / results['raw']:.2f} |",
         "",
-        f"Backlog of {results['backlog']:,} due postbacks per run; received = last callback "
-        "at the receiver, recorded = every attempt row and state written.",
+        f"Backlog of {results['backlog']:,} due postbacks per run, all to the one receiver, "
+        "so the per-host cap is the limit: 4 in flight is the safe default (it bounds what a "
+        "hanging publisher holds and what a crashed worker sends twice); a publisher that needs "
+        "the throughput gets a cap of its own. The raw sender ran right before each batch run.",
         "",
         "Latency from the conversion API's answer to the callback's arrival (gunicorn, 2 workers "
         "× 4 threads, conversions posted with `Authorization: Bearer`):",
         "",
-        "| Offered load | Intake req/s | p50 ms | p95 ms | p99 ms |",
+        "| Offered load | Intake achieved, req/s | p50 ms | p95 ms | p99 ms |",
         "| --- | ---: | ---: | ---: | ---: |",
-        f"| 200/s | {paced['intake_rps']:,.0f} | {paced['p50']:.0f} | {paced['p95']:.0f} | "
-        f"{paced['p99']:.0f} |",
+        f"| 200/s, paced | {paced['intake_rps']:,.0f} | {paced['p50']:.0f} | "
+        f"{paced['p95']:.0f} | {paced['p99']:.0f} |",
         f"| Saturation (32 connections) | {sat['intake_rps']:,.0f} | {sat['p50']:.0f} | "
         f"{sat['p95']:.0f} | {sat['p99']:.0f} |",
+        "",
+        "When the intake achieved less than it was offered, the conversion API (another "
+        "section) was the limit on the shared machine, not the dispatcher.",
         "",
         "How: intake commits the conversion and its postback rows, then publishes one "
         "coalesced *kick* for the first-attempt lane; a `dispatch_postbacks` task claims up to "
         "a batch of due rows in one `UPDATE … FOR UPDATE SKIP LOCKED … RETURNING`, sends them "
         "from an asyncio loop (aiohttp, keep-alive, every connection to an address the SSRF guard "
-        "vetted), and records outcomes as they arrive (bulk insert and bulk update, guarded by "
-        "the attempt number). A full batch kicks a successor first, so both pool processes work.",
+        "vetted), and records outcomes as they arrive (one statement: bulk insert of attempts and "
+        "bulk update of rows, guarded by the attempt number, commit without waiting for the WAL "
+        "flush). A task claims its next batch while the last is in flight; a full first batch "
+        "kicks a successor, so both pool processes work.",
         "",
-        "Recommended workers (what this run used, per 2 cores):",
+        "Recommended in production, per 2 cores (this run used one worker taking both postback "
+        "queues, as on a small machine):",
         "",
         "```",
         "celery -A config worker -Q postbacks --pool prefork --concurrency 2 --hostname first@%h",
@@ -545,6 +583,7 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=20_000)
     parser.add_argument("--single-backlog", type=int, default=3_000)
     parser.add_argument("--seconds", type=float, default=8.0, help="per latency run")
+    parser.add_argument("--raised-cap", type=int, default=64, help="the receiver's own cap")
     parser.add_argument("--write", type=Path, help="update this Markdown file's section")
     parser.add_argument("--json", type=Path, default=ROOT / "var" / "bench" / "dispatch.json")
     args = parser.parse_args()

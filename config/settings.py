@@ -380,7 +380,17 @@ POSTBACKS_QUEUE = env.str("POSTBACKS_QUEUE", default="postbacks")
 POSTBACKS_RETRY_QUEUE = env.str("POSTBACKS_RETRY_QUEUE", default="postbacks_retry")
 # Fairness (postbacks/fairness.py): requests in flight per destination host across all workers;
 # retries may use at most this share of it, the rest is kept for first attempts.
-POSTBACKS_HOST_MAX_IN_FLIGHT = env.int("POSTBACKS_HOST_MAX_IN_FLIGHT", default=8)
+# Also the most one crashed worker can leave sent-but-unrecorded for a host (each of those is
+# delivered twice): keep it low, and raise it for the publishers that need the throughput
+# (name:port=cap pairs, e.g. POSTBACKS_HOST_MAX_IN_FLIGHT_BY_HOST=cb.bigpub.example:443=64).
+POSTBACKS_HOST_MAX_IN_FLIGHT = env.int("POSTBACKS_HOST_MAX_IN_FLIGHT", default=4)
+POSTBACKS_HOST_MAX_IN_FLIGHT_BY_HOST = {
+    host.strip().lower(): int(cap)
+    for host, _, cap in (
+        item.rpartition("=")
+        for item in env.list("POSTBACKS_HOST_MAX_IN_FLIGHT_BY_HOST", default=[])
+    )
+}
 POSTBACKS_HOST_RETRY_SHARE = env.float("POSTBACKS_HOST_RETRY_SHARE", default=0.5)
 # A postback whose host is at its cap is put back for about this long.
 POSTBACKS_HOST_BUSY_DEFER_SECONDS = env.float("POSTBACKS_HOST_BUSY_DEFER_SECONDS", default=1.0)

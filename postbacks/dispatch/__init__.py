@@ -10,15 +10,23 @@ The guarantees of `services.postback_deliver` all hold, row by row:
   only to the vetted addresses (`_VettedResolver`), keeping the URL's host for the Host header
   and TLS, with the same timeouts, no redirects and the same capped read as `http.send_get`.
 - Each answer goes through `services.attempt_decide` (the same retry policy); attempt rows are
-  inserted in bulk and row states updated in bulk, each guarded by its attempt number, in the
-  same transaction; retries wait in `next_attempt_at` (short ones also get a countdown kick).
-- Results are recorded as they arrive (a group commit per wake-up), not at the end of the batch,
-  so a killed worker leaves at most its requests in flight sent-but-unrecorded.
+  inserted and row states updated in one statement, each guarded by its attempt number;
+  retries wait in `next_attempt_at` (short ones also get a countdown kick).
+- Results are recorded as they arrive (a group commit each time the task looks up), not at the
+  end of a batch, so a killed worker leaves at most its requests in flight sent-but-unrecorded
+  (per host at most the host's cap: each of those is delivered again).
 
-Fairness (postbacks/fairness.py): a batch asks the shared gate for slots per destination host;
-a host at its cap, or behind an open breaker, gets its postbacks put back (`defer`) without
-counting an attempt. A task waits POSTBACKS_DISPATCH_WAIT_SECONDS for its requests; slower ones
-(a hanging endpoint) finish in the background and are recorded by the process's `Recorder`.
+A task is pipelined: it claims the next batch while the last one is in flight, for up to
+POSTBACKS_DISPATCH_TASK_SECONDS. Once it claims no more, it waits for its requests up to
+POSTBACKS_DISPATCH_WAIT_SECONDS, but no more than a quiet 50 ms without one finishing: what is
+left then is slow (a hanging endpoint, a far one) and finishes in the background, recorded by
+the process's `Recorder`, while the worker process takes other work.
+
+Fairness (postbacks/fairness.py): each host group asks the shared gate for slots; a host behind
+an open breaker gets its postbacks put back (`defer`, no attempt counted); a host at its cap
+gets them queued for a moment (another process's batch usually frees its slots within
+milliseconds, and a batch of this process hands its slots straight to the next one of the same
+host), then put back.
 
 Lanes: the FIRST lane claims only postbacks never tried (attempts = 0) and runs on its own
 Celery queue, so first attempts never wait behind retries; the RETRY lane claims anything due
@@ -325,8 +333,13 @@ def _start(
     """Sign and group a claimed batch, ask the gate for slots, hand the groups to the sender.
     Returns the groups sent and the outcomes already known (refused URLs, open breakers)."""
     immediate, groups = _prepare(rows, conf)
-    cap = conf.cap_for(lane)
-    admissions = gate.admit({g.host: len(g.jobs) for g in groups}, cap=cap)
+    by_cap: dict[int, dict[str, int]] = defaultdict(dict)
+    for group in groups:
+        group.cap = conf.cap_for(lane, group.host)
+        by_cap[group.cap][group.host] = len(group.jobs)
+    admissions: dict[str, fairness.Admission] = {}
+    for cap, wanted in by_cap.items():  # usually one call: every host has the default cap
+        admissions |= gate.admit(wanted, cap=cap)
     sending: list[HostGroup] = []
     for group in groups:
         group.admission = admissions.get(group.host, fairness.Admission())
@@ -340,7 +353,7 @@ def _start(
         # An open breaker: come back when it lets a probe through.
         until = datetime.fromtimestamp(retry_at, UTC) + timedelta(seconds=random.random())  # noqa: S311
         immediate += [Outcome(job.row, defer_until=until) for job in group.jobs]
-    sender.submit(sending, conf, resolver, gate=gate, cap=cap)
+    sender.submit(sending, conf, resolver, gate=gate)
     return sending, immediate
 
 

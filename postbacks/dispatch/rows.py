@@ -40,6 +40,7 @@ class DispatchConfig:
     max_bytes: int
     excerpt_bytes: int
     host_cap: int
+    host_caps: dict[str, int]  # per-host exceptions to host_cap
     task_seconds: float
     retry_share: float
     busy_defer: float
@@ -60,16 +61,21 @@ class DispatchConfig:
             max_bytes=s.POSTBACKS_MAX_RESPONSE_BYTES,
             excerpt_bytes=s.POSTBACKS_EXCERPT_BYTES,
             host_cap=s.POSTBACKS_HOST_MAX_IN_FLIGHT,
+            host_caps={
+                h.lower(): int(c) for h, c in s.POSTBACKS_HOST_MAX_IN_FLIGHT_BY_HOST.items()
+            },
             task_seconds=s.POSTBACKS_DISPATCH_TASK_SECONDS,
             retry_share=s.POSTBACKS_HOST_RETRY_SHARE,
             busy_defer=s.POSTBACKS_HOST_BUSY_DEFER_SECONDS,
             max_countdown=s.POSTBACKS_MAX_COUNTDOWN_SECONDS,
         )
 
-    def cap_for(self, lane: Lane) -> int:
+    def cap_for(self, lane: Lane, host: str = "") -> int:
+        """Requests in flight allowed to `host` ("name:port") for a lane's batches."""
+        cap = self.host_caps.get(host, self.host_cap)
         if lane is Lane.FIRST:
-            return self.host_cap
-        return max(1, int(self.host_cap * self.retry_share))
+            return cap
+        return max(1, int(cap * self.retry_share))
 
 
 @dataclass(frozen=True)

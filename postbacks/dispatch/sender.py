@@ -53,6 +53,7 @@ class HostGroup:
     jobs: list[Job]
     admission: fairness.Admission = field(default_factory=fairness.Admission)
     slot_wait: float = 0.0  # seconds a row may wait for one of the group's slots
+    cap: int = 1  # requests in flight allowed to the host (for this lane)
     # Sender bookkeeping (its loop thread only): jobs not finished yet, and the event that
     # tells a group waiting for slots that another group of this process handed it its own.
     remaining: int = 0
@@ -163,13 +164,12 @@ class Sender:
         resolver: http.Resolver | None,
         *,
         gate: fairness.Gate,
-        cap: int,
     ) -> None:
         with self._lock:
             self._in_flight += sum(len(g.jobs) for g in groups)
         for group in groups:
             group.remaining = len(group.jobs)
-            coroutine = self._run_group(group, conf, resolver, gate, cap)
+            coroutine = self._run_group(group, conf, resolver, gate)
             asyncio.run_coroutine_threadsafe(coroutine, self.loop)
 
     def close(self) -> None:
@@ -208,12 +208,9 @@ class Sender:
         conf: DispatchConfig,
         resolver: http.Resolver | None,
         gate: fairness.Gate,
-        cap: int,
     ) -> None:
         deadline = self.loop.time() + group.slot_wait
-        if not group.admission.granted and not await self._wait_for_slots(
-            group, gate, cap, deadline
-        ):
+        if not group.admission.granted and not await self._wait_for_slots(group, gate, deadline):
             until = _retry_time(group.admission) or busy_until(conf)
             for job in group.jobs:
                 self._finish(group, job, Outcome(job.row, defer_until=until))
@@ -230,9 +227,7 @@ class Sender:
             *(self._run_job(group, job, slots, deadline, conf) for job in group.jobs)
         )
 
-    async def _wait_for_slots(
-        self, group: HostGroup, gate: fairness.Gate, cap: int, deadline: float
-    ) -> bool:
+    async def _wait_for_slots(self, group: HostGroup, gate: fairness.Gate, deadline: float) -> bool:
         """The host is at its cap: ask again now and then until `deadline`. A fast host's
         slots come back within milliseconds (another process's batch ends); a hanging
         host's don't, and its rows are put back."""
@@ -247,7 +242,7 @@ class Sender:
                 if group.handover.is_set():
                     return True
                 wanted = {group.host: len(group.jobs)}
-                admissions = await asyncio.to_thread(gate.admit, wanted, cap=cap)
+                admissions = await asyncio.to_thread(gate.admit, wanted, cap=group.cap)
                 if group.handover.is_set():  # handed over while we asked: give these back
                     extra = admissions.get(group.host, fairness.Admission())
                     await asyncio.to_thread(

@@ -464,6 +464,18 @@ def test_it_puts_back_what_a_host_at_its_cap_cannot_take(template, link, receive
     assert all(p.leased_until is None and p.dispatched_at is None for p in pending)
 
 
+def test_it_gives_every_slot_back_after_many_batches(template, link, receiver, settings):
+    # Batches of 10 claimed while earlier ones are in flight, all to one host capped at 3:
+    # slots pass from batch to batch and none may be left taken.
+    settings.POSTBACKS_HOST_MAX_IN_FLIGHT = 3
+    make_postbacks(template, link, 120)
+    report = run(limit=10)
+    assert report.claimed == 120 and report.batches >= 12
+    assert set(Postback.objects.values_list("status", flat=True)) == {"succeeded"}
+    host = f"127.0.0.1:{receiver.port}"
+    assert fairness.get_gate().redis_gate.in_flight(host) == 0
+
+
 @pytest.mark.django_db(transaction=True)
 def test_it_leaves_a_hanging_request_to_the_recorder(template, link, receiver, settings):
     release = threading.Event()

@@ -159,6 +159,15 @@ def test_retries_get_only_their_share_of_a_hosts_cap(settings):
     assert DispatchConfig.from_settings().cap_for(Lane.RETRY) == 1
 
 
+def test_a_host_may_be_given_a_cap_of_its_own(settings):
+    settings.POSTBACKS_HOST_MAX_IN_FLIGHT = 4
+    settings.POSTBACKS_HOST_MAX_IN_FLIGHT_BY_HOST = {"cb.big.example:443": 64}
+    config = DispatchConfig.from_settings()
+    assert config.cap_for(Lane.FIRST, "cb.big.example:443") == 64
+    assert config.cap_for(Lane.RETRY, "cb.big.example:443") == 32
+    assert config.cap_for(Lane.FIRST, "small.example:443") == 4
+
+
 def test_it_keeps_limiting_with_local_state_while_redis_is_down(prefix):
     dead = redis.Redis(port=_closed_port(), socket_connect_timeout=0.2)
     gate = fairness.ResilientGate(
