@@ -102,7 +102,7 @@ def pages(publisher) -> list[tuple[str, str]]:
         ("Reports, two dimensions (raw rows), 7 days", f"/dashboard/reports/?group_by=country&placement=sidebar&start={today - timedelta(days=6)}&end={today}"),
         ("Reports, two dimensions (raw rows), 30 days", f"/dashboard/reports/?group_by=country&placement=sidebar&{month}"),
         ("Conversions, first page", "/dashboard/conversions/"),
-        ("Conversions, page 400 (keyset)", f"/dashboard/conversions/?after={encode_cursor(deep)}"),
+        ("Conversions, page 400 (keyset)", f"/dashboard/conversions/?after={encode_cursor(deep.created_at, deep.public_id)}"),
         ("Conversions, status = pending", "/dashboard/conversions/?status=pending"),
         ("Conversions, by spid", f"/dashboard/conversions/?spid={spid}"),
         ("Trace a spid", f"/dashboard/trace/?q={spid}"),

@@ -1,9 +1,7 @@
 """Reads for the publisher dashboard. Every function takes the publisher: tenant scoping is
 not optional."""
 
-import base64
-import binascii
-from datetime import UTC, datetime
+from datetime import datetime
 
 from django.db.models import Count, Q, QuerySet
 from django.http import Http404, HttpRequest
@@ -11,6 +9,7 @@ from django.http import Http404, HttpRequest
 from postbacks.models import Postback
 from publishers.models import CallbackTemplate, Membership, Publisher, PublisherAPIKey
 from tracking.models import Campaign, Conversion, Creative, TrackingLink
+from tracking.selectors import decode_cursor, encode_cursor
 
 
 def membership_for_user(request: HttpRequest) -> Membership:
@@ -139,27 +138,13 @@ def delivery_counts(publisher: Publisher) -> dict[str, int]:
     )
 
 
-def _encode(moment: datetime, token: str) -> str:
-    return base64.urlsafe_b64encode(f"{moment.isoformat()}|{token}".encode()).decode().rstrip("=")
-
-
-def _decode(cursor: str) -> tuple[datetime, str] | None:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        moment, token = raw.split("|", 1)
-        parsed = datetime.fromisoformat(moment)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)), token
-
-
 def deliveries(
     publisher: Publisher, *, state: str = "failing", cursor: str = "", limit: int = 50
 ) -> tuple[list[Postback], str]:
     """Postbacks in `state`, newest first (keyset on created_at, event_id), and the next
     page's cursor ("" at the end)."""
     rows = Postback.objects.filter(DELIVERY_STATES[state], publisher=publisher)
-    position = _decode(cursor) if cursor else None
+    position = decode_cursor(cursor) if cursor else None
     if position:
         moment, event_id = position
         rows = rows.filter(Q(created_at__lt=moment) | Q(created_at=moment, event_id__lt=event_id))
@@ -169,7 +154,9 @@ def deliveries(
         ]
     )
     next_cursor = (
-        _encode(page[limit - 1].created_at, page[limit - 1].event_id) if len(page) > limit else ""
+        encode_cursor(page[limit - 1].created_at, page[limit - 1].event_id)
+        if len(page) > limit
+        else ""
     )
     return page[:limit], next_cursor
 

@@ -498,8 +498,9 @@ def daily_totals(publisher: Publisher, *, start: date, end: date, tz: str) -> li
 # --- Conversion log -------------------------------------------------------------------------
 
 
-def encode_cursor(conversion: Conversion) -> str:
-    raw = f"{conversion.created_at.isoformat()}|{conversion.public_id}"
+def encode_cursor(moment: datetime, token: str) -> str:
+    """An opaque keyset cursor for (time, id) ordering; `decode_cursor` reads it back."""
+    raw = f"{moment.isoformat()}|{token}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
@@ -560,7 +561,8 @@ def conversion_log(
         )
         .order_by("-created_at", "-public_id")[: limit + 1]
     )
-    next_cursor = encode_cursor(page[limit - 1]) if len(page) > limit else ""
+    last = page[limit - 1] if len(page) > limit else None
+    next_cursor = encode_cursor(last.created_at, last.public_id) if last else ""
     return page[:limit], next_cursor
 
 
