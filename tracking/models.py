@@ -276,6 +276,23 @@ class Conversion(models.Model):
     currency = models.CharField(max_length=3, validators=[currency_validator])
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
+    # Copies of the click's report dimensions, written with the conversion (clicks never
+    # change them): conversion aggregates then need no join to the partitioned clicks table,
+    # which by click id has to probe every partition. Filled from the click by `save()` when
+    # a writer leaves them out; bulk writers must set them.
+    click_created_at = models.DateTimeField(null=True, blank=True)
+    click_country = models.CharField(max_length=2, blank=True, default="")
+    click_placement = models.CharField(max_length=100, blank=True, default="")
+    click_creative = models.ForeignKey(
+        Creative,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
+    )
+    click_smart_ad_id = models.CharField(max_length=32, blank=True, default="")
+    click_keyword = models.CharField(max_length=100, blank=True, default="")
 
     class Meta:
         constraints = [
@@ -302,10 +319,39 @@ class Conversion(models.Model):
             models.Index(
                 fields=["publisher", "updated_at", "id"], name="tracking_conv_pub_upd_idx"
             ),
+            # Reports by click time (attribution=click) and the click-time half of the rollup.
+            models.Index(
+                fields=["publisher", "click_created_at"], name="tracking_conv_pub_ctime_idx"
+            ),
         ]
+
+    # Conversion field -> the click field it copies.
+    CLICK_COPIES = {
+        "click_created_at": "created_at",
+        "click_country": "country",
+        "click_placement": "placement",
+        "click_creative_id": "creative_id",
+        "click_smart_ad_id": "smart_ad_id",
+        "click_keyword": "keyword",
+    }
 
     def __str__(self) -> str:
         return self.public_id
+
+    def save(self, *args, **kwargs) -> None:
+        if self.click_created_at is None and self.click_id is not None:
+            self.copy_click_dimensions(self.click)
+        super().save(*args, **kwargs)
+
+    @classmethod
+    def click_dimensions(cls, click: Click) -> dict:
+        """The `click_*` fields' values for a conversion of `click`."""
+        return {own: getattr(click, of_click) for own, of_click in cls.CLICK_COPIES.items()}
+
+    def copy_click_dimensions(self, click: Click) -> None:
+        """Take the click's report dimensions (see the `click_*` fields)."""
+        for own, value in self.click_dimensions(click).items():
+            setattr(self, own, value)
 
 
 class ClickRejection(models.Model):
@@ -400,6 +446,64 @@ class StatsDirtyHour(models.Model):
 
     def __str__(self) -> str:
         return f"{self.publisher_id} {self.hour:%Y-%m-%d %H}h"
+
+
+class DailyPairStat(models.Model):
+    """Clicks per publisher × UTC day × campaign × pair of dimensions × their two values: what
+    a report that filters on one dimension and groups by another reads instead of raw clicks.
+
+    `dimension` names the pair in `HourlyStat.DIMENSIONS` order ("country+placement"), `value`
+    holds the first one's value and `value2` the second's. Days, not hours: a day's rows are
+    bounded by the distinct value pairs, about ten times fewer than per hour, and a report's
+    whole UTC days come from here while the hours at its edges (another time zone, the part
+    of today not built yet) come from raw clicks (`tracking.selectors`). Clicks only:
+    conversions carry copies of their click's dimensions and are read directly.
+    PostgreSQL only; maintained by `tracking.rollups.stats_pairs_refresh`.
+    """
+
+    publisher = models.ForeignKey(
+        Publisher, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    day = models.DateField()
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="+")
+    dimension = models.CharField(max_length=32)
+    value = models.CharField(max_length=255, blank=True)
+    value2 = models.CharField(max_length=255, blank=True)
+    clicks = models.PositiveBigIntegerField(default=0)
+    unique_clicks = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # Also the report index: one publisher, one pair, a range of days.
+            models.UniqueConstraint(
+                fields=["publisher", "dimension", "day", "campaign", "value", "value2"],
+                name="tracking_dailypairstat_unique_key",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.publisher_id} {self.day} {self.dimension}={self.value}/{self.value2}"
+
+
+class PairStatDay(models.Model):
+    """How far a publisher's day is in `DailyPairStat`: its clicks created before
+    `built_until` are counted there (the whole day once `built_until` is the next midnight)."""
+
+    publisher = models.ForeignKey(
+        Publisher, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    day = models.DateField()
+    built_until = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["publisher", "day"], name="tracking_pairstatday_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.publisher_id} {self.day} until {self.built_until:%H:%M}"
 
 
 # --- Smart ads ------------------------------------------------------------------------------

@@ -23,10 +23,13 @@ from tracking.models import (
     Click,
     Conversion,
     Creative,
+    DailyPairStat,
     HourlyStat,
+    PairStatDay,
+    SmartAdImpression,
     TrackingLink,
 )
-from tracking.rollups import unique_clicks_aggregate
+from tracking.rollups import day_start, pair_dimension, pairs_supported, unique_clicks_aggregate
 
 # Live links by ref code, per process: {code: (expires at (monotonic), link or None)}.
 _LINK_CACHE: dict[str, tuple[float, TrackingLink | None]] = {}
@@ -151,7 +154,16 @@ REPORT_FILTERS = {
     "smart_ad": "smart_ad_id",
     "keyword": "keyword",
 }
-REPORT_SORTS = ("key", "clicks", "unique_clicks", "conversions", "conversion_rate", "payout")
+REPORT_SORTS = (
+    "key",
+    "impressions",
+    "clicks",
+    "ctr",
+    "unique_clicks",
+    "conversions",
+    "conversion_rate",
+    "payout",
+)
 ATTRIBUTIONS = {
     "conversion": "Conversion time: a conversion counts on the day it was recorded",
     "click": "Click time: a conversion counts on the day of its click",
@@ -209,11 +221,24 @@ class ReportRow:
     unique_clicks: int = 0
     conversions: int = 0
     payout: Decimal = Decimal(0)
+    # Smart-ad impressions; None where the report can't know them (see `_add_impressions`).
+    impressions: int | None = None
+    # The row's clicks that came from smart ads, when the report can tell them apart (grouped
+    # by or filtered on smart ad): CTR counts only those, as impressions are smart ads' only.
+    smart_clicks: int | None = None
 
     @property
     def conversion_rate(self) -> float | None:
         """Conversions per 100 clicks, None without clicks."""
         return 100.0 * self.conversions / self.clicks if self.clicks else None
+
+    @property
+    def ctr(self) -> float | None:
+        """Smart-ad clicks per 100 impressions; None without impressions or without a known
+        count of smart-ad clicks."""
+        if not self.impressions or self.smart_clicks is None:
+            return None
+        return 100.0 * self.smart_clicks / self.impressions
 
 
 @dataclass
@@ -221,9 +246,12 @@ class Report:
     params: ReportParams
     rows: list[ReportRow]
     totals: ReportRow
-    # "rollup" when served from HourlyStat, "raw" when the filters cross two dimensions.
+    # "rollup" when served from HourlyStat, "pairs" from DailyPairStat (two dimensions), "raw"
+    # from raw rows (more dimensions).
     source: str
     truncated: bool = False
+    # Whether the rows carry smart-ad impressions (`_add_impressions`).
+    impressions: bool = False
 
 
 def _filter_ids(publisher: Publisher, filters: Mapping[str, str]) -> dict[str, object] | None:
@@ -257,8 +285,13 @@ def _filter_ids(publisher: Publisher, filters: Mapping[str, str]) -> dict[str, o
 
 
 def report(publisher: Publisher, params: ReportParams) -> Report:
-    """A publisher's report: one row per group, with totals, from the hourly rollup whenever
-    at most one dimension besides the campaign is involved, else from raw rows."""
+    """A publisher's report: one row per group, with totals.
+
+    Served from the hourly rollup whenever at most one dimension besides the campaign is
+    involved; with two (filter on one, group by another), clicks come from the daily pair
+    rollup for its whole built UTC days and from raw clicks for the hours around them, and
+    conversions from their copies of the click's dimensions; beyond that, from raw rows.
+    """
     filters = _filter_ids(publisher, params.filters)
     if filters is None:
         return Report(params, [], ReportRow(None, "Total"), source="rollup")
@@ -268,19 +301,90 @@ def report(publisher: Publisher, params: ReportParams) -> Report:
     if len(dimensions) <= 1:
         rows = _report_from_rollup(publisher, params, filters, next(iter(dimensions), ""))
         source = "rollup"
+    elif (
+        len(dimensions) == 2
+        and pairs_supported()
+        and (params.group_by != "day" or params.tz == "UTC")
+    ):
+        rows = _report_from_pairs(publisher, params, filters, sorted(dimensions))
+        source = "pairs"
     else:
         rows = _report_from_raw(publisher, params, filters)
         source = "raw"
+    with_impressions = _add_impressions(rows, publisher, params, filters)
     _label_rows(rows, params.group_by)
     totals = ReportRow(None, "Total")
+    if with_impressions:
+        totals.impressions = 0
+        if "smart_ad" in filters or params.group_by == "smart_ad":
+            totals.smart_clicks = 0
     for row in rows:
         totals.clicks += row.clicks
         totals.unique_clicks += row.unique_clicks
         totals.conversions += row.conversions
         totals.payout += row.payout
+        if with_impressions:
+            totals.impressions += row.impressions or 0
+            if totals.smart_clicks is not None:
+                totals.smart_clicks += row.smart_clicks or 0
     rows.sort(key=lambda row: _sort_key(row, params.sort), reverse=params.descending)
     truncated = len(rows) > REPORT_MAX_ROWS
-    return Report(params, rows[:REPORT_MAX_ROWS], totals, source=source, truncated=truncated)
+    return Report(
+        params,
+        rows[:REPORT_MAX_ROWS],
+        totals,
+        source=source,
+        truncated=truncated,
+        impressions=with_impressions,
+    )
+
+
+# SmartAdImpression field of each grouping and filter that it records.
+IMPRESSION_FIELDS = {
+    "day": "day",
+    "campaign": "creative__campaign_id",
+    "creative": "creative_id",
+    "smart_ad": "smart_ad_id",
+    "country": "country",
+}
+
+
+def _add_impressions(
+    rows: list[ReportRow], publisher: Publisher, params: ReportParams, filters: dict
+) -> bool:
+    """Give the rows their smart-ad impressions where the counters can say: they are kept per
+    UTC day × smart ad × creative × country (`SmartAdImpression`), so only for UTC reports,
+    grouped and filtered by those (or the creative's campaign); never for placements or
+    keywords, which impressions don't record. Impressions without any click become rows of
+    their own. Returns whether impressions were added."""
+    if (
+        params.tz != "UTC"
+        or params.group_by not in IMPRESSION_FIELDS
+        or not set(filters) <= set(IMPRESSION_FIELDS)
+    ):
+        return False
+    impressions = SmartAdImpression.objects.filter(
+        publisher=publisher, day__gte=params.start, day__lte=params.end
+    )
+    for name, value in filters.items():
+        if name == "smart_ad" and not str(value).isdigit():
+            impressions = impressions.none()  # smart ad ids are numbers: none shown
+        else:
+            impressions = impressions.filter(**{IMPRESSION_FIELDS[name]: value})
+    group = IMPRESSION_FIELDS[params.group_by]
+    counts = {}
+    for item in impressions.values(group).annotate(n=Sum("impressions")).order_by():
+        counts[_row_key(params.group_by, item[group])] = item["n"]
+    smart_only = "smart_ad" in filters
+    for row in rows:
+        row.impressions = counts.pop(row.key, 0)
+        if smart_only or (params.group_by == "smart_ad" and row.key):
+            row.smart_clicks = row.clicks
+    for key, count in counts.items():
+        rows.append(
+            ReportRow(key, "", impressions=count, smart_clicks=0 if smart_only or key else None)
+        )
+    return True
 
 
 def _sort_key(row: ReportRow, sort: str) -> tuple:
@@ -337,56 +441,176 @@ def _report_from_rollup(
     return rows
 
 
-def _report_from_raw(publisher: Publisher, params: ReportParams, filters: dict) -> list[ReportRow]:
-    start, end = params.utc_range()
-    zone = ZoneInfo(params.tz)
+# Conversion fields holding the copies of the click's dimensions (no join to clicks).
+CONVERSION_FILTERS = {
+    "campaign": "campaign_id",
+    "country": "click_country",
+    "placement": "click_placement",
+    "creative": "click_creative_id",
+    "smart_ad": "click_smart_ad_id",
+    "keyword": "click_keyword",
+}
+_TEXT_KEYS = ("creative", "smart_ad", "keyword", "country", "placement")
+
+
+def _row_key(group_by: str, key: object) -> object:
+    # The rollups store dimension values as text; so do these rows (creative: the pk).
+    if group_by in _TEXT_KEYS:
+        return "" if key is None else str(key)
+    return key
+
+
+def _add_raw_clicks(
+    rows: dict[object, ReportRow],
+    publisher: Publisher,
+    params: ReportParams,
+    filters: dict,
+    spans: list[tuple[datetime, datetime]],
+    sign: int = 1,
+) -> None:
+    """Add (or with sign -1 take away) the raw clicks created in `spans`, grouped."""
+    if not spans:
+        return
+    within = Q()
+    for begin, finish in spans:
+        within |= Q(created_at__gte=begin, created_at__lt=finish)
     click_filter = Q()
     for name, value in filters.items():
         click_filter &= Q(**{REPORT_FILTERS[name]: value})
+    clicks = Click.objects.filter(within, click_filter, publisher=publisher)
     group_field = REPORT_FILTERS.get(params.group_by)
-
-    clicks = Click.objects.filter(
-        click_filter, publisher=publisher, created_at__gte=start, created_at__lt=end
-    )
     if group_field is None:
-        clicks = clicks.annotate(k=TruncDate("created_at", tzinfo=zone))
-    rows: dict[object, ReportRow] = {}
+        clicks = clicks.annotate(k=TruncDate("created_at", tzinfo=ZoneInfo(params.tz)))
     key = group_field or "k"
     for item in clicks.values(key).annotate(c=Count("pk"), u=unique_clicks_aggregate()).order_by():
-        rows[item[key]] = ReportRow(item[key], "", clicks=item["c"], unique_clicks=item["u"])
+        row_key = _row_key(params.group_by, item[key])
+        row = rows.setdefault(row_key, ReportRow(row_key, ""))
+        row.clicks += sign * item["c"]
+        row.unique_clicks += sign * item["u"]
 
-    time_field = "click__created_at" if params.attribution == "click" else "created_at"
+
+def _add_conversions(
+    rows: dict[object, ReportRow], publisher: Publisher, params: ReportParams, filters: dict
+) -> None:
+    """Approved conversions, grouped, read through their copies of the click's dimensions."""
+    start, end = params.utc_range()
+    time_field = "click_created_at" if params.attribution == "click" else "created_at"
     conversion_filter = Q()
     for name, value in filters.items():
-        conversion_filter &= Q(**{f"click__{REPORT_FILTERS[name]}": value})
+        conversion_filter &= Q(**{CONVERSION_FILTERS[name]: value})
     conversions = Conversion.objects.filter(
         conversion_filter,
         publisher=publisher,
         status=Conversion.Status.APPROVED,
         **{f"{time_field}__gte": start, f"{time_field}__lt": end},
     )
-    if group_field is None:
-        conversions = conversions.annotate(k=TruncDate(time_field, tzinfo=zone))
-        conversion_key = "k"
+    if params.group_by == "day":
+        conversions = conversions.annotate(k=TruncDate(time_field, tzinfo=ZoneInfo(params.tz)))
+        key = "k"
     else:
-        conversion_key = f"click__{group_field}"
-    for item in (
-        conversions.values(conversion_key).annotate(n=Count("pk"), p=Sum("payout")).order_by()
-    ):
-        row_key = item[conversion_key]
+        key = CONVERSION_FILTERS[params.group_by]
+    for item in conversions.values(key).annotate(n=Count("pk"), p=Sum("payout")).order_by():
+        row_key = _row_key(params.group_by, item[key])
         row = rows.setdefault(row_key, ReportRow(row_key, ""))
-        row.conversions = item["n"]
-        row.payout = item["p"] or Decimal(0)
-    # The rollup stores dimension values as text; so do these rows (creative: the pk).
-    if params.group_by in ("creative", "smart_ad", "keyword", "country", "placement"):
-        return [
-            ReportRow("" if r.key is None else str(r.key), "", *_metrics(r)) for r in rows.values()
-        ]
+        row.conversions += item["n"]
+        row.payout += item["p"] or Decimal(0)
+
+
+def _report_from_raw(publisher: Publisher, params: ReportParams, filters: dict) -> list[ReportRow]:
+    rows: dict[object, ReportRow] = {}
+    _add_raw_clicks(rows, publisher, params, filters, [params.utc_range()])
+    _add_conversions(rows, publisher, params, filters)
     return list(rows.values())
 
 
-def _metrics(row: ReportRow) -> tuple:
-    return (row.clicks, row.unique_clicks, row.conversions, row.payout)
+def _pair_plan(
+    publisher: Publisher, start: datetime, end: datetime
+) -> tuple[list[date], list[tuple[datetime, datetime]], list[tuple[datetime, datetime]]]:
+    """How to count the clicks of [start, end): the UTC days to take from the pair rollup, and
+    the spans of raw clicks to add and to take away around them.
+
+    A built day counts its clicks before `built_until`; it is used when the raw clicks that
+    correct it to the range (the hours before `start`, those between `end` and `built_until`
+    or after `built_until`) are fewer hours than reading the day's part of the range raw. So
+    a report in another time zone reads at most half a day of raw clicks at each edge.
+    """
+    first, last = (
+        start.astimezone(UTC).date(),
+        (end - timedelta(microseconds=1)).astimezone(UTC).date(),
+    )
+    built = dict(
+        PairStatDay.objects.filter(publisher=publisher, day__gte=first, day__lte=last).values_list(
+            "day", "built_until"
+        )
+    )
+    days, add, take = [], [], []
+    day = first
+    while day <= last:
+        midnight = day_start(day)
+        begin, finish = max(start, midnight), min(end, midnight + timedelta(days=1))
+        until = built.get(day)
+        if until is not None:
+            corrections = (begin - midnight) + abs(finish - until)
+            if corrections < finish - begin:
+                days.append(day)
+                if begin > midnight:
+                    take.append((midnight, begin))
+                if finish > until:
+                    add.append((until, finish))
+                elif finish < until:
+                    take.append((finish, until))
+                day += timedelta(days=1)
+                continue
+        add.append((begin, finish))
+        day += timedelta(days=1)
+    return days, _merged(add), _merged(take)
+
+
+def _merged(spans: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    merged: list[tuple[datetime, datetime]] = []
+    for begin, finish in sorted(spans):
+        if merged and merged[-1][1] >= begin:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], finish))
+        else:
+            merged.append((begin, finish))
+    return merged
+
+
+def _report_from_pairs(
+    publisher: Publisher, params: ReportParams, filters: dict, dimensions: list[str]
+) -> list[ReportRow]:
+    """Two dimensions: whole UTC days from `DailyPairStat`, the rest from raw clicks (see
+    `_pair_plan`), conversions from their copies of the click's dimensions."""
+    start, end = params.utc_range()
+    days, add, take = _pair_plan(publisher, start, end)
+    rows: dict[object, ReportRow] = {}
+    if days:
+        name, swapped = pair_dimension(*dimensions)
+        column = {dimensions[0]: "value2" if swapped else "value"}
+        column[dimensions[1]] = "value" if swapped else "value2"
+        stats = DailyPairStat.objects.filter(
+            publisher=publisher, dimension=name, day__gte=days[0], day__lte=days[-1]
+        )
+        if len(days) != (days[-1] - days[0]).days + 1:
+            stats = stats.filter(day__in=days)
+        for dimension in dimensions:
+            if dimension in filters:
+                stats = stats.filter(**{column[dimension]: str(filters[dimension])})
+        if "campaign" in filters:
+            stats = stats.filter(campaign_id=filters["campaign"])
+        if params.group_by == "day":
+            key = "day"
+        elif params.group_by == "campaign":
+            key = "campaign_id"
+        else:
+            key = column[params.group_by]
+        for item in stats.values(key).annotate(c=Sum("clicks"), u=Sum("unique_clicks")).order_by():
+            rows[item[key]] = ReportRow(item[key], "", clicks=item["c"], unique_clicks=item["u"])
+    _add_raw_clicks(rows, publisher, params, filters, add)
+    _add_raw_clicks(rows, publisher, params, filters, take, sign=-1)
+    _add_conversions(rows, publisher, params, filters)
+    # Keys whose clicks the corrections took away entirely, and that had no conversions.
+    return [row for row in rows.values() if row.clicks or row.conversions]
 
 
 def _label_rows(rows: list[ReportRow], group_by: str) -> None:

@@ -235,6 +235,8 @@ def conversion_record(
                     currency=currency or campaign.currency,
                     created_at=now,
                     updated_at=now,
+                    # Report dimensions copied from the click (no join to clicks in reports).
+                    **Conversion.click_dimensions(click),
                 )
         except IntegrityError:
             # A concurrent request recorded the same transaction first: answer as a replay.

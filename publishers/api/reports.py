@@ -26,7 +26,9 @@ def _row(row: selectors.ReportRow) -> dict:
     return {
         "key": "" if key is None else key.isoformat() if hasattr(key, "isoformat") else str(key),
         "label": row.label,
+        "impressions": row.impressions,
         "clicks": row.clicks,
+        "ctr": None if row.ctr is None else round(row.ctr, 4),
         "unique_clicks": row.unique_clicks,
         "conversions": row.conversions,
         "conversion_rate": row.conversion_rate,

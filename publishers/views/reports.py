@@ -12,16 +12,26 @@ from tracking import selectors as tracking_selectors
 from tracking.selectors import REPORT_GROUPS, ReportParams
 
 COLUMNS = [
+    ("impressions", "Impressions"),
     ("clicks", "Clicks"),
+    ("ctr", "CTR %"),
     ("unique_clicks", "Unique clicks"),
     ("conversions", "Conversions"),
     ("conversion_rate", "Conv. rate %"),
     ("payout", "Payout"),
 ]
+# Shown where the report has no impression data for the grouping (not zero: unknown).
+UNKNOWN = "–"
 
 
 def _format(row, column: str) -> str:
     value = getattr(row, column)
+    if column == "impressions":
+        return UNKNOWN if value is None else str(value)
+    if column == "ctr":
+        if row.impressions is None or (row.impressions and row.smart_clicks is None):
+            return UNKNOWN
+        return "" if value is None else f"{value:.2f}"
     if column == "conversion_rate":
         return "" if value is None else f"{value:.2f}"
     if column == "payout":

@@ -28,6 +28,27 @@ def test_it_reports_stats_grouped_by_day_and_by_placement(api, world):
     assert {r["key"]: r["clicks"] for r in by_placement["rows"]} == {"footer": 1, "sidebar": 1}
 
 
+def test_it_reports_smart_ad_impressions_and_ctr(api, world, publisher, creative):
+    from tracking.models import SmartAd, SmartAdImpression
+
+    unit = SmartAd.objects.create(name="Unit")
+    today = timezone.localdate()
+    SmartAdImpression.objects.create(
+        publisher=publisher, day=today, smart_ad=unit, creative=creative, country="", impressions=40
+    )
+    window = {"from": today.isoformat(), "to": today.isoformat()}
+    by_unit = api.get("/api/v1/stats", {**window, "group_by": "smart_ad"}).json()
+    rows = {r["key"]: (r["impressions"], r["clicks"], r["ctr"]) for r in by_unit["rows"]}
+    # The world's clicks came from a plain link: no smart ad, no impressions.
+    assert rows == {"": (0, 2, None), str(unit.pk): (40, 0, 0.0)}
+    assert (by_unit["totals"]["impressions"], by_unit["totals"]["ctr"]) == (40, 0.0)
+    by_day = api.get("/api/v1/stats", window).json()
+    # Impressions per day, but the day's clicks aren't all smart-ad clicks: no CTR.
+    assert [(r["impressions"], r["ctr"]) for r in by_day["rows"]] == [(40, None)]
+    by_placement = api.get("/api/v1/stats", {**window, "group_by": "placement"}).json()
+    assert {r["impressions"] for r in by_placement["rows"]} == {None}
+
+
 @pytest.mark.parametrize(
     "params",
     [

@@ -60,9 +60,10 @@ def test_it_reports_every_grouping_from_the_rollup(owner_client, dashboard_data)
 
 
 def test_it_agrees_between_rollup_and_raw_rows(owner_client, dashboard_data):
-    # Two dimensions at once can't come from the rollup: the raw path must give the same rows.
+    # Two dimensions at once can't come from the hourly rollup: the pair path (no pair rows
+    # built here, so raw clicks throughout) must give the same rows.
     raw = owner_client.get(reverse("reports") + f"?group_by=country&placement=footer&{WIDE}")
-    assert raw.context["report"].source == "raw"
+    assert raw.context["report"].source == "pairs"
     assert {r.label: (r.clicks, r.conversions) for r in raw.context["report"].rows} == {
         "FR": (1, 1),
         "US": (1, 0),
@@ -79,6 +80,8 @@ def test_it_counts_conversions_by_click_or_conversion_time(owner_client, dashboa
     click = dashboard_data.clicks[0]
     click.created_at = timezone.now() - timedelta(days=3)
     click.save(update_fields=["created_at"])
+    # Its conversion's copy of the click time too (clicks never move in production).
+    click.conversions.update(click_created_at=click.created_at)
     from tracking.rollups import stats_rebuild
 
     stats_rebuild(
@@ -103,15 +106,73 @@ def test_it_exports_exactly_the_rows_shown(owner_client, dashboard_data):
     rows = list(csv.reader(io.StringIO(export.content.decode())))
     assert rows[0] == [
         "Country",
+        "Impressions",
         "Clicks",
+        "CTR %",
         "Unique clicks",
         "Conversions",
         "Conv. rate %",
         "Payout",
     ]
     assert [tuple(r) for r in rows[1:-1]] == shown
-    assert rows[-1][:2] == ["Total", "4"]
+    assert rows[-1][:4] == ["Total", "0", "4", ""]
     assert [r[0] for r in rows[1:-1]] == ["DE", "FR", "US"]
+
+
+def test_it_shows_impressions_and_ctr_where_the_counters_have_them(
+    owner_client, dashboard_data, campaign, creative, link
+):
+    from tracking.models import Click, SmartAd, SmartAdImpression
+    from tracking.rollups import stats_rebuild
+
+    unit = SmartAd.objects.create(name="Unit", width=300, height=250)
+    today = timezone.now().date()
+    for publisher, country, count in (
+        (dashboard_data.publisher, "FR", 50),
+        (dashboard_data.publisher, "DE", 30),
+        (dashboard_data.other, "FR", 999),  # another tenant's: never counted
+    ):
+        SmartAdImpression.objects.create(
+            publisher=publisher, day=today, smart_ad=unit, creative=creative,
+            country=country, impressions=count,
+        )  # fmt: skip
+    Click.objects.create(
+        link=link, publisher=dashboard_data.publisher, campaign=campaign, creative=creative,
+        spid="smart", country="FR", placement="footer", smart_ad_id=str(unit.pk),
+    )  # fmt: skip
+    stats_rebuild(
+        publisher_id=dashboard_data.publisher.pk,
+        start=timezone.now() - timedelta(days=1),
+        end=timezone.now() + timedelta(hours=1),
+    )
+    # From yesterday: the fixture's clicks (up to 3 hours old) are in whatever the hour.
+    day = f"start={today - timedelta(days=1)}&end={today}&tz=UTC"
+
+    def table(query: str) -> dict:
+        page = owner_client.get(reverse("reports") + f"?{query}&{day}")
+        # label -> (impressions, clicks, CTR %)
+        return {item["row"].label: tuple(item["cells"][:3]) for item in page.context["table"]}
+
+    by_unit = table("group_by=smart_ad")
+    assert by_unit[str(unit.pk)] == ("80", "1", "1.25")
+    assert by_unit["a-smart-77"] == ("0", "1", "")  # a smart ad without impressions: blank
+    assert by_unit["(none)"][0] == "0"
+    # Countries mix smart-ad clicks with other clicks: impressions yes, CTR unknown.
+    assert table("group_by=country")["FR"] == ("50", "2", "–")
+    assert table(f"group_by=country&smart_ad={unit.pk}") == {
+        "FR": ("50", "1", "2.00"),
+        "DE": ("30", "0", "0.00"),  # shown but never clicked: a row of its own
+    }
+    # Impressions don't record placements, and are counted in UTC days.
+    assert set(table("group_by=placement")["footer"][::2]) == {"–"}
+    berlin = owner_client.get(
+        reverse("reports") + f"?group_by=smart_ad&{day.replace('UTC', 'Europe/Berlin')}"
+    )
+    assert {item["cells"][0] for item in berlin.context["table"]} == {"–"}
+    export = owner_client.get(reverse("reports") + f"?group_by=smart_ad&{day}&format=csv")
+    rows = list(csv.reader(io.StringIO(export.content.decode())))
+    assert [str(unit.pk), "80", "1", "1.25"] in [r[:4] for r in rows]
+    assert rows[-1][:4] == ["Total", "80", "5", "2.50"]  # 2 of the 5 clicks were smart ads
 
 
 def test_it_lists_conversions_with_keyset_pages(owner_client, dashboard_data):

@@ -4,7 +4,7 @@
         --owner bench --password bench
 
 PostgreSQL only: rows go in with COPY (psycopg 3 `cursor.copy`), ids are reserved from each
-table's sequence up front, then the dashboard rollup is rebuilt for the whole range. Values
+table's sequence up front, then the dashboard rollups are rebuilt for the whole range. Values
 follow skewed (Zipf-like) distributions over a handful of campaigns, creatives, placements,
 countries, smart ads and keywords, as real traffic does. Meant for benchmarks and demos: run
 it on a database that isn't taking traffic at the same time.
@@ -14,7 +14,7 @@ import base64
 import os
 import random
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from django.contrib.auth import get_user_model
@@ -27,7 +27,7 @@ from postbacks.models import Postback, PostbackAttempt
 from publishers.ids import new_id
 from publishers.models import CallbackTemplate, Membership, Publisher
 from tracking.models import Advertiser, Campaign, Click, Conversion, Creative, TrackingLink
-from tracking.rollups import stats_rebuild
+from tracking.rollups import stats_pairs_build, stats_rebuild
 
 COUNTRIES = [
     "US", "DE", "GB", "FR", "IN", "BR", "CA", "IT", "ES", "NL", "PL", "AU",
@@ -139,9 +139,16 @@ def reserve_ids(model, n: int) -> int:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [model._meta.db_table])
         sequence = cursor.fetchone()[0]
-        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [sequence])
-        cursor.execute("SELECT setval(%s, nextval(%s) + %s - 1)", [sequence, sequence, max(n, 1)])
-        last = cursor.fetchone()[0]
+        # Held only around the two calls (sequences aren't transactional): loaders running in
+        # parallel, each in its own long transaction, take turns here and nowhere else.
+        cursor.execute("SELECT pg_advisory_lock(hashtext(%s))", [sequence])
+        try:
+            cursor.execute(
+                "SELECT setval(%s, nextval(%s) + %s - 1)", [sequence, sequence, max(n, 1)]
+            )
+            last = cursor.fetchone()[0]
+        finally:
+            cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [sequence])
     return last - n + 1
 
 
@@ -159,6 +166,11 @@ class Command(BaseCommand):
             "--spids", type=int, default=0, help="Distinct spids (default clicks/3)"
         )
         parser.add_argument("--seed", type=int, default=1)
+        parser.add_argument(
+            "--skip-rollup",
+            action="store_true",
+            help="Leave the rollup rebuild to the caller (parallel loads rebuild it once).",
+        )
 
     def handle(self, *args, **options) -> None:
         if connection.vendor != "postgresql":
@@ -179,14 +191,23 @@ class Command(BaseCommand):
             postbacks = self._postbacks(rng, publisher, template, conversions)
             self._progress("conversions and postbacks copied", started)
         loaded = time.monotonic() - started
-        stats_rebuild(publisher_id=publisher.pk, start=start, end=now + timedelta(hours=1))
-        self._progress("rollup rebuilt", started)
+        if not options["skip_rollup"]:
+            stats_rebuild(publisher_id=publisher.pk, start=start, end=now + timedelta(hours=1))
+            self._progress("rollup rebuilt", started)
+            stats_pairs_build(
+                publisher_id=publisher.pk,
+                first=start.astimezone(UTC).date(),
+                last=now.astimezone(UTC).date(),
+                until=now + timedelta(seconds=1),
+            )
+            self._progress("pair rollup rebuilt", started)
         with connection.cursor() as cursor:
             for table in (
                 "tracking_click",
                 "tracking_conversion",
                 "postbacks_postback",
                 "tracking_hourlystat",
+                "tracking_dailypairstat",
             ):
                 cursor.execute(f"ANALYZE {table}")
         self.stdout.write(
@@ -267,7 +288,7 @@ class Command(BaseCommand):
             "device": rng.choices(DEVICES, [6, 3, 1], k=n),
         }
         spid_count = options["spids"] or max(1, n // 3)
-        clicks = []  # (pk, click time, link, spid): what conversions need
+        clicks = []  # (pk, click time, link, spid, dimensions): what conversions need
         click_ids = bulk_ids(n)
 
         def rows():
@@ -277,20 +298,31 @@ class Command(BaseCommand):
                 created_at = start + timedelta(seconds=offsets[i])
                 spid = f"u{rng.randrange(spid_count):08d}"
                 pk = first_id + i
-                clicks.append((pk, created_at, link, spid))
                 choices = creatives[link.pk]
+                creative = rng.choice(choices) if choices and rng.random() < 0.8 else None
+                # The report dimensions a conversion of this click copies, in
+                # Conversion.CLICK_COPIES order.
+                dimensions = (
+                    created_at,
+                    picks["country"][i],
+                    picks["placement"][i],
+                    creative,
+                    picks["smart"][i] if smart else "",
+                    picks["keyword"][i] if smart else "",
+                )
+                clicks.append((pk, created_at, link, spid, dimensions))
                 yield (
                     pk,
                     click_ids[i],
                     link.pk,
                     publisher.pk,
                     link.campaign_id,
-                    rng.choice(choices) if choices and rng.random() < 0.8 else None,
+                    creative,
                     spid,
-                    picks["placement"][i],
-                    picks["smart"][i] if smart else "",
-                    picks["keyword"][i] if smart else "",
-                    picks["country"][i],
+                    dimensions[2],
+                    dimensions[4],
+                    dimensions[5],
+                    dimensions[1],
                     picks["device"][i],
                     rng.choice(OSES),
                     rng.choice(BROWSERS),
@@ -320,7 +352,7 @@ class Command(BaseCommand):
         public_ids = bulk_ids(len(chosen), "cnv_")
 
         def rows():
-            for i, (click_pk, click_time, link, spid) in enumerate(chosen):
+            for i, (click_pk, click_time, link, spid, dimensions) in enumerate(chosen):
                 delay = timedelta(seconds=min(rng.expovariate(1 / 7200), 6 * 86400))
                 created_at = min(click_time + delay, now)
                 status = rng.choices(["approved", "pending", "rejected"], [85, 10, 5])[0]
@@ -330,7 +362,7 @@ class Command(BaseCommand):
                 yield (
                     pk, public_ids[i], click_pk, publisher.pk, advertisers[link.campaign_id],
                     link.campaign_id, "conversion", "", status, payout, None, "USD",
-                    created_at, created_at,
+                    created_at, created_at, *dimensions,
                 )  # fmt: skip
 
         copy_rows(
@@ -338,7 +370,7 @@ class Command(BaseCommand):
             [
                 "id", "public_id", "click_id", "publisher_id", "advertiser_id", "campaign_id",
                 "event", "txn_id", "status", "payout", "revenue", "currency", "created_at",
-                "updated_at",
+                "updated_at", *(Conversion._meta.get_field(f).column for f in Conversion.CLICK_COPIES),
             ],
             rows(),
         )  # fmt: skip
