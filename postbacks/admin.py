@@ -1,8 +1,9 @@
+from collections import defaultdict
+
 from django.contrib import admin
 from django.http import HttpRequest
 
 from postbacks.models import DemoCallback, Postback, PostbackAttempt
-from postbacks.services import postbacks_retry
 
 
 class PostbackAttemptInline(admin.TabularInline):
@@ -60,7 +61,25 @@ class PostbackAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retry selected postbacks now")
     def retry_selected(self, request: HttpRequest, queryset) -> None:
-        count = postbacks_retry(queryset.values_list("pk", flat=True))
+        from publishers.audit import Actor
+        from publishers.models import Publisher
+        from publishers.services import postbacks_replay
+
+        # Per publisher, so each one's activity log shows the replay of its own postbacks.
+        by_publisher: dict[int, list[tuple[int, str]]] = defaultdict(list)
+        for pk, publisher_id, event_id in queryset.values_list("pk", "publisher_id", "event_id"):
+            by_publisher[publisher_id].append((pk, event_id))
+        actor = Actor.admin(request)
+        count = 0
+        for publisher in Publisher.objects.filter(pk__in=list(by_publisher)):
+            rows = by_publisher[publisher.pk]
+            count += postbacks_replay(
+                publisher=publisher,
+                postback_ids=[pk for pk, _ in rows],
+                scope="one" if len(rows) == 1 else "selection",
+                details={"event_ids": sorted(event_id for _, event_id in rows)[:100]},
+                actor=actor,
+            )
         self.message_user(request, f"Queued {count} postback(s) for delivery.")
 
 

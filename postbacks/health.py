@@ -132,18 +132,42 @@ def endpoint_pause(template_ids: Iterable[int], *, reason: str, now: datetime | 
             if not CallbackTemplate.objects.filter(pk=pk, paused_at__isnull=True).update(**changes):
                 continue
             paused += 1
-            Postback.objects.filter(template_id=pk, status=Postback.Status.PENDING).update(
+            held = Postback.objects.filter(template_id=pk, status=Postback.Status.PENDING).update(
                 next_attempt_at=HELD_UNTIL
             )
+            _audit_pause(pk, reason=reason, held=held)
             logger.warning("Callback template %s paused (%s)", pk, reason)
             _notify_on_commit(_Notice("paused", pk))
     return paused
 
 
+def _audit_pause(template_id: int, *, reason: str, held: int) -> None:
+    """The pause in the publisher's activity log: the team sees why deliveries stopped."""
+    from publishers.audit import Action, audit_record
+    from publishers.models import CallbackTemplate
+
+    template = CallbackTemplate.objects.select_related("publisher").get(pk=template_id)
+    audit_record(
+        publisher=template.publisher,
+        actor=None,
+        action=Action.ENDPOINT_PAUSED,
+        target=template,
+        details={
+            "reason": reason,
+            "consecutive_failures": template.consecutive_failures,
+            "failing_since": template.failing_since.isoformat() if template.failing_since else None,
+            "held": held,
+        },
+    )
+
+
 def endpoint_resume(template_id: int, *, now: datetime | None = None) -> int:
     """Re-enable a template: clear its pause and failing streak, and make every postback that
     waited for it due now, oldest first (their due time becomes their creation time, the
-    order claims take them in). Returns how many postbacks were released."""
+    order claims take them in). Returns how many postbacks were released.
+
+    Publishers resume through `publishers.services.callback_template_resume_deliveries`
+    (dashboard, API, admin), which records who did it."""
     from publishers.models import CallbackTemplate
 
     with transaction.atomic():

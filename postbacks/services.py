@@ -410,12 +410,23 @@ def postbacks_sweep(
     return sent
 
 
-def postbacks_retry(postback_ids: "Iterable[int]", *, now: datetime | None = None) -> int:
-    """Make failed or waiting postbacks due now (admin, dashboard and API replay)."""
+def postbacks_retry(
+    postback_ids: "Iterable[int]", *, now: datetime | None = None, publisher_id: int | None = None
+) -> int:
+    """Make failed or waiting postbacks due now (admin, dashboard and API replay).
+
+    With `publisher_id`, only that publisher's rows are touched. Postbacks held by a paused
+    template are left alone: no worker may claim them until the template is resumed
+    (`health.endpoint_resume` releases them), so making them due would only have the sweeper
+    send tasks for them over and over.
+    """
     now = now or timezone.now()
+    rows = Postback.objects.filter(pk__in=list(postback_ids))
+    if publisher_id is not None:
+        rows = rows.filter(publisher_id=publisher_id)
     ids = list(
-        Postback.objects.filter(pk__in=list(postback_ids))
-        .exclude(status=Postback.Status.SUCCEEDED)
+        rows.exclude(status=Postback.Status.SUCCEEDED)
+        .exclude(template__paused_at__isnull=False)
         .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
         .values_list("pk", flat=True)
     )

@@ -5,8 +5,19 @@ from django.db import models
 from django.http import HttpRequest
 from django.utils import timezone
 
-from publishers.models import CallbackTemplate, Membership, Publisher, PublisherAPIKey
-from publishers.services import api_key_create
+from publishers.audit import Actor
+from publishers.models import (
+    AuditEvent,
+    CallbackTemplate,
+    Membership,
+    Publisher,
+    PublisherAPIKey,
+)
+from publishers.services import (
+    api_key_create,
+    api_key_revoke,
+    callback_template_resume_deliveries,
+)
 
 
 class MembershipInline(admin.TabularInline):
@@ -44,9 +55,13 @@ class APIKeyAdmin(admin.ModelAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
-        key, plaintext = self.create_key(obj)
+        key, plaintext = self.key_create(request, obj)
         obj.pk, obj.lookup, obj.digest = key.pk, key.lookup, key.digest
         messages.warning(request, f"New key (copy it now, it won't be shown again): {plaintext}")
+
+    def key_create(self, request: HttpRequest, obj) -> tuple[models.Model, str]:
+        """Create the key; a subclass that records who did it overrides this."""
+        return self.create_key(obj)
 
     @admin.action(description="Revoke selected keys")
     def revoke(self, request: HttpRequest, queryset) -> None:
@@ -61,17 +76,58 @@ class PublisherAPIKeyAdmin(APIKeyAdmin):
     search_fields = ["name", "lookup", "publisher__name"]
     fields = ["publisher", "name", "lookup", "created_at", "last_used_at", "revoked_at"]
 
-    def create_key(self, obj: PublisherAPIKey) -> tuple[PublisherAPIKey, str]:
-        return api_key_create(publisher=obj.publisher, name=obj.name)
+    def key_create(self, request: HttpRequest, obj: PublisherAPIKey) -> tuple[PublisherAPIKey, str]:
+        return api_key_create(publisher=obj.publisher, name=obj.name, actor=Actor.admin(request))
+
+    @admin.action(description="Revoke selected keys")
+    def revoke(self, request: HttpRequest, queryset) -> None:
+        # One at a time through the service: each revocation goes in its publisher's log.
+        actor = Actor.admin(request)
+        count = sum(
+            api_key_revoke(key=key, actor=actor)
+            for key in queryset.filter(revoked_at__isnull=True).select_related("publisher")
+        )
+        self.message_user(request, f"Revoked {count} key(s).")
 
 
 @admin.register(CallbackTemplate)
 class CallbackTemplateAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "publisher", "statuses", "events", "campaign", "is_active"]
-    list_filter = ["is_active"]
+    list_display = [
+        "__str__",
+        "publisher",
+        "statuses",
+        "events",
+        "campaign",
+        "is_active",
+        "paused_at",
+        "paused_reason",
+    ]
+    list_filter = ["is_active", "paused_reason"]
     search_fields = ["name", "url_template", "publisher__name", "public_id"]
-    readonly_fields = ["public_id", "created_at", "updated_at"]
+    readonly_fields = [
+        "public_id",
+        "created_at",
+        "updated_at",
+        "paused_at",
+        "paused_reason",
+        "consecutive_failures",
+        "failing_since",
+    ]
     raw_id_fields = ["campaign"]
+    actions = ["resume_deliveries"]
+
+    @admin.action(description="Resume deliveries of selected paused callbacks")
+    def resume_deliveries(self, request: HttpRequest, queryset) -> None:
+        actor = Actor.admin(request)
+        resumed = released = 0
+        for template in queryset.filter(paused_at__isnull=False).select_related("publisher"):
+            count = callback_template_resume_deliveries(template=template, actor=actor)
+            if count is not None:
+                resumed += 1
+                released += count
+        self.message_user(
+            request, f"Resumed {resumed} callback(s); {released} held postback(s) released."
+        )
 
 
 @admin.register(Membership)
@@ -80,3 +136,27 @@ class MembershipAdmin(admin.ModelAdmin):
     list_filter = ["role"]
     search_fields = ["user__username", "user__email", "publisher__name"]
     raw_id_fields = ["user", "publisher"]
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """The audit trail, read-only: staff look, nobody edits or deletes history here."""
+
+    list_display = ["created_at", "publisher", "action", "via", "who", "target_repr", "ip"]
+    list_filter = ["action", "via"]
+    search_fields = ["publisher__name", "publisher__public_id", "target_id", "actor_name"]
+    date_hierarchy = "created_at"
+    list_select_related = ["publisher", "actor"]
+    show_full_result_count = False
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None) -> list[str]:
+        return [field.name for field in AuditEvent._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False

@@ -29,6 +29,11 @@ urlpatterns = [
         callbacks.CallbackTestView.as_view(),
         name="api-callback-test",
     ),
+    path(
+        "callbacks/<str:callback_id>/resume",
+        callbacks.CallbackResumeView.as_view(),
+        name="api-callback-resume",
+    ),
     path("stats", reports.StatsView.as_view(), name="api-stats"),
     path("reconciliation", reports.ReconciliationView.as_view(), name="api-reconciliation"),
 ]

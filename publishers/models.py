@@ -188,3 +188,79 @@ class CallbackTemplate(models.Model):
             and (not self.events or event in self.events)
             and (self.campaign_id is None or self.campaign_id == campaign_id)
         )
+
+
+class AuditEvent(models.Model):
+    """One thing someone did to a publisher's account: the activity log its team reads and our
+    staff consult. Written by `publishers.audit.audit_record` in the transaction of the change
+    it describes, never changed afterwards. `details` never holds a secret (no key plaintext,
+    no signing secret)."""
+
+    class Action(models.TextChoices):
+        API_KEY_CREATED = "api_key.created", "API key created"
+        API_KEY_REVOKED = "api_key.revoked", "API key revoked"
+        SECRET_REVEALED = "secret.revealed", "Signing secret revealed"
+        SECRET_ROTATED = "secret.rotated", "Signing secret rotated"
+        CALLBACK_CREATED = "callback.created", "Callback created"
+        CALLBACK_UPDATED = "callback.updated", "Callback edited"
+        CALLBACK_PAUSED = "callback.paused", "Callback paused"
+        CALLBACK_RESUMED = "callback.resumed", "Callback resumed"
+        CALLBACK_DELETED = "callback.deleted", "Callback deleted"
+        CALLBACK_TESTED = "callback.tested", "Test postback sent"
+        ENDPOINT_PAUSED = "callback.endpoint_paused", "Deliveries paused (endpoint health)"
+        ENDPOINT_RESUMED = "callback.endpoint_resumed", "Deliveries resumed"
+        POSTBACKS_RETRIED = "postbacks.retried", "Postbacks retried"
+        MEMBER_INVITED = "member.invited", "Team member invited"
+        MEMBER_REMOVED = "member.removed", "Team member removed"
+        MEMBER_ROLE_CHANGED = "member.role_changed", "Team member's role changed"
+        PASSWORD_CHANGED = "account.password_changed", "Password changed"
+
+    class Via(models.TextChoices):
+        DASHBOARD = "dashboard"
+        API = "api", "API"
+        ADMIN = "admin", "Roundtrip staff"
+        SYSTEM = "system", "Roundtrip"
+
+    publisher = models.ForeignKey(Publisher, on_delete=models.CASCADE, related_name="audit_events")
+    action = models.CharField(max_length=40, choices=Action.choices)
+    via = models.CharField(max_length=16, choices=Via.choices)
+    # Who: a person (kept by name when their account is deleted), or an API key, or neither
+    # (the system, e.g. endpoint health pausing a callback).
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    actor_name = models.CharField(max_length=150, blank=True)
+    api_key_label = models.CharField(max_length=150, blank=True)
+    # What: "callback", "api_key", "member", "postback", "publisher"; its public id (lookup,
+    # username) and how it read at the time.
+    target_type = models.CharField(max_length=20, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    target_repr = models.CharField(max_length=200, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            # The Activity page: one publisher's events, newest first (keyset on created_at, id).
+            models.Index(fields=["publisher", "created_at", "id"], name="publishers_audit_log_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} by {self.who} at {self.created_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def who(self) -> str:
+        """The actor as the Activity page names it."""
+        if self.via == self.Via.API:
+            return f"API key {self.api_key_label}"
+        if self.via == self.Via.SYSTEM:
+            return "Roundtrip (automatic)"
+        name = self.actor.get_username() if self.actor else self.actor_name
+        if self.via == self.Via.ADMIN:
+            return f"Roundtrip staff ({name})" if name else "Roundtrip staff"
+        return name or "deleted user"

@@ -1,4 +1,8 @@
-"""Writes for the tenant: API keys, callback templates, the signing secret and the team."""
+"""Writes for the tenant: API keys, callback templates, the signing secret and the team.
+
+Every change a person (or an API key) makes is recorded in the publisher's audit trail, in the
+same transaction: the callers pass `actor` (publishers/audit.py), None meaning the system.
+"""
 
 from datetime import datetime, timedelta
 
@@ -7,6 +11,9 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
+from postbacks import health
+from postbacks.services import postbacks_retry
+from publishers.audit import Action, Actor, audit_record
 from publishers.keys import generate_key
 from publishers.models import (
     CallbackTemplate,
@@ -17,12 +24,22 @@ from publishers.models import (
 )
 
 
-def api_key_create(*, publisher: Publisher, name: str = "") -> tuple[PublisherAPIKey, str]:
+def api_key_create(
+    *, publisher: Publisher, name: str = "", actor: Actor | None = None
+) -> tuple[PublisherAPIKey, str]:
     """Create a publisher API key. Returns the row and the plaintext, which is never stored."""
     generated = generate_key(PublisherAPIKey.PREFIX)
-    key = PublisherAPIKey.objects.create(
-        publisher=publisher, name=name, lookup=generated.lookup, digest=generated.digest
-    )
+    with transaction.atomic():
+        key = PublisherAPIKey.objects.create(
+            publisher=publisher, name=name, lookup=generated.lookup, digest=generated.digest
+        )
+        audit_record(
+            publisher=publisher,
+            actor=actor,
+            action=Action.API_KEY_CREATED,
+            target=key,
+            details={"name": name},
+        )
     return key, generated.plaintext
 
 
@@ -35,6 +52,7 @@ def callback_template_create(
     statuses: list[str] | None = None,
     campaign=None,
     is_active: bool = True,
+    actor: Actor | None = None,
 ) -> CallbackTemplate:
     """Validate and save a callback template (raises ValidationError with per-field messages)."""
     template = CallbackTemplate(
@@ -47,8 +65,26 @@ def callback_template_create(
         is_active=is_active,
     )
     template.full_clean()
-    template.save()
+    with transaction.atomic():
+        template.save()
+        audit_record(
+            publisher=publisher,
+            actor=actor,
+            action=Action.CALLBACK_CREATED,
+            target=template,
+            details={"settings": _template_settings(template)},
+        )
     return template
+
+
+# What an edit can change, as the audit trail shows it.
+TEMPLATE_SETTINGS = ("name", "url_template", "events", "statuses", "campaign", "is_active")
+
+
+def _template_settings(template: CallbackTemplate) -> dict:
+    values = {name: getattr(template, name) for name in TEMPLATE_SETTINGS if name != "campaign"}
+    values["campaign"] = template.campaign.public_id if template.campaign_id else None
+    return values
 
 
 def callback_template_update(
@@ -60,8 +96,12 @@ def callback_template_update(
     statuses: list[str] | None = None,
     campaign=None,
     is_active: bool = True,
+    actor: Actor | None = None,
 ) -> CallbackTemplate:
-    """Validate and save new settings. Postbacks already created keep the URL they froze."""
+    """Validate and save new settings. Postbacks already created keep the URL they froze.
+    The audit event lists the fields that changed (from, to); an edit that changes nothing
+    records nothing."""
+    before = _template_settings(template)
     template.url_template = url_template
     template.name = name
     template.events = events or []
@@ -69,27 +109,103 @@ def callback_template_update(
     template.campaign = campaign
     template.is_active = is_active
     template.full_clean()
-    template.save()
+    after = _template_settings(template)
+    changed = {
+        name: {"from": before[name], "to": after[name]}
+        for name in TEMPLATE_SETTINGS
+        if before[name] != after[name]
+    }
+    with transaction.atomic():
+        template.save()
+        if changed:
+            audit_record(
+                publisher=template.publisher,
+                actor=actor,
+                action=Action.CALLBACK_UPDATED,
+                target=template,
+                details={"changed": changed},
+            )
     return template
 
 
-def callback_template_set_active(*, template: CallbackTemplate, active: bool) -> None:
-    """Pause (no new postbacks; those already queued still go out) or resume a template."""
-    template.is_active = active
-    template.save(update_fields=["is_active", "updated_at"])
+def callback_template_set_active(
+    *, template: CallbackTemplate, active: bool, actor: Actor | None = None
+) -> bool:
+    """Pause (no new postbacks; those already queued still go out) or resume a template.
+    Returns whether the state changed (only a change is recorded)."""
+    with transaction.atomic():
+        changed = CallbackTemplate.objects.filter(pk=template.pk, is_active=not active).update(
+            is_active=active, updated_at=timezone.now()
+        )
+        template.is_active = active
+        if changed:
+            audit_record(
+                publisher=template.publisher,
+                actor=actor,
+                action=Action.CALLBACK_RESUMED if active else Action.CALLBACK_PAUSED,
+                target=template,
+            )
+    return bool(changed)
 
 
-def api_key_revoke(*, key: PublisherAPIKey, now: datetime | None = None) -> bool:
-    """Revoke a key (idempotent). Returns whether this call revoked it."""
-    return bool(
-        PublisherAPIKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(
+def callback_template_resume_deliveries(
+    *, template: CallbackTemplate, actor: Actor | None = None
+) -> int | None:
+    """Resume a template that endpoint health paused (postbacks/health.py): it is active
+    again and every postback it held is sent, oldest first. Returns how many postbacks were
+    released, or None when the template was not paused (two clicks resume once)."""
+    with transaction.atomic():
+        locked = CallbackTemplate.objects.select_for_update().filter(pk=template.pk).first()
+        if locked is None or locked.paused_at is None:
+            return None
+        paused_at, reason = locked.paused_at, locked.paused_reason
+        released = health.endpoint_resume(template.pk)
+        audit_record(
+            publisher=template.publisher,
+            actor=actor,
+            action=Action.ENDPOINT_RESUMED,
+            target=locked,
+            details={
+                "paused_at": paused_at.isoformat(),
+                "paused_reason": reason,
+                "released": released,
+            },
+        )
+    template.refresh_from_db()
+    return released
+
+
+def api_key_revoke(
+    *, key: PublisherAPIKey, now: datetime | None = None, actor: Actor | None = None
+) -> bool:
+    """Revoke a key (idempotent). Returns whether this call revoked it (and recorded it)."""
+    with transaction.atomic():
+        revoked = PublisherAPIKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(
             revoked_at=now or timezone.now()
         )
-    )
+        if revoked:
+            audit_record(
+                publisher=key.publisher,
+                actor=actor,
+                action=Action.API_KEY_REVOKED,
+                target=key,
+                details={"name": key.name},
+            )
+    return bool(revoked)
+
+
+def publisher_secret_reveal(*, publisher: Publisher, actor: Actor | None = None) -> str:
+    """The signing secret, for showing it to an owner; every reveal is recorded."""
+    audit_record(publisher=publisher, actor=actor, action=Action.SECRET_REVEALED, target=publisher)
+    return publisher.signing_secret
 
 
 def publisher_secret_rotate(
-    *, publisher: Publisher, overlap: timedelta = timedelta(hours=24), now: datetime | None = None
+    *,
+    publisher: Publisher,
+    overlap: timedelta = timedelta(hours=24),
+    now: datetime | None = None,
+    actor: Actor | None = None,
 ) -> Publisher:
     """Issue a new signing secret. The old one keeps signing (postbacks carry both
     signatures) until `overlap` has passed, so the publisher can switch without a gap."""
@@ -106,6 +222,13 @@ def publisher_secret_rotate(
                 "previous_secret_expires_at",
             ]
         )
+        audit_record(
+            publisher=locked,
+            actor=actor,
+            action=Action.SECRET_ROTATED,
+            target=locked,
+            details={"old_secret_signs_until": locked.previous_secret_expires_at.isoformat()},
+        )
     publisher.refresh_from_db(
         fields=["signing_secret", "previous_signing_secret", "previous_secret_expires_at"]
     )
@@ -117,7 +240,11 @@ class TeamError(ValueError):
 
 
 def member_invite(
-    *, publisher: Publisher, email: str, role: str = Membership.Role.MEMBER
+    *,
+    publisher: Publisher,
+    email: str,
+    role: str = Membership.Role.MEMBER,
+    actor: Actor | None = None,
 ) -> tuple[Membership, bool]:
     """Add a person to the publisher's team by email. A new person gets an account without a
     password and an email with a link to choose one. Returns (membership, account_created)."""
@@ -133,6 +260,13 @@ def member_invite(
         )
         if not added:
             raise TeamError(f"{email} is already on the team.")
+        audit_record(
+            publisher=publisher,
+            actor=actor,
+            action=Action.MEMBER_INVITED,
+            target=membership,
+            details={"email": email, "role": role, "new_account": created},
+        )
     if created:
         _send_set_password_email(user, publisher)
     return membership, created
@@ -162,20 +296,140 @@ def _send_set_password_email(user, publisher: Publisher) -> None:
     )
 
 
-def member_remove(*, publisher: Publisher, membership: Membership) -> None:
+def _lock_owners(publisher: Publisher) -> list[int]:
+    # Serialises team changes that could leave the publisher without an owner.
+    return list(
+        Membership.objects.select_for_update()
+        .filter(publisher=publisher, role=Membership.Role.OWNER)
+        .values_list("pk", flat=True)
+    )
+
+
+def member_remove(
+    *, publisher: Publisher, membership: Membership, actor: Actor | None = None
+) -> None:
     """Take someone off the team; the last owner can't be removed."""
     with transaction.atomic():
-        owners = list(
-            Membership.objects.select_for_update()
-            .filter(publisher=publisher, role=Membership.Role.OWNER)
-            .values_list("pk", flat=True)
-        )
+        owners = _lock_owners(publisher)
         if membership.role == Membership.Role.OWNER and owners == [membership.pk]:
             raise TeamError("The last owner can't be removed.")
+        audit_record(
+            publisher=publisher,
+            actor=actor,
+            action=Action.MEMBER_REMOVED,
+            target=membership,
+            details={"role": membership.role},
+        )
         membership.delete()
 
 
-def callback_template_delete(*, template: CallbackTemplate) -> None:
+def member_role_change(
+    *, publisher: Publisher, membership: Membership, role: str, actor: Actor | None = None
+) -> bool:
+    """Make a team member an owner or a member. The last owner can't step down. Returns
+    whether the role changed (only a change is recorded)."""
+    if role not in Membership.Role.values:
+        raise TeamError(f"Unknown role {role}.")
+    with transaction.atomic():
+        owners = _lock_owners(publisher)
+        current = Membership.objects.select_for_update().get(pk=membership.pk, publisher=publisher)
+        if current.role == role:
+            return False
+        if current.role == Membership.Role.OWNER and owners == [current.pk]:
+            raise TeamError("The last owner can't stop being an owner.")
+        Membership.objects.filter(pk=current.pk).update(role=role)
+        audit_record(
+            publisher=publisher,
+            actor=actor,
+            action=Action.MEMBER_ROLE_CHANGED,
+            target=current,
+            details={"from": current.role, "to": role},
+        )
+    membership.role = role
+    return True
+
+
+def password_change_record(*, user, actor: Actor | None = None) -> None:
+    """Record a password change in the trail of every publisher the person belongs to (a
+    password is the key to all of them)."""
+    for membership in Membership.objects.filter(user=user).select_related("publisher", "user"):
+        audit_record(
+            publisher=membership.publisher,
+            actor=actor,
+            action=Action.PASSWORD_CHANGED,
+            target=membership,
+        )
+
+
+def callback_template_delete(*, template: CallbackTemplate, actor: Actor | None = None) -> None:
     """Delete a template. Its postbacks stay (their template becomes null): those queued are
     still delivered with the URL they froze, and the delivery log keeps them."""
-    template.delete()
+    with transaction.atomic():
+        audit_record(
+            publisher=template.publisher,
+            actor=actor,
+            action=Action.CALLBACK_DELETED,
+            target=template,
+            details={"settings": _template_settings(template)},
+        )
+        template.delete()
+
+
+def callback_test_record(
+    *, template: CallbackTemplate, result: dict, actor: Actor | None = None
+) -> None:
+    """Record a test postback (`postbacks.services.postback_send_test`) and how it went. The
+    template may be unsaved (the editor tests what is typed): then only its URL is named."""
+    response = result.get("response") or {}
+    error = result.get("error") or {}
+    request = result.get("request") or {}
+    audit_record(
+        publisher=template.publisher,
+        actor=actor,
+        action=Action.CALLBACK_TESTED,
+        target=template if template.pk else None,
+        details={
+            # The URL only: the request's headers carry signatures, not worth keeping.
+            "url": request.get("url") or template.url_template,
+            "ok": bool(result.get("ok")),
+            "status_code": response.get("status_code"),
+            "error": error.get("kind"),
+        },
+    )
+
+
+# Ids handed to postbacks_retry per call: bounded IN lists and task batches.
+REPLAY_CHUNK = 1000
+
+
+def postbacks_replay(
+    *,
+    publisher: Publisher,
+    postback_ids: list[int],
+    scope: str,
+    details: dict | None = None,
+    actor: Actor | None = None,
+) -> int:
+    """Retry the publisher's postbacks among `postback_ids` now (dashboard and API replays,
+    of one, a selection or a range) and record how many were queued, in one transaction.
+    Others' ids are ignored. Returns the count queued; a replay that queued nothing is not
+    recorded."""
+    queued = 0
+    with transaction.atomic():
+        for start in range(0, len(postback_ids), REPLAY_CHUNK):
+            queued += postbacks_retry(
+                postback_ids[start : start + REPLAY_CHUNK], publisher_id=publisher.pk
+            )
+        if queued:
+            audit_record(
+                publisher=publisher,
+                actor=actor,
+                action=Action.POSTBACKS_RETRIED,
+                details={
+                    "scope": scope,
+                    "requested": len(postback_ids),
+                    "queued": queued,
+                    **(details or {}),
+                },
+            )
+    return queued

@@ -19,6 +19,11 @@ urlpatterns = [
         views.callback_toggle,
         name="callback_toggle",
     ),
+    path(
+        "dashboard/callbacks/<str:public_id>/resume/",
+        views.callback_resume,
+        name="callback_resume",
+    ),
     path("dashboard/deliveries/", views.deliveries, name="deliveries"),
     path("dashboard/deliveries/retry/", views.deliveries_retry, name="deliveries_retry"),
     path("dashboard/links/", views.links, name="links"),
@@ -30,6 +35,8 @@ urlpatterns = [
     path("dashboard/settings/secret/rotate/", views.secret_rotate, name="secret_rotate"),
     path("dashboard/settings/team/invite/", views.member_invite, name="member_invite"),
     path("dashboard/settings/team/remove/", views.member_remove, name="member_remove"),
+    path("dashboard/settings/team/role/", views.member_role, name="member_role"),
+    path("dashboard/activity/", views.activity, name="activity"),
     # Accounts: sign in (throttled by django-axes), sign out, password reset by email.
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
@@ -45,7 +52,7 @@ urlpatterns = [
     ),
     path(
         "accounts/reset/<uidb64>/<token>/",
-        auth_views.PasswordResetConfirmView.as_view(),
+        views.PasswordResetConfirm.as_view(),
         name="password_reset_confirm",
     ),
     path(

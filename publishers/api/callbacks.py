@@ -1,4 +1,5 @@
-"""Callback templates: list, create, change, delete, and fire a real test postback."""
+"""Callback templates: list, create, change, delete, fire a real test postback, and resume
+deliveries that endpoint health paused."""
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
@@ -7,6 +8,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from config.api import APIError
 from postbacks.placeholders import CALLBACK_PLACEHOLDERS
 from postbacks.services import postback_send_test
 from publishers import services
@@ -17,6 +19,7 @@ from publishers.api.serializers import (
     CallbackTestRequestSerializer,
     django_errors_to_drf,
 )
+from publishers.audit import Actor
 from publishers.models import CallbackTemplate
 
 # The template fields the services take, in the serializer's names.
@@ -54,6 +57,11 @@ class CallbackTestResultSerializer(serializers.Serializer):
     request = _TestRequestSerializer(allow_null=True, help_text="Exactly what was sent.")
     response = _TestResponseSerializer(allow_null=True, help_text="What came back, if anything.")
     error = _TestErrorSerializer(allow_null=True, help_text="Why no answer was had.")
+
+
+class CallbackResumeResultSerializer(serializers.Serializer):
+    released = serializers.IntegerField(help_text="Held postbacks now being sent, oldest first.")
+    callback = CallbackSerializer()
 
 
 class _CallbackView(PublisherScopedView):
@@ -96,7 +104,9 @@ class CallbackListView(_CallbackView):
             if name in serializer.validated_data
         }
         try:
-            template = services.callback_template_create(publisher=self.publisher, **values)
+            template = services.callback_template_create(
+                publisher=self.publisher, actor=Actor.api(request), **values
+            )
         except DjangoValidationError as exc:
             raise django_errors_to_drf(exc) from None
         return Response(self.serializer(template).data, status=201)
@@ -132,7 +142,7 @@ class CallbackDetailView(_CallbackView):
             name: serializer.validated_data.get(name, getattr(template, name)) for name in EDITABLE
         }
         try:
-            services.callback_template_update(template=template, **values)
+            services.callback_template_update(template=template, actor=Actor.api(request), **values)
         except DjangoValidationError as exc:
             raise django_errors_to_drf(exc) from None
         return Response(self.serializer(template).data)
@@ -146,7 +156,7 @@ class CallbackDetailView(_CallbackView):
         responses={204: None, **errors(404)},
     )
     def delete(self, request: Request, callback_id: str) -> Response:
-        services.callback_template_delete(template=self.get_object())
+        services.callback_template_delete(template=self.get_object(), actor=Actor.api(request))
         return Response(status=204)
 
 
@@ -174,4 +184,31 @@ class CallbackTestView(_CallbackView):
             raise serializers.ValidationError(
                 {"sample_values": [f"Unknown placeholder: {', '.join(unknown)}."]}
             )
-        return Response(postback_send_test(template=template, sample_values=sample_values))
+        result = postback_send_test(template=template, sample_values=sample_values)
+        services.callback_test_record(template=template, result=result, actor=Actor.api(request))
+        return Response(result)
+
+
+class CallbackResumeView(_CallbackView):
+    """`POST /api/v1/callbacks/{callback_id}/resume`: resume deliveries to an endpoint that we
+    paused (it answered 410 Gone, or kept failing); what it held is sent, oldest first."""
+
+    @extend_schema(
+        operation_id="callbacks_resume",
+        summary="Resume deliveries to a paused endpoint",
+        description="For a callback whose `paused_at` is set. It becomes active again and "
+        "every postback held for it is sent, oldest first. A callback that is not paused is a "
+        "409 `not_paused`.",
+        tags=["callbacks"],
+        request=None,
+        parameters=[CALLBACK_ID_PARAMETER],
+        responses={200: CallbackResumeResultSerializer, **errors(404, 409)},
+    )
+    def post(self, request: Request, callback_id: str) -> Response:
+        template = self.get_object()
+        released = services.callback_template_resume_deliveries(
+            template=template, actor=Actor.api(request)
+        )
+        if released is None:
+            raise APIError(409, "not_paused", "Deliveries to this callback are not paused.")
+        return Response({"released": released, "callback": self.serializer(template).data})

@@ -8,7 +8,7 @@ from rest_framework.response import Response
 
 from config.api import APIError
 from postbacks.models import Postback
-from postbacks.services import postbacks_retry
+from publishers import services
 from publishers.api.base import Keyset, PublisherScopedView, validated_query
 from publishers.api.openapi import errors
 from publishers.api.serializers import (
@@ -20,12 +20,11 @@ from publishers.api.serializers import (
     ReplayResultSerializer,
     RetryResultSerializer,
 )
+from publishers.audit import Actor
 from publishers.models import CallbackTemplate
 
 # Newest first, like a log.
 POSTBACK_LOG = Keyset("created_at", descending=True)
-# Ids handed to postbacks_retry per call: bounded IN lists and task batches.
-REPLAY_CHUNK = 1000
 
 EVENT_ID_PARAMETER = OpenApiParameter(
     "event_id", str, OpenApiParameter.PATH, description="The postback's event id (evt_…)."
@@ -101,7 +100,9 @@ class PostbackRetryView(_PostbackObjectView):
         operation_id="postbacks_retry",
         summary="Send one postback again now",
         description="For a failed or still-waiting postback. A delivered one is not re-sent "
-        "(409 `already_delivered`), nor one a worker is sending right now (409 `in_flight`).",
+        "(409 `already_delivered`), nor one a worker is sending right now (409 `in_flight`), "
+        "nor one held because deliveries to its callback are paused (409 `held`: resume the "
+        "callback).",
         tags=["postbacks"],
         request=None,
         parameters=[EVENT_ID_PARAMETER],
@@ -109,10 +110,23 @@ class PostbackRetryView(_PostbackObjectView):
     )
     def post(self, request: Request, event_id: str) -> Response:
         postback = self.get_object()
-        queued = postbacks_retry([postback.pk])
+        queued = services.postbacks_replay(
+            publisher=self.publisher,
+            postback_ids=[postback.pk],
+            scope="one",
+            details={"event_ids": [postback.event_id]},
+            actor=Actor.api(request),
+        )
         if not queued:
             if postback.status == Postback.Status.SUCCEEDED:
                 raise APIError(409, "already_delivered", "This postback was delivered.")
+            if postback.template and postback.template.paused_at:
+                raise APIError(
+                    409,
+                    "held",
+                    "Deliveries to this postback's callback are paused: resume the callback "
+                    "(POST /api/v1/callbacks/{id}/resume) and its held postbacks are sent.",
+                )
             raise APIError(409, "in_flight", "A worker is sending this postback right now.")
         postback.refresh_from_db()
         return Response({"queued": queued, "postback": PostbackSerializer(postback).data}, 202)
@@ -154,7 +168,17 @@ class PostbackReplayView(PublisherScopedView):
         # and a capped replay takes the oldest first.
         matched = matching.count()
         ids = list(matching.order_by("pk").values_list("pk", flat=True)[: settings.API_REPLAY_MAX])
-        queued = 0
-        for start in range(0, len(ids), REPLAY_CHUNK):
-            queued += postbacks_retry(ids[start : start + REPLAY_CHUNK])
+        queued = services.postbacks_replay(
+            publisher=self.publisher,
+            postback_ids=ids,
+            scope="range",
+            details={
+                "from": data["from"].isoformat(),
+                "to": data["to"].isoformat(),
+                "status": data["status"],
+                "callback_id": data.get("callback_id"),
+                "matched": matched,
+            },
+            actor=Actor.api(request),
+        )
         return Response({"matched": matched, "queued": queued, "remaining": matched - queued}, 202)

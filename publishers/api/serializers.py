@@ -356,6 +356,12 @@ class CallbackSerializer(serializers.ModelSerializer):
         "for all.",
     )
 
+    paused_reason = serializers.ChoiceField(
+        choices=[("", "Not paused"), *CallbackTemplate.PausedReason.choices],
+        read_only=True,
+        help_text='Why: "gone" (410) or "failing"; "" when not paused.',
+    )
+
     class Meta:
         model = CallbackTemplate
         fields = [
@@ -366,10 +372,18 @@ class CallbackSerializer(serializers.ModelSerializer):
             "statuses",
             "campaign",
             "is_active",
+            "paused_at",
+            "paused_reason",
             "created_at",
             "updated_at",
         ]
-        read_only_fields = ["created_at", "updated_at"]
+        read_only_fields = ["paused_at", "paused_reason", "created_at", "updated_at"]
+        extra_kwargs = {
+            "paused_at": {
+                "help_text": "Set when we paused deliveries to this endpoint (410 Gone, or "
+                "failing for days): its postbacks are held until you resume it."
+            },
+        }
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -404,7 +418,17 @@ class StatsRowSerializer(serializers.Serializer):
         help_text="The group: a date, a campaign or creative id, or the value as recorded."
     )
     label = serializers.CharField()
+    impressions = serializers.IntegerField(
+        allow_null=True,
+        help_text="Smart-ad impressions; null where the report can't know them (a time zone "
+        "other than UTC, a placement or keyword grouping or filter).",
+    )
     clicks = serializers.IntegerField()
+    ctr = serializers.FloatField(
+        allow_null=True,
+        help_text="Smart-ad clicks per 100 impressions; null without impressions, or where "
+        "the row's clicks aren't all from smart ads (group by or filter on smart_ad).",
+    )
     unique_clicks = serializers.IntegerField()
     conversions = serializers.IntegerField()
     conversion_rate = serializers.FloatField(
@@ -417,7 +441,7 @@ class StatsSerializer(serializers.Serializer):
     group_by = serializers.CharField()
     tz = serializers.CharField()
     attribution = serializers.CharField()
-    source = serializers.ChoiceField(choices=["rollup", "raw"])
+    source = serializers.ChoiceField(choices=["rollup", "pairs", "raw"])
     truncated = serializers.BooleanField()
     rows = StatsRowSerializer(many=True)
     totals = StatsRowSerializer()

@@ -1,16 +1,20 @@
 """The publisher dashboard: one module per page, all scoped through `common.member_view`."""
 
 from publishers.views.account import (
+    PasswordResetConfirm,
     member_invite,
     member_remove,
+    member_role,
     secret_reveal,
     secret_rotate,
     settings_page,
 )
+from publishers.views.activity import activity
 from publishers.views.callbacks import (
     callback_edit,
     callback_new,
     callback_preview,
+    callback_resume,
     callback_test,
     callback_toggle,
     callbacks,
@@ -23,12 +27,15 @@ from publishers.views.overview import dashboard, home
 from publishers.views.reports import reports
 
 __all__ = [
+    "PasswordResetConfirm",
+    "activity",
     "api_key_create",
     "api_key_revoke",
     "api_keys",
     "callback_edit",
     "callback_new",
     "callback_preview",
+    "callback_resume",
     "callback_test",
     "callback_toggle",
     "callbacks",
@@ -40,6 +47,7 @@ __all__ = [
     "links",
     "member_invite",
     "member_remove",
+    "member_role",
     "reports",
     "secret_reveal",
     "secret_rotate",

@@ -1,12 +1,16 @@
-"""Settings: the signing secret (reveal, rotate with overlap) and the team."""
+"""Settings: the signing secret (reveal, rotate with overlap), the team, and the password."""
 
 from django.contrib import messages
+from django.contrib.auth import views as auth_views
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from publishers import selectors, services
+from publishers.audit import Actor
 from publishers.forms import InviteForm
+from publishers.models import Membership
 from publishers.views.common import is_owner, member_view, owner_view
 
 ROTATION_OVERLAP_HOURS = 24
@@ -17,15 +21,17 @@ def _page(
 ) -> HttpResponse:
     publisher = request.publisher
     secrets = publisher.active_signing_secrets()
+    reveal = reveal and is_owner(request)
     response = render(
         request,
         "publishers/settings.html",
         {
             "nav": "settings",
             "publisher": publisher,
-            "reveal": reveal and is_owner(request),
+            "reveal": reveal,
             "rotating": len(secrets) > 1,
             "members": selectors.members_for_publisher(publisher),
+            "roles": Membership.Role.choices,
             "invite_form": invite_form or InviteForm(),
             "can_manage": is_owner(request),
             "overlap_hours": ROTATION_OVERLAP_HOURS,
@@ -44,6 +50,7 @@ def settings_page(request: HttpRequest) -> HttpResponse:
 @require_POST
 @owner_view
 def secret_reveal(request: HttpRequest) -> HttpResponse:
+    services.publisher_secret_reveal(publisher=request.publisher, actor=Actor.dashboard(request))
     return _page(request, reveal=True)
 
 
@@ -53,7 +60,9 @@ def secret_rotate(request: HttpRequest) -> HttpResponse:
     from datetime import timedelta
 
     services.publisher_secret_rotate(
-        publisher=request.publisher, overlap=timedelta(hours=ROTATION_OVERLAP_HOURS)
+        publisher=request.publisher,
+        overlap=timedelta(hours=ROTATION_OVERLAP_HOURS),
+        actor=Actor.dashboard(request),
     )
     messages.success(
         request,
@@ -73,6 +82,7 @@ def member_invite(request: HttpRequest) -> HttpResponse:
                 publisher=request.publisher,
                 email=form.cleaned_data["email"],
                 role=form.cleaned_data["role"],
+                actor=Actor.dashboard(request),
             )
         except services.TeamError as exc:
             form.add_error("email", str(exc))
@@ -91,9 +101,44 @@ def member_invite(request: HttpRequest) -> HttpResponse:
 def member_remove(request: HttpRequest) -> HttpResponse:
     membership = selectors.member_for_publisher(request.publisher, request.POST.get("username", ""))
     try:
-        services.member_remove(publisher=request.publisher, membership=membership)
+        services.member_remove(
+            publisher=request.publisher, membership=membership, actor=Actor.dashboard(request)
+        )
     except services.TeamError as exc:
         messages.error(request, str(exc))
     else:
         messages.success(request, f"{membership.user.username} removed from the team.")
     return redirect("settings")
+
+
+@require_POST
+@owner_view
+def member_role(request: HttpRequest) -> HttpResponse:
+    membership = selectors.member_for_publisher(request.publisher, request.POST.get("username", ""))
+    role = request.POST.get("role", "")
+    try:
+        changed = services.member_role_change(
+            publisher=request.publisher,
+            membership=membership,
+            role=role,
+            actor=Actor.dashboard(request),
+        )
+    except services.TeamError as exc:
+        messages.error(request, str(exc))
+    else:
+        if changed:
+            messages.success(request, f"{membership.user.get_username()} is now {role}.")
+    return redirect("settings")
+
+
+class PasswordResetConfirm(auth_views.PasswordResetConfirmView):
+    """Django's "choose a new password" page, recording the change in the activity log of
+    each publisher the person belongs to."""
+
+    def form_valid(self, form):
+        with transaction.atomic():
+            response = super().form_valid(form)
+            services.password_change_record(
+                user=form.user, actor=Actor.dashboard(self.request, user=form.user)
+            )
+        return response

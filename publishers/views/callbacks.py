@@ -1,4 +1,5 @@
-"""Callback templates: list, create, edit, pause; live preview and a real test postback."""
+"""Callback templates: list, create, edit, pause, resume deliveries after endpoint health paused
+them; live preview and a real test postback."""
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
@@ -6,6 +7,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from postbacks.models import Postback
 from postbacks.placeholders import (
     ALIASES,
     CALLBACK_PLACEHOLDERS,
@@ -16,6 +18,7 @@ from postbacks.placeholders import (
 )
 from postbacks.services import SAMPLE_VALUES, postback_send_test
 from publishers import selectors, services
+from publishers.audit import Actor
 from publishers.forms import CallbackTemplateForm
 from publishers.models import CallbackTemplate
 from publishers.views.common import member_view
@@ -86,6 +89,7 @@ def _save(request: HttpRequest, template: CallbackTemplate | None) -> HttpRespon
                     services.callback_template_create(
                         publisher=publisher,
                         is_active=form.cleaned_data["is_active"],
+                        actor=Actor.dashboard(request),
                         **form.service_kwargs(),
                     )
                     created_or_updated = "created"
@@ -93,6 +97,7 @@ def _save(request: HttpRequest, template: CallbackTemplate | None) -> HttpRespon
                     services.callback_template_update(
                         template=template,
                         is_active=form.cleaned_data["is_active"],
+                        actor=Actor.dashboard(request),
                         **form.service_kwargs(),
                     )
                     created_or_updated = "saved"
@@ -112,6 +117,7 @@ def _save(request: HttpRequest, template: CallbackTemplate | None) -> HttpRespon
             "nav": "callbacks",
             "form": form,
             "template": template,
+            "held": _held_count(template) if template and template.paused_at else 0,
             "placeholders": placeholder_reference(),
         },
     )
@@ -131,8 +137,35 @@ def callback_edit(request: HttpRequest, public_id: str) -> HttpResponse:
 @member_view
 def callback_toggle(request: HttpRequest, public_id: str) -> HttpResponse:
     template = selectors.template_for_publisher(request.publisher, public_id)
-    services.callback_template_set_active(template=template, active=not template.is_active)
+    services.callback_template_set_active(
+        template=template, active=not template.is_active, actor=Actor.dashboard(request)
+    )
     messages.success(request, "Callback resumed." if template.is_active else "Callback paused.")
+    return redirect("callbacks")
+
+
+def _held_count(template: CallbackTemplate) -> int:
+    return Postback.objects.filter(template=template, status=Postback.Status.PENDING).count()
+
+
+@require_POST
+@member_view
+def callback_resume(request: HttpRequest, public_id: str) -> HttpResponse:
+    """Resume deliveries to an endpoint that endpoint health paused (410 Gone or a long
+    failing streak): what it held is sent, oldest first."""
+    template = selectors.template_for_publisher(request.publisher, public_id)
+    released = services.callback_template_resume_deliveries(
+        template=template, actor=Actor.dashboard(request)
+    )
+    if released is None:
+        messages.info(request, "Deliveries to this callback were not paused.")
+    else:
+        messages.success(
+            request,
+            f"Deliveries resumed: {released} held postback(s) are being sent, oldest first.",
+        )
+    if request.POST.get("back") == "edit":
+        return redirect("callback_edit", template.public_id)
     return redirect("callbacks")
 
 
@@ -162,6 +195,7 @@ def callback_test(request: HttpRequest) -> HttpResponse:
     text = request.POST.get("url_template", "").strip()
     probe = CallbackTemplate(publisher=request.publisher, url_template=text)
     result = postback_send_test(template=probe)
+    services.callback_test_record(template=probe, result=result, actor=Actor.dashboard(request))
     if request.headers.get("Accept", "").startswith("application/json"):
         return JsonResponse(result)
     return render(

@@ -1,15 +1,14 @@
 """Deliveries: failing and pending postbacks, and replay of one, a selection or a range."""
 
 from django.contrib import messages
-from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
-from postbacks.services import postbacks_retry
-from publishers import selectors
+from publishers import selectors, services
+from publishers.audit import Actor
 from publishers.forms import RetryRangeForm
 from publishers.views.common import chosen_timezone, member_view, today_in
 from tracking.selectors import local_day_range
@@ -35,6 +34,10 @@ def deliveries(request: HttpRequest) -> HttpResponse:
             "state": state,
             "rows": rows,
             "counts": selectors.delivery_counts(request.publisher),
+            # Endpoint health paused these: their postbacks are held, not retried.
+            "paused_templates": [
+                t for t in selectors.templates_for_publisher(request.publisher) if t.paused_at
+            ],
             "next_url": "?" + urlencode({"state": state, "after": next_cursor})
             if next_cursor
             else "",
@@ -67,14 +70,29 @@ def deliveries_retry(request: HttpRequest) -> HttpResponse:
             states=form.cleaned_data["states"],
             limit=MAX_RANGE_RETRY,
         )
+        scope = "range"
+        details = {
+            "from": str(form.cleaned_data["start"]),
+            "to": str(form.cleaned_data["end"]),
+            "states": form.cleaned_data["states"],
+            "tz": chosen_timezone(request),
+        }
     else:
         wanted = set(request.POST.getlist("event_id"))
         ids = selectors.postback_ids_for_publisher(publisher, sorted(wanted))
         if len(ids) != len(wanted):
             # Someone else's postback (or none at all): the same answer as for a missing one.
             raise Http404("No such postback.")
-    with transaction.atomic():
-        count = postbacks_retry(ids)
+        scope = "one" if len(wanted) == 1 else "selection"
+        # The ids a person picked by hand, a page at most: worth keeping.
+        details = {"event_ids": sorted(wanted)[:100]}
+    count = services.postbacks_replay(
+        publisher=publisher,
+        postback_ids=ids,
+        scope=scope,
+        details=details,
+        actor=Actor.dashboard(request),
+    )
     if count:
         messages.success(request, f"{count} postback(s) queued for immediate delivery.")
     else:

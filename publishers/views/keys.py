@@ -6,6 +6,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from publishers import selectors, services
+from publishers.audit import Actor
 from publishers.forms import ApiKeyForm
 from publishers.views.common import is_owner, member_view, owner_view
 
@@ -36,7 +37,7 @@ def api_key_create(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         return _page(request, form)
     _, plaintext = services.api_key_create(
-        publisher=request.publisher, name=form.cleaned_data["name"]
+        publisher=request.publisher, name=form.cleaned_data["name"], actor=Actor.dashboard(request)
     )
     # Rendered, not redirected: the plaintext exists only in this response.
     response = _page(request, ApiKeyForm(), new_key=plaintext)
@@ -48,6 +49,6 @@ def api_key_create(request: HttpRequest) -> HttpResponse:
 @owner_view
 def api_key_revoke(request: HttpRequest, lookup: str) -> HttpResponse:
     key = selectors.api_key_for_publisher(request.publisher, lookup)
-    if services.api_key_revoke(key=key):
+    if services.api_key_revoke(key=key, actor=Actor.dashboard(request)):
         messages.success(request, f"Key {key.name or key.lookup} revoked.")
     return redirect("api_keys")

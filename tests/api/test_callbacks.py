@@ -2,8 +2,9 @@
 
 import pytest
 
-from postbacks import signing
-from publishers.models import CallbackTemplate
+from postbacks import health, signing
+from postbacks.models import Postback
+from publishers.models import AuditEvent, CallbackTemplate
 from tracking.models import Campaign
 
 pytestmark = pytest.mark.django_db
@@ -121,3 +122,43 @@ def test_it_refuses_unknown_sample_placeholders(api, world):
     )
     assert response.status_code == 400
     assert "sample_values" in response.json()["error"]["fields"]
+
+
+def test_it_resumes_deliveries_that_endpoint_health_paused(
+    api, world, django_capture_on_commit_callbacks
+):
+    url = f"/api/v1/callbacks/{world.template.public_id}"
+    not_paused = api.post(f"{url}/resume")
+    assert not_paused.status_code == 409
+    assert not_paused.json()["error"]["code"] == "not_paused"
+
+    Postback.objects.filter(pk=world.delivered.pk).update(status=Postback.Status.PENDING)
+    health.endpoint_pause([world.template.pk], reason=CallbackTemplate.PausedReason.GONE)
+    shown = api.get(url).json()
+    assert shown["paused_reason"] == "gone" and shown["paused_at"] is not None
+    assert shown["is_active"] is False
+    # A held postback can't be retried on its own: the callback must be resumed.
+    held = api.post(f"/api/v1/postbacks/{world.delivered.event_id}/retry")
+    assert (held.status_code, held.json()["error"]["code"]) == (409, "held")
+
+    with django_capture_on_commit_callbacks(execute=False):
+        response = api.post(f"{url}/resume")
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert body["released"] == 1
+    assert (body["callback"]["paused_at"], body["callback"]["paused_reason"]) == (None, "")
+    assert body["callback"]["is_active"] is True
+    world.delivered.refresh_from_db()
+    assert world.delivered.next_attempt_at == world.delivered.created_at
+    [event] = AuditEvent.objects.filter(action=AuditEvent.Action.ENDPOINT_RESUMED)
+    assert event.via == AuditEvent.Via.API and event.details["released"] == 1
+    assert api.post(f"{url}/resume").status_code == 409
+
+
+def test_it_records_who_changed_a_callback_through_the_api(api, world):
+    url = f"/api/v1/callbacks/{world.template.public_id}"
+    api.patch(url, {"events": ["Sale"]}, format="json")
+    [event] = AuditEvent.objects.filter(action=AuditEvent.Action.CALLBACK_UPDATED)
+    assert event.via == AuditEvent.Via.API and event.api_key_label.startswith("rt_pub_")
+    assert event.details == {"changed": {"events": {"from": [], "to": ["sale"]}}}
+    assert event.target_id == world.template.public_id

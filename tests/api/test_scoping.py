@@ -13,6 +13,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.urls import URLPattern, get_resolver
 from django.utils import timezone
 
+from postbacks import health
 from postbacks.models import Postback
 from publishers.api.base import PublisherScopedView
 from publishers.models import CallbackTemplate
@@ -29,6 +30,7 @@ class Route:
     params: Callable = lambda w: {}
     body: Callable = lambda w: None
     nothing: Callable | None = None  # (response) -> bool, for collection routes; None: 404
+    prepare: Callable = lambda w: None  # world -> None: A's state that makes the action real
 
 
 def empty_results(response) -> bool:
@@ -88,6 +90,12 @@ ROUTES = [
     Route("api-callback", "delete", lambda w: f"/api/v1/callbacks/{w.template.public_id}"),
     Route("api-callback-test", "post", lambda w: f"/api/v1/callbacks/{w.template.public_id}/test"),
     Route(
+        "api-callback-resume",
+        "post",
+        lambda w: f"/api/v1/callbacks/{w.template.public_id}/resume",
+        prepare=lambda w: health.endpoint_pause([w.template.pk], reason="failing"),
+    ),
+    Route(
         "api-stats",
         "get",
         lambda w: "/api/v1/stats",
@@ -108,6 +116,7 @@ ROUTES = [
     "route", ROUTES, ids=[f"{r.method.upper()} {r.name} {i}" for i, r in enumerate(ROUTES)]
 )
 def test_it_hides_publisher_a_from_publisher_c(api, other_api, world, receiver, route):
+    route.prepare(world)
     path, params, body = route.path(world), route.params(world), route.body(world)
     call = getattr(other_api, route.method)
     response = call(path, params) if route.method == "get" else call(path, body, format="json")

@@ -113,3 +113,6 @@ def test_it_renders_every_main_page_for_screenshots(
     shot("10-api-keys", "API keys")
     page.goto("/dashboard/settings/")
     shot("11-settings", "Settings")
+    page.goto("/dashboard/activity/")
+    expect(page.locator("#activity-table")).to_contain_text("API key created")
+    shot("12-activity", "Activity")

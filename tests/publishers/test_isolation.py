@@ -11,9 +11,11 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from postbacks import health
 from postbacks.models import Postback
-from publishers.models import CallbackTemplate, Membership, PublisherAPIKey
+from publishers.models import AuditEvent, CallbackTemplate, Membership, PublisherAPIKey
 from publishers.urls import urlpatterns
+from tracking.selectors import encode_cursor
 
 pytestmark = pytest.mark.django_db
 
@@ -58,6 +60,11 @@ def outsider_cases(data) -> list[Case]:
         Case("get", reverse("links")),
         Case("get", reverse("api_keys")),
         Case("get", reverse("settings")),
+        Case("get", reverse("activity")),
+        Case("get", reverse("activity") + "?action=api_key.created"),
+        Case("get", reverse("activity") + "?action=callback.endpoint_paused"),
+        # A cursor made from A's newest event only moves within C's own events.
+        Case("get", reverse("activity") + f"?after={activity_cursor(data)}"),
         # A's objects by id: 404.
         Case("get", reverse("callback_edit", args=[a_template]), status=(404,)),
         Case(
@@ -67,9 +74,13 @@ def outsider_cases(data) -> list[Case]:
             status=(404,),
         ),
         Case("post", reverse("callback_toggle", args=[a_template]), status=(404,)),
+        Case("post", reverse("callback_resume", args=[a_template]), status=(404,)),
         Case("post", reverse("api_key_revoke", args=[data.key_lookup]), status=(404,)),
         Case("post", reverse("member_remove"), {"username": "member-a"}, status=(404,)),
         Case("post", reverse("member_remove"), {"username": "owner-a"}, status=(404,)),
+        Case(
+            "post", reverse("member_role"), {"username": "member-a", "role": "owner"}, status=(404,)
+        ),
         Case(
             "post",
             reverse("deliveries_retry"),
@@ -125,6 +136,12 @@ def outsider_cases(data) -> list[Case]:
     return cases
 
 
+def activity_cursor(data) -> str:
+    newest = AuditEvent.objects.filter(publisher=data.publisher).order_by("-created_at").first()
+    # One second later: a cursor that would list every one of A's events if it were not scoped.
+    return encode_cursor(newest.created_at + timedelta(seconds=1), str(2**62))
+
+
 def without_echo(body: str, echo: str) -> str:
     if not echo:
         return body
@@ -138,7 +155,7 @@ def a_state(data) -> dict:
     return {
         "templates": sorted(
             CallbackTemplate.objects.filter(publisher=data.publisher).values_list(
-                "public_id", "url_template", "is_active"
+                "public_id", "url_template", "is_active", "paused_at"
             )
         ),
         "postbacks": sorted(
@@ -157,10 +174,15 @@ def a_state(data) -> dict:
             )
         ),
         "secret": type(data.publisher).objects.get(pk=data.publisher.pk).signing_secret,
+        "audit": sorted(
+            AuditEvent.objects.filter(publisher=data.publisher).values_list("pk", flat=True)
+        ),
     }
 
 
 def test_it_checks_ownership_on_every_dashboard_url(outsider_client, dashboard_data):
+    # Paused by endpoint health, so that resuming it from outside would change something.
+    health.endpoint_pause([dashboard_data.good_template.pk], reason="gone")
     before = a_state(dashboard_data)
     a_ids = dashboard_data.a_ids()
     cases = outsider_cases(dashboard_data)
@@ -194,6 +216,7 @@ OWNER_ONLY = [
     ("secret_rotate", None, {}),
     ("member_invite", None, {"email": "new@example.com", "role": "member"}),
     ("member_remove", None, {"username": "owner-a"}),
+    ("member_role", None, {"username": "member-a", "role": "owner"}),
 ]
 
 
@@ -207,7 +230,17 @@ def test_it_refuses_owner_actions_to_members(member_client, dashboard_data, name
 
 
 @pytest.mark.parametrize(
-    "name", ["dashboard", "reports", "conversions", "trace", "callbacks", "settings", "api_keys"]
+    "name",
+    [
+        "dashboard",
+        "reports",
+        "conversions",
+        "trace",
+        "callbacks",
+        "settings",
+        "api_keys",
+        "activity",
+    ],
 )
 def test_it_sends_anonymous_visitors_to_sign_in(client, name):
     response = client.get(reverse(name))
