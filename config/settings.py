@@ -428,6 +428,9 @@ DEMO_RECEIVER_ENABLED = env.bool("DEMO_RECEIVER_ENABLED", default=LOCAL_MODE)
 CLICKS_SPID_MAX_LENGTH = 255
 # How long a web process reuses a tracking link it looked up (0: look up on every click).
 CLICKS_LINK_CACHE_SECONDS = env.float("CLICKS_LINK_CACHE_SECONDS", default=5.0)
+# Verified advertiser API keys are cached per web process this long (seconds; 0 turns it off):
+# intake then authenticates without a query, and a revoked key stops working within it.
+CONVERSIONS_KEY_CACHE_SECONDS = env.float("CONVERSIONS_KEY_CACHE_SECONDS", default=10.0)
 # Buffered click writes (tracking/clickbuffer.py): the redirect appends to a Redis stream and a
 # flusher copies batches into the database. On by default whenever Redis is configured.
 CLICKS_BUFFERED = env.bool("CLICKS_BUFFERED", default=bool(REDIS_URL))

@@ -79,9 +79,14 @@ def placeholder_values(
 
 
 def postbacks_create_for_conversion(
-    conversion: "Conversion", *, click: "Click", now: datetime | None = None
+    conversion: "Conversion",
+    *,
+    click: "Click",
+    now: datetime | None = None,
+    is_new: bool = False,
 ) -> list[Postback]:
-    """Create one postback per matching template for the conversion's current status.
+    """Create one postback per matching template for the conversion's current status, unless
+    the conversion has one already (`is_new`: created in this transaction, so it can't).
 
     Must run inside the conversion's transaction; the delivery tasks are sent on commit.
     Clicks without a spid have nobody to call back.
@@ -100,10 +105,14 @@ def postbacks_create_for_conversion(
             event=conversion.event, status=conversion.status, campaign_id=conversion.campaign_id
         )
     ]
-    existing = set(
-        Postback.objects.filter(
-            conversion=conversion, conversion_status=conversion.status
-        ).values_list("template_id", flat=True)
+    existing = (
+        set()
+        if is_new
+        else set(
+            Postback.objects.filter(
+                conversion=conversion, conversion_status=conversion.status
+            ).values_list("template_id", flat=True)
+        )
     )
     rows = []
     for template in templates:

@@ -27,6 +27,7 @@ STORAGES = {
 CLICKS_BUFFERED = False
 # Tests pause links and expect the next click to see it at once.
 CLICKS_LINK_CACHE_SECONDS = 0
+CONVERSIONS_KEY_CACHE_SECONDS = 0
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
 SECURE_COOKIES = False
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = False

@@ -13,6 +13,7 @@ entries a dead flusher held are claimed again after `CLICKS_BUFFER_CLAIM_IDLE_MS
 valid for conversion while still buffered: the intake flushes the buffer when it misses a click.
 """
 
+import functools
 import json
 import logging
 import os
@@ -30,7 +31,8 @@ logger = logging.getLogger(__name__)
 STREAM = "roundtrip:clicks"
 GROUP = "flushers"
 
-# Click fields carried through the buffer; everything else has a model default.
+# Click fields carried through the buffer; everything else has a model default. `is_unique`
+# is not here: it is decided in Redis by the same script that buffers the click.
 _FIELDS = (
     "click_id",
     "link_id",
@@ -46,7 +48,6 @@ _FIELDS = (
     "os",
     "browser",
     "is_bot",
-    "is_unique",
     "ip",
     "user_agent",
     "referer",
@@ -61,19 +62,54 @@ def _key(click_id: str) -> str:
     return f"roundtrip:click:{click_id}"
 
 
-def click_buffer(click: Click) -> None:
-    """Append an unsaved click to the stream (raises redis errors: the caller falls back).
+# One round trip per click: the unique-click window (`SET NX EX`: the first caller of the
+# window creates the key), the stream append, and the copy kept under the click id. The payload
+# arrives as JSON without its closing brace; the script appends the unique flag.
+_RECORD = """
+local unique = redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1])
+local payload = ARGV[2] .. (unique and 'true' or 'false') .. '}'
+redis.call('XADD', KEYS[2], '*', 'c', payload)
+redis.call('SET', KEYS[3], payload, 'EX', ARGV[3])
+return unique and 1 or 0
+"""
 
-    The same payload is also kept under the click id for a couple of minutes, so a conversion
-    arriving before the flush can materialise its click directly (one round trip for both).
-    """
+
+@functools.cache
+def _record_script(client):
+    return client.register_script(_RECORD)
+
+
+def _payload_prefix(click: Click) -> str:
+    """The click as JSON up to its last member, `"is_unique":` (the value comes last)."""
     payload = {name: getattr(click, name) for name in _FIELDS}
     payload["created_at"] = click.created_at.isoformat()
-    encoded = json.dumps(payload, separators=(",", ":"))
-    pipe = get_redis().pipeline(transaction=False)
-    pipe.xadd(STREAM, {"c": encoded})
-    pipe.set(_key(click.click_id), encoded, ex=settings.CLICKS_BUFFER_KEY_TTL)
-    pipe.execute()
+    return json.dumps(payload, separators=(",", ":"))[:-1] + ',"is_unique":'
+
+
+def click_buffer(click: Click, *, unique_key: str | None = None) -> bool:
+    """Append an unsaved click to the stream; returns its unique flag (raises redis errors:
+    the caller falls back to a direct insert).
+
+    With `unique_key` the unique-click window is checked in the same round trip
+    (tracking.intelligence.unique_key), else `click.is_unique` is kept. The payload is also kept
+    under the click id for a few minutes, so a conversion arriving before the flush can
+    materialise its click directly.
+    """
+    client = get_redis()
+    prefix = _payload_prefix(click)
+    if unique_key is None:
+        payload = prefix + ("true}" if click.is_unique else "false}")
+        pipe = client.pipeline(transaction=False)
+        pipe.xadd(STREAM, {"c": payload})
+        pipe.set(_key(click.click_id), payload, ex=settings.CLICKS_BUFFER_KEY_TTL)
+        pipe.execute()
+        return click.is_unique
+    unique = _record_script(client)(
+        keys=[unique_key, STREAM, _key(click.click_id)],
+        args=[settings.CLICKS_UNIQUE_WINDOW_SECONDS, prefix, settings.CLICKS_BUFFER_KEY_TTL],
+    )
+    click.is_unique = bool(unique)
+    return click.is_unique
 
 
 def _click_from_json(raw: bytes) -> Click:

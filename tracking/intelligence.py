@@ -149,7 +149,8 @@ _REDIS_BACKOFF_SECONDS = 5.0
 _redis_down_until: dict[str, float] = {}
 
 
-def _unique_key(ip: str | None, user_agent: str, link_id: int) -> str:
+def unique_key(ip: str | None, user_agent: str, link_id: int) -> str:
+    """The Redis key of one visitor's unique-click window on one link."""
     digest = hashlib.blake2b(
         f"{link_id}\x00{ip or ''}\x00{user_agent}".encode(), digest_size=16
     ).hexdigest()
@@ -166,7 +167,7 @@ def click_is_unique(*, ip: str | None, user_agent: str, link_id: int) -> bool:
     flag may be generous, the visitor is never held up.
     """
     window = settings.CLICKS_UNIQUE_WINDOW_SECONDS
-    key = _unique_key(ip, user_agent, link_id)
+    key = unique_key(ip, user_agent, link_id)
     client = get_redis()
     if client is None:
         return bool(cache.add(key, 1, timeout=window))
@@ -192,9 +193,13 @@ class ClickIntel:
 
 
 def click_intel(
-    *, ip: str | None, user_agent: str, link_id: int, cdn_value: str = ""
+    *, ip: str | None, user_agent: str, link_id: int, cdn_value: str = "", check_unique: bool = True
 ) -> ClickIntel:
-    """Everything we infer about one click, without a database query."""
+    """Everything we infer about one click, without a database query.
+
+    `check_unique=False` leaves `is_unique` True for the caller to decide: the click buffer
+    checks the unique window in the same Redis round trip that records the click.
+    """
     agent = parse_user_agent(user_agent[:512])
     return ClickIntel(
         country=visitor_country(ip, cdn_value),
@@ -202,5 +207,9 @@ def click_intel(
         os=agent.os,
         browser=agent.browser,
         is_bot=agent.is_bot,
-        is_unique=click_is_unique(ip=ip, user_agent=user_agent[:512], link_id=link_id),
+        is_unique=(
+            click_is_unique(ip=ip, user_agent=user_agent[:512], link_id=link_id)
+            if check_unique
+            else True
+        ),
     )

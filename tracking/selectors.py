@@ -69,8 +69,20 @@ def link_for_click(code: str) -> TrackingLink | None:
     return link
 
 
+# Active advertiser keys by (kind, lookup), per process: {(kind, lookup): (expires at
+# (monotonic), key row with its advertiser)}. Only keys that verified are kept.
+_KEY_CACHE: dict[tuple[str, str], tuple[float, AdvertiserAPIKey]] = {}
+_KEY_CACHE_MAX = 10_000
+
+
 def advertiser_for_key(plaintext: str, kind: str) -> Advertiser | None:
-    """The active advertiser owning this active key of `kind`, else None."""
+    """The active advertiser owning this active key of `kind`, else None.
+
+    A key that verified is cached in the process for CONVERSIONS_KEY_CACHE_SECONDS (the secret
+    is still checked against its digest on every request): conversion intake then starts
+    without a query. The price: revoking a key or pausing its advertiser takes up to that
+    long to reach every web process. Unknown and revoked keys are never cached.
+    """
     from django.utils import timezone
 
     from publishers.keys import parse_lookup, verify_key
@@ -78,19 +90,31 @@ def advertiser_for_key(plaintext: str, kind: str) -> Advertiser | None:
     lookup = parse_lookup(plaintext, AdvertiserAPIKey.PREFIXES[kind])
     if lookup is None:
         return None
-    key = (
-        AdvertiserAPIKey.objects.select_related("advertiser")
-        .filter(lookup=lookup, kind=kind, revoked_at__isnull=True)
-        .first()
-    )
-    if key is None or not verify_key(plaintext, key.digest):
-        return None
-    if key.advertiser.status != Advertiser.Status.ACTIVE:
+    ttl = settings.CONVERSIONS_KEY_CACHE_SECONDS
+    clock = time_module.monotonic()
+    cached = _KEY_CACHE.get((kind, lookup)) if ttl > 0 else None
+    if cached is not None and cached[0] > clock:
+        key = cached[1]
+    else:
+        key = (
+            AdvertiserAPIKey.objects.select_related("advertiser")
+            .filter(lookup=lookup, kind=kind, revoked_at__isnull=True)
+            .first()
+        )
+        if key is None or key.advertiser.status != Advertiser.Status.ACTIVE:
+            _KEY_CACHE.pop((kind, lookup), None)
+            return None
+        if ttl > 0:
+            if len(_KEY_CACHE) >= _KEY_CACHE_MAX:
+                _KEY_CACHE.clear()  # crude but bounded; refilled within one TTL
+            _KEY_CACHE[(kind, lookup)] = (clock + ttl, key)
+    if not verify_key(plaintext, key.digest):
         return None
     now = timezone.now()
     # "Last used" to the minute is plenty, and saves a write on most requests.
     if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 60:
         AdvertiserAPIKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        key.last_used_at = now
     return key.advertiser
 
 

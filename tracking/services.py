@@ -100,8 +100,13 @@ def click_record(
         # redirect matters more than a mislabelled link.
         found = smart_ads.creative_for_click(creative_code[:32])
         creative = found if found is not None and found.campaign_id == link.campaign_id else None
+    buffered = clickbuffer.buffering_enabled()
     intel = intelligence.click_intel(
-        ip=ip, user_agent=user_agent, link_id=link.pk, cdn_value=cdn_country
+        ip=ip,
+        user_agent=user_agent,
+        link_id=link.pk,
+        cdn_value=cdn_country,
+        check_unique=not buffered,  # the buffer checks it in its own round trip
     )
     click = Click(
         link=link,
@@ -122,20 +127,21 @@ def click_record(
         user_agent=user_agent[:512],
         referer=referer[:1024],
     )
-    click_persist(click)
-    return click
-
-
-def click_persist(click: Click) -> None:
-    """Write a new click: through the Redis buffer when enabled, else (or when Redis fails)
-    straight to the database. Either way the visitor gets the redirect."""
-    if clickbuffer.buffering_enabled():
+    if buffered:
         try:
-            clickbuffer.click_buffer(click)
-            return
+            clickbuffer.click_buffer(
+                click, unique_key=intelligence.unique_key(ip, click.user_agent, link.pk)
+            )
+            return click
         except RedisError:
             logger.warning("Click buffer unavailable; writing click %s directly", click.click_id)
+            click.is_unique = intelligence.click_is_unique(
+                ip=ip, user_agent=click.user_agent, link_id=link.pk
+            )
+    # Unbuffered (or Redis failing): straight to the database. Either way the visitor gets
+    # the redirect.
     click.save(force_insert=True)
+    return click
 
 
 # --- Conversions ----------------------------------------------------------------------------
@@ -203,49 +209,83 @@ def conversion_record(
         # Another advertiser's click is "not found" too: ids must not leak across tenants.
         raise IntakeError(404, "click_not_found", f"No click with id {click_id!r}.")
 
-    with transaction.atomic():
-        existing = _existing_conversion(advertiser, click, event, txn_id)
-        if existing is not None:
-            return _replay(existing, click, status, now)
-        campaign = click.campaign
-        if now - click.created_at > campaign.attribution_window:
-            raise IntakeError(
-                422,
-                "attribution_window_expired",
-                f"The click is older than the campaign's attribution window "
-                f"({campaign.attribution_window}).",
-            )
-        status, reason, reason_detail = conversion_guard(
-            click=click, campaign=campaign, status=status, now=now
+    campaign = click.campaign
+    if now - click.created_at > campaign.attribution_window:
+        # Too late for a new conversion, not for news of one already recorded (a reversal
+        # can come weeks later).
+        with transaction.atomic():
+            existing = _existing_conversion(advertiser, click, event, txn_id)
+            if existing is not None:
+                return _replay(existing, click, status, now)
+        raise IntakeError(
+            422,
+            "attribution_window_expired",
+            f"The click is older than the campaign's attribution window "
+            f"({campaign.attribution_window}).",
         )
-        try:
-            with transaction.atomic():
-                conversion = Conversion.objects.create(
-                    click=click,
-                    publisher_id=click.publisher_id,
-                    advertiser=advertiser,
-                    campaign=campaign,
-                    event=event,
-                    txn_id=txn_id,
-                    status=status,
-                    reason=reason,
-                    reason_detail=reason_detail,
-                    payout=campaign.default_payout if payout is None else payout,
-                    revenue=campaign.default_revenue if revenue is None else revenue,
-                    currency=currency or campaign.currency,
-                    created_at=now,
-                    updated_at=now,
-                    # Report dimensions copied from the click (no join to clicks in reports).
-                    **Conversion.click_dimensions(click),
-                )
-        except IntegrityError:
-            # A concurrent request recorded the same transaction first: answer as a replay.
+    # Insert first and let the unique constraints spot a repeat: most conversions are new, and
+    # this way they cost no read and no savepoint. A repeat (or a concurrent request that
+    # recorded the same transaction first) rolls this transaction back and is answered from
+    # the recorded conversion.
+    try:
+        with transaction.atomic():
+            return _conversion_create(
+                advertiser=advertiser,
+                click=click,
+                event=event,
+                txn_id=txn_id,
+                payout=payout,
+                currency=currency,
+                revenue=revenue,
+                status=status,
+                now=now,
+            )
+    except IntegrityError:
+        with transaction.atomic():
             existing = _existing_conversion(advertiser, click, event, txn_id)
             if existing is None:
                 raise
             return _replay(existing, click, status, now)
-        postbacks = postbacks_create_for_conversion(conversion, click=click, now=now)
-        stats_mark_conversion(conversion, click=click)
+
+
+def _conversion_create(
+    *,
+    advertiser: Advertiser,
+    click: Click,
+    event: str,
+    txn_id: str,
+    payout: Decimal | None,
+    currency: str | None,
+    revenue: Decimal | None,
+    status: str,
+    now: datetime,
+) -> ConversionOutcome:
+    """A new conversion with its postbacks and rollup mark; raises IntegrityError for one
+    that is recorded already. Runs inside the caller's transaction."""
+    campaign = click.campaign
+    status, reason, reason_detail = conversion_guard(
+        click=click, campaign=campaign, status=status, now=now
+    )
+    conversion = Conversion.objects.create(
+        click=click,
+        publisher_id=click.publisher_id,
+        advertiser=advertiser,
+        campaign=campaign,
+        event=event,
+        txn_id=txn_id,
+        status=status,
+        reason=reason,
+        reason_detail=reason_detail,
+        payout=campaign.default_payout if payout is None else payout,
+        revenue=campaign.default_revenue if revenue is None else revenue,
+        currency=currency or campaign.currency,
+        created_at=now,
+        updated_at=now,
+        # Report dimensions copied from the click (no join to clicks in reports).
+        **Conversion.click_dimensions(click),
+    )
+    postbacks = postbacks_create_for_conversion(conversion, click=click, now=now, is_new=True)
+    stats_mark_conversion(conversion, click=click)
     return ConversionOutcome(conversion, created=True, postbacks=postbacks)
 
 

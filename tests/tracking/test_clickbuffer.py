@@ -47,6 +47,20 @@ def test_it_buffers_the_click_and_flushes_it_intact(client, link, buffered):
     assert clickbuffer.buffer_length() == 0
 
 
+def test_it_decides_uniqueness_in_the_same_round_trip(client, link, buffered):
+    """The buffer's script checks the visitor's unique window: the first click of an IP + user
+    agent on a link is unique, a repeat is not, another visitor is again."""
+    for key in buffered.scan_iter(f"{django_settings.TRACKING_REDIS_PREFIX}uniq:*"):
+        buffered.delete(key)
+    first = click(client, link, "u-1")
+    repeat = click(client, link, "u-2")
+    client.defaults["REMOTE_ADDR"] = "198.51.100.23"
+    other = click(client, link, "u-3")
+    assert clickbuffer.clicks_flush() == 3
+    flags = dict(Click.objects.values_list("click_id", "is_unique"))
+    assert flags == {first: True, repeat: False, other: True}
+
+
 def test_it_flushes_in_batches_through_the_task(client, link, buffered):
     ids = {click(client, link, f"s{i}") for i in range(120)}
     assert flush_click_buffer() == 120  # three batches of 50 in one task run

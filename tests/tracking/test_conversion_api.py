@@ -8,15 +8,16 @@ from decimal import Decimal
 from unittest import mock
 
 import pytest
-from django.db import connections, transaction
+from django.db import connection, connections, transaction
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from postbacks import dispatch
 from postbacks.models import Postback
 from postbacks.tasks import deliver_postback
 from publishers.models import CallbackTemplate
-from tracking import services
+from tracking import selectors, services
 from tracking.models import Advertiser, AdvertiserAPIKey, Campaign, Click, Conversion, TrackingLink
 from tracking.services import click_record, conversion_record
 
@@ -442,6 +443,30 @@ def test_it_answers_401_without_a_valid_key(intake, click, advertiser, credentia
     assert not Conversion.objects.exists()
 
 
+def test_a_cached_key_still_needs_its_secret_and_a_revocation_lands_within_the_ttl(
+    intake, click, settings
+):
+    """Verified keys are cached per process (no query on the intake's hot path); the secret is
+    still checked on every request, and a revoked key stops working once its entry expires."""
+    settings.CONVERSIONS_KEY_CACHE_SECONDS = 60
+    selectors._KEY_CACHE.clear()
+    assert intake.send({"click_id": click.click_id, "txn_id": "A"}).status_code == 201
+    with CaptureQueriesContext(connection) as queries:
+        assert intake.send({"click_id": click.click_id, "txn_id": "B"}).status_code == 201
+    assert not [q for q in queries if "tracking_advertiserapikey" in q["sql"]]
+    wrong = intake.key[:-4] + "AAAA"
+    error_of(
+        intake.send({"click_id": click.click_id, "txn_id": "C"}, key=wrong), 401, "unauthorized"
+    )
+
+    AdvertiserAPIKey.objects.update(revoked_at=timezone.now())
+    assert intake.send({"click_id": click.click_id, "txn_id": "D"}).status_code == 201  # cached
+    for entry_key, (_, row) in list(selectors._KEY_CACHE.items()):
+        selectors._KEY_CACHE[entry_key] = (0.0, row)  # the TTL ran out
+    error_of(intake.send({"click_id": click.click_id, "txn_id": "E"}), 401, "unauthorized")
+    assert not selectors._KEY_CACHE
+
+
 @pytest.mark.parametrize("header", ["Basic {key}", "{key}", "Bearer", "Token {key}", "Bearer  "])
 def test_it_answers_401_for_a_malformed_authorization_header(api_key, click, header):
     response = Client().post(
@@ -581,28 +606,24 @@ def _race(calls: list) -> list:
 
 
 @pytest.fixture
-def lookups_meet():
-    """Make both requests look for an existing conversion before either records one, so both
-    go on to insert and one of them must lose on the unique constraint."""
+def inserts_meet():
+    """Make both requests reach their insert together, so both try to record the conversion
+    and one of them must lose on the unique constraint (and answer as a replay)."""
     barrier = threading.Barrier(2, timeout=10)
-    seen = threading.local()
-    real = services._existing_conversion
+    real = services._conversion_create
 
-    def existing_then_wait(*args, **kwargs):
-        found = real(*args, **kwargs)
-        if not getattr(seen, "waited", False):
-            seen.waited = True
-            barrier.wait()
-        return found
+    def wait_then_create(**kwargs):
+        barrier.wait()
+        return real(**kwargs)
 
-    with mock.patch.object(services, "_existing_conversion", existing_then_wait):
+    with mock.patch.object(services, "_conversion_create", wait_then_create):
         yield
 
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("txn_id", ["T-1", ""])
 def test_concurrent_duplicates_record_exactly_one_conversion(
-    click, advertiser, callback, lookups_meet, txn_id
+    click, advertiser, callback, inserts_meet, txn_id
 ):
     def record():
         return conversion_record(advertiser=advertiser, click_id=click.click_id, txn_id=txn_id)
@@ -617,7 +638,7 @@ def test_concurrent_duplicates_record_exactly_one_conversion(
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("kind", INTAKES)
 def test_concurrent_duplicate_requests_get_201_and_200_for_one_conversion(
-    click, api_key, postback_token, callback, lookups_meet, kind
+    click, api_key, postback_token, callback, inserts_meet, kind
 ):
     intake = Intake(kind, postback_token if kind == "get" else api_key, "")
 
@@ -633,7 +654,7 @@ def test_concurrent_duplicate_requests_get_201_and_200_for_one_conversion(
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_same_txn_id_on_two_clicks_gets_one_201_and_one_409(
-    click, link, advertiser, callback, lookups_meet
+    click, link, advertiser, callback, inserts_meet
 ):
     other = click_record(link=link, spid="other", user_agent=BROWSER)
 

@@ -211,7 +211,7 @@ def test_it_marks_only_the_first_click_of_an_ip_agent_and_link_unique(
 def test_it_keeps_the_unique_window_in_redis_for_the_configured_time(link, settings):
     settings.CLICKS_UNIQUE_WINDOW_SECONDS = 120
     assert intelligence.click_is_unique(ip="203.0.113.1", user_agent="UA", link_id=link.pk)
-    key = intelligence._unique_key("203.0.113.1", "UA", link.pk)
+    key = intelligence.unique_key("203.0.113.1", "UA", link.pk)
     assert 110 <= get_redis().ttl(key) <= 120
     assert not intelligence.click_is_unique(ip="203.0.113.1", user_agent="UA", link_id=link.pk)
     get_redis().delete(key)  # the window ran out
