@@ -63,6 +63,7 @@ def add_month_of_traffic(data, campaign, creative, advertiser) -> None:
             currency="EUR",
             created_at=min(click.created_at + timedelta(hours=2), now),
             updated_at=now,
+            **Conversion.click_dimensions(click),
         )
         for click in clicks
         if rng.random() < 0.03

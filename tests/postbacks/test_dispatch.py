@@ -71,6 +71,7 @@ def make_postbacks(template, link, count: int, *, url=None, **fields) -> list[Po
             campaign=link.campaign,
             payout=1,
             currency="EUR",
+            **Conversion.click_dimensions(click),
         )
         for click in clicks
     )
