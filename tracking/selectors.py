@@ -836,14 +836,19 @@ def trace(publisher: Publisher, query: str, *, limit: int = 50) -> Trace:
     clicks, their conversions, and every postback with every attempt."""
     query = query.strip()
     clicks_of = Click.objects.filter(publisher=publisher).select_related("campaign", "creative")
+
+    def newest(clicks) -> list[Click]:
+        return list(clicks.order_by("-created_at", "-pk")[: limit + 1]) if query else []
+
+    found = []
     if query.startswith("cnv_"):
-        clicks = clicks_of.filter(conversions__public_id=query)
+        found = newest(clicks_of.filter(conversions__public_id=query))
     elif query.startswith("evt_"):
-        clicks = clicks_of.filter(conversions__postbacks__event_id=query)
-    else:
+        found = newest(clicks_of.filter(conversions__postbacks__event_id=query))
+    if not found:
+        # A spid may look like an id ("cnv_…" is a fine spid): what no id matched is a spid.
         # Two indexed probes: (publisher, spid) and the unique click_id.
-        clicks = clicks_of.filter(Q(spid=query) | Q(click_id=query))
-    found = list(clicks.order_by("-created_at", "-pk")[: limit + 1]) if query else []
+        found = newest(clicks_of.filter(Q(spid=query) | Q(click_id=query)))
     truncated = len(found) > limit
     found = found[:limit]
     conversions = list(

@@ -14,6 +14,7 @@ from postbacks import signing
 from postbacks.models import Postback
 from publishers.keys import hash_key
 from publishers.models import CallbackTemplate, Membership, PublisherAPIKey
+from tracking.services import click_record
 
 pytestmark = pytest.mark.django_db
 
@@ -203,6 +204,14 @@ def test_it_traces_a_spid_through_every_attempt(owner_client, dashboard_data):
         assert [c.pk for c in again.context["trace"].clicks][:1] == [dashboard_data.clicks[2].pk]
     by_event = owner_client.get(reverse("trace") + f"?q={dashboard_data.postbacks[0].event_id}")
     assert by_event.context["trace"].found
+
+
+@pytest.mark.parametrize("spid", ["cnv_mine", "evt_42"])
+def test_it_traces_a_spid_that_looks_like_an_id(owner_client, link, spid):
+    """Publishers choose their spids: one that starts like our ids is still found as a spid."""
+    click = click_record(link=link, spid=spid, user_agent="Mozilla/5.0")
+    trace = owner_client.get(reverse("trace") + f"?q={spid}").context["trace"]
+    assert [c.pk for c in trace.clicks] == [click.pk]
 
 
 def test_it_creates_edits_and_pauses_a_callback(member_client, publisher, receiver):
