@@ -71,6 +71,7 @@ def test_the_doc_has_examples_for_every_route():
         "/retry",
         "callbacks",
         "/test",
+        "/resume",
         "-X PATCH",
         "-X DELETE",
         "stats",
