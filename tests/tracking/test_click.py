@@ -160,7 +160,7 @@ def test_it_reuses_a_looked_up_link_for_a_few_seconds(
     from tracking import selectors
 
     settings.CLICKS_LINK_CACHE_SECONDS = 60
-    selectors._LINK_CACHE.clear()
+    selectors.endpoints._LINK_CACHE.clear()
     try:
         assert selectors.link_for_click(link.code) == link
         assert selectors.link_for_click("nope") is None
@@ -174,4 +174,4 @@ def test_it_reuses_a_looked_up_link_for_a_few_seconds(
         settings.CLICKS_LINK_CACHE_SECONDS = 0
         assert selectors.link_for_click(link.code) is None
     finally:
-        selectors._LINK_CACHE.clear()
+        selectors.endpoints._LINK_CACHE.clear()

@@ -449,7 +449,7 @@ def test_a_cached_key_still_needs_its_secret_and_a_revocation_lands_within_the_t
     """Verified keys are cached per process (no query on the intake's hot path); the secret is
     still checked on every request, and a revoked key stops working once its entry expires."""
     settings.CONVERSIONS_KEY_CACHE_SECONDS = 60
-    selectors._KEY_CACHE.clear()
+    selectors.endpoints._KEY_CACHE.clear()
     assert intake.send({"click_id": click.click_id, "txn_id": "A"}).status_code == 201
     with CaptureQueriesContext(connection) as queries:
         assert intake.send({"click_id": click.click_id, "txn_id": "B"}).status_code == 201
@@ -461,10 +461,10 @@ def test_a_cached_key_still_needs_its_secret_and_a_revocation_lands_within_the_t
 
     AdvertiserAPIKey.objects.update(revoked_at=timezone.now())
     assert intake.send({"click_id": click.click_id, "txn_id": "D"}).status_code == 201  # cached
-    for entry_key, (_, row) in list(selectors._KEY_CACHE.items()):
-        selectors._KEY_CACHE[entry_key] = (0.0, row)  # the TTL ran out
+    for entry_key, (_, row) in list(selectors.endpoints._KEY_CACHE.items()):
+        selectors.endpoints._KEY_CACHE[entry_key] = (0.0, row)  # the TTL ran out
     error_of(intake.send({"click_id": click.click_id, "txn_id": "E"}), 401, "unauthorized")
-    assert not selectors._KEY_CACHE
+    assert not selectors.endpoints._KEY_CACHE
 
 
 @pytest.mark.parametrize("header", ["Basic {key}", "{key}", "Bearer", "Token {key}", "Bearer  "])

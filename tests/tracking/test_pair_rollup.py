@@ -67,7 +67,7 @@ def traffic(publisher, link, campaign, advertiser, creative):
 def oracle(publisher, params: ReportParams) -> dict:
     """The report computed in Python from the clicks and, through the join, their
     conversions: what every path must agree with."""
-    filters = selectors._filter_ids(publisher, params.filters)
+    filters = selectors.reports._filter_ids(publisher, params.filters)
     start, end = params.utc_range()
     zone = ZoneInfo(params.tz)
 
@@ -150,10 +150,10 @@ def test_two_dimensions_agree_with_raw_rows(publisher, campaign, traffic, tz, at
             expected = oracle(publisher, params)
             assert shown(result) == expected, (group_by, filters, start, end)
             assert result.source == ("raw" if group_by == "day" and tz != "UTC" else "pairs")
-            raw = selectors._report_from_raw(
-                publisher, params, selectors._filter_ids(publisher, filters)
+            raw = selectors.reports._report_from_raw(
+                publisher, params, selectors.reports._filter_ids(publisher, filters)
             )
-            selectors._label_rows(raw, group_by)
+            selectors.reports._label_rows(raw, group_by)
             by_id = group_by in ("campaign", "creative")
             assert {
                 (r.key if by_id else r.label): (r.clicks, r.unique_clicks, r.conversions, r.payout)
@@ -171,7 +171,7 @@ def test_the_plan_reads_built_days_and_only_edges_raw(publisher, traffic):
     start, end = selectors.local_day_range(
         today - timedelta(days=5), today - timedelta(days=2), "Europe/Berlin"
     )
-    days, add, take = selectors._pair_plan(publisher, start, end)
+    days, add, take = selectors.reports._pair_plan(publisher, start, end)
     midnight = datetime.combine(today - timedelta(days=5), time.min, UTC)
     assert days == [today - timedelta(days=n) for n in (5, 4, 3, 2)]
     assert add == [(start, midnight)]
@@ -179,7 +179,7 @@ def test_the_plan_reads_built_days_and_only_edges_raw(publisher, traffic):
     assert timedelta(hours=1) <= midnight - start <= timedelta(hours=2)
     # Without any built day everything is raw.
     PairStatDay.objects.all().delete()
-    days, add, take = selectors._pair_plan(publisher, start, end)
+    days, add, take = selectors.reports._pair_plan(publisher, start, end)
     assert (days, take, add) == ([], [], [(start, end)])
 
 

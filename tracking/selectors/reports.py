@@ -1,24 +1,18 @@
-"""Reads for tracking: links and keys for the public endpoints; reports, the conversion log
-and the spid trace for the dashboard and the API (those always take the publisher)."""
+"""Reads for reports (dashboard and API): grouped, filtered totals from the rollups, and the
+overview's period summary and daily series. Every read takes the publisher."""
 
-import base64
-import binascii
-import time as time_module
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from django.conf import settings
-from django.db.models import Count, Prefetch, Q, Sum
+from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDate
 
-from postbacks.models import Postback, PostbackAttempt
+from postbacks.models import Postback
 from publishers.models import Publisher
 from tracking.models import (
-    Advertiser,
-    AdvertiserAPIKey,
     Campaign,
     Click,
     Conversion,
@@ -27,96 +21,8 @@ from tracking.models import (
     HourlyStat,
     PairStatDay,
     SmartAdImpression,
-    TrackingLink,
 )
 from tracking.rollups import day_start, pair_dimension, pairs_supported, unique_clicks_aggregate
-
-# Live links by ref code, per process: {code: (expires at (monotonic), link or None)}.
-_LINK_CACHE: dict[str, tuple[float, TrackingLink | None]] = {}
-_LINK_CACHE_MAX = 50_000
-
-
-def link_for_click(code: str) -> TrackingLink | None:
-    """The live link for a `ref` code: link, publisher and campaign all active; else None.
-
-    Cached in the process for CLICKS_LINK_CACHE_SECONDS: compiling and running this three-table
-    query is most of a click's cost (≈ 1.5 ms of ~3 ms here). The price: pausing a link,
-    publisher or campaign takes up to that long to reach every web process. Unknown codes are
-    cached too, so a flood of made-up refs doesn't turn into database load.
-    """
-    if not code or len(code) > 32:
-        return None
-    ttl = settings.CLICKS_LINK_CACHE_SECONDS
-    now = time_module.monotonic()
-    if ttl > 0:
-        cached = _LINK_CACHE.get(code)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-    link = (
-        TrackingLink.objects.select_related("campaign", "publisher")
-        .filter(
-            code=code,
-            is_active=True,
-            publisher__status="active",
-            campaign__status=Campaign.Status.ACTIVE,
-        )
-        .first()
-    )
-    if ttl > 0:
-        if len(_LINK_CACHE) >= _LINK_CACHE_MAX:
-            _LINK_CACHE.clear()  # crude but bounded; refilled within one TTL
-        _LINK_CACHE[code] = (now + ttl, link)
-    return link
-
-
-# Active advertiser keys by (kind, lookup), per process: {(kind, lookup): (expires at
-# (monotonic), key row with its advertiser)}. Only keys that verified are kept.
-_KEY_CACHE: dict[tuple[str, str], tuple[float, AdvertiserAPIKey]] = {}
-_KEY_CACHE_MAX = 10_000
-
-
-def advertiser_for_key(plaintext: str, kind: str) -> Advertiser | None:
-    """The active advertiser owning this active key of `kind`, else None.
-
-    A key that verified is cached in the process for CONVERSIONS_KEY_CACHE_SECONDS (the secret
-    is still checked against its digest on every request): conversion intake then starts
-    without a query. The price: revoking a key or pausing its advertiser takes up to that
-    long to reach every web process. Unknown and revoked keys are never cached.
-    """
-    from django.utils import timezone
-
-    from publishers.keys import parse_lookup, verify_key
-
-    lookup = parse_lookup(plaintext, AdvertiserAPIKey.PREFIXES[kind])
-    if lookup is None:
-        return None
-    ttl = settings.CONVERSIONS_KEY_CACHE_SECONDS
-    clock = time_module.monotonic()
-    cached = _KEY_CACHE.get((kind, lookup)) if ttl > 0 else None
-    if cached is not None and cached[0] > clock:
-        key = cached[1]
-    else:
-        key = (
-            AdvertiserAPIKey.objects.select_related("advertiser")
-            .filter(lookup=lookup, kind=kind, revoked_at__isnull=True)
-            .first()
-        )
-        if key is None or key.advertiser.status != Advertiser.Status.ACTIVE:
-            _KEY_CACHE.pop((kind, lookup), None)
-            return None
-        if ttl > 0:
-            if len(_KEY_CACHE) >= _KEY_CACHE_MAX:
-                _KEY_CACHE.clear()  # crude but bounded; refilled within one TTL
-            _KEY_CACHE[(kind, lookup)] = (clock + ttl, key)
-    if not verify_key(plaintext, key.digest):
-        return None
-    now = timezone.now()
-    # "Last used" to the minute is plenty, and saves a write on most requests.
-    if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 60:
-        AdvertiserAPIKey.objects.filter(pk=key.pk).update(last_used_at=now)
-        key.last_used_at = now
-    return key.advertiser
-
 
 # --- Reports --------------------------------------------------------------------------------
 
@@ -741,129 +647,3 @@ def daily_totals(publisher: Publisher, *, start: date, end: date, tz: str) -> li
         )
         day += timedelta(days=1)
     return days
-
-
-# --- Conversion log -------------------------------------------------------------------------
-
-
-def encode_cursor(moment: datetime, token: str) -> str:
-    """An opaque keyset cursor for (time, id) ordering; `decode_cursor` reads it back."""
-    raw = f"{moment.isoformat()}|{token}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str] | None:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        moment, public_id = raw.split("|", 1)
-        parsed = datetime.fromisoformat(moment)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed, public_id
-
-
-def conversion_log(
-    publisher: Publisher,
-    *,
-    spid: str = "",
-    click_id: str = "",
-    status: str = "",
-    event: str = "",
-    start: date | None = None,
-    end: date | None = None,
-    tz: str = "UTC",
-    cursor: str = "",
-    limit: int = 50,
-) -> tuple[list[Conversion], str]:
-    """One page of conversions, newest first, and the cursor of the next page ("" at the end).
-
-    Keyset pagination on (created_at, public_id) walks the (publisher, created_at) index, so
-    page 1,000 costs what page 1 does; an offset would read every skipped row.
-    """
-    conversions = Conversion.objects.filter(publisher=publisher)
-    if spid:
-        # Through the click's (publisher, spid) index.
-        conversions = conversions.filter(click__publisher=publisher, click__spid=spid)
-    if click_id:
-        conversions = conversions.filter(click__click_id=click_id)
-    if status:
-        conversions = conversions.filter(status=status)
-    if event:
-        conversions = conversions.filter(event=event)
-    if start:
-        conversions = conversions.filter(created_at__gte=local_day_range(start, start, tz)[0])
-    if end:
-        conversions = conversions.filter(created_at__lt=local_day_range(end, end, tz)[1])
-    position = decode_cursor(cursor) if cursor else None
-    if position:
-        moment, public_id = position
-        conversions = conversions.filter(
-            Q(created_at__lt=moment) | Q(created_at=moment, public_id__lt=public_id)
-        )
-    page = list(
-        conversions.select_related("click", "campaign")
-        .prefetch_related(
-            Prefetch("postbacks", queryset=Postback.objects.order_by("created_at", "pk"))
-        )
-        .order_by("-created_at", "-public_id")[: limit + 1]
-    )
-    last = page[limit - 1] if len(page) > limit else None
-    next_cursor = encode_cursor(last.created_at, last.public_id) if last else ""
-    return page[:limit], next_cursor
-
-
-# --- Spid trace -----------------------------------------------------------------------------
-
-
-@dataclass
-class Trace:
-    query: str
-    clicks: list[Click]
-    conversions: list[Conversion]
-    # Conversion pk -> its postbacks (each with `attempt_log` prefetched, oldest first).
-    postbacks: dict[int, list[Postback]]
-    truncated: bool = False
-
-    @property
-    def found(self) -> bool:
-        return bool(self.clicks)
-
-
-def trace(publisher: Publisher, query: str, *, limit: int = 50) -> Trace:
-    """Everything that happened to a spid (or to one click, conversion or postback id): its
-    clicks, their conversions, and every postback with every attempt."""
-    query = query.strip()
-    clicks_of = Click.objects.filter(publisher=publisher).select_related("campaign", "creative")
-
-    def newest(clicks) -> list[Click]:
-        return list(clicks.order_by("-created_at", "-pk")[: limit + 1]) if query else []
-
-    found = []
-    if query.startswith("cnv_"):
-        found = newest(clicks_of.filter(conversions__public_id=query))
-    elif query.startswith("evt_"):
-        found = newest(clicks_of.filter(conversions__postbacks__event_id=query))
-    if not found:
-        # A spid may look like an id ("cnv_…" is a fine spid): what no id matched is a spid.
-        # Two indexed probes: (publisher, spid) and the unique click_id.
-        found = newest(clicks_of.filter(Q(spid=query) | Q(click_id=query)))
-    truncated = len(found) > limit
-    found = found[:limit]
-    conversions = list(
-        Conversion.objects.filter(publisher=publisher, click__in=found)
-        .select_related("campaign", "click")
-        .order_by("-created_at", "-pk")
-    )
-    postbacks: dict[int, list[Postback]] = {}
-    for postback in (
-        Postback.objects.filter(publisher=publisher, conversion__in=conversions)
-        .select_related("template")
-        .prefetch_related(
-            Prefetch("attempt_log", queryset=PostbackAttempt.objects.order_by("number"))
-        )
-        .order_by("created_at", "pk")
-    ):
-        postbacks.setdefault(postback.conversion_id, []).append(postback)
-    return Trace(query, found, conversions, postbacks, truncated)

@@ -1,0 +1,46 @@
+"""Reads for tracking: links and keys for the public endpoints (`endpoints`); reports and the
+overview (`reports`); the conversion log and the spid trace (`logs`). Those for the dashboard
+and the API always take the publisher."""
+
+from tracking.selectors.endpoints import advertiser_for_key, link_for_click
+from tracking.selectors.logs import Trace, conversion_log, decode_cursor, encode_cursor, trace
+from tracking.selectors.reports import (
+    ATTRIBUTIONS,
+    REPORT_FILTERS,
+    REPORT_GROUPS,
+    REPORT_MAX_ROWS,
+    REPORT_SORTS,
+    REPORT_TIMEZONES,
+    PeriodSummary,
+    Report,
+    ReportParams,
+    ReportRow,
+    daily_totals,
+    local_day_range,
+    period_summary,
+    report,
+)
+
+__all__ = [
+    "ATTRIBUTIONS",
+    "REPORT_FILTERS",
+    "REPORT_GROUPS",
+    "REPORT_MAX_ROWS",
+    "REPORT_SORTS",
+    "REPORT_TIMEZONES",
+    "PeriodSummary",
+    "Report",
+    "ReportParams",
+    "ReportRow",
+    "Trace",
+    "advertiser_for_key",
+    "conversion_log",
+    "daily_totals",
+    "decode_cursor",
+    "encode_cursor",
+    "link_for_click",
+    "local_day_range",
+    "period_summary",
+    "report",
+    "trace",
+]

@@ -1,0 +1,141 @@
+"""Reads for the conversion log (keyset pages) and the spid trace. Every read takes the publisher."""
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+from django.db.models import Prefetch, Q
+
+from postbacks.models import Postback, PostbackAttempt
+from publishers.models import Publisher
+from tracking.models import (
+    Click,
+    Conversion,
+)
+
+# --- Conversion log -------------------------------------------------------------------------
+from tracking.selectors.reports import local_day_range
+
+
+def encode_cursor(moment: datetime, token: str) -> str:
+    """An opaque keyset cursor for (time, id) ordering; `decode_cursor` reads it back."""
+    raw = f"{moment.isoformat()}|{token}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str] | None:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        moment, public_id = raw.split("|", 1)
+        parsed = datetime.fromisoformat(moment)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed, public_id
+
+
+def conversion_log(
+    publisher: Publisher,
+    *,
+    spid: str = "",
+    click_id: str = "",
+    status: str = "",
+    event: str = "",
+    start: date | None = None,
+    end: date | None = None,
+    tz: str = "UTC",
+    cursor: str = "",
+    limit: int = 50,
+) -> tuple[list[Conversion], str]:
+    """One page of conversions, newest first, and the cursor of the next page ("" at the end).
+
+    Keyset pagination on (created_at, public_id) walks the (publisher, created_at) index, so
+    page 1,000 costs what page 1 does; an offset would read every skipped row.
+    """
+    conversions = Conversion.objects.filter(publisher=publisher)
+    if spid:
+        # Through the click's (publisher, spid) index.
+        conversions = conversions.filter(click__publisher=publisher, click__spid=spid)
+    if click_id:
+        conversions = conversions.filter(click__click_id=click_id)
+    if status:
+        conversions = conversions.filter(status=status)
+    if event:
+        conversions = conversions.filter(event=event)
+    if start:
+        conversions = conversions.filter(created_at__gte=local_day_range(start, start, tz)[0])
+    if end:
+        conversions = conversions.filter(created_at__lt=local_day_range(end, end, tz)[1])
+    position = decode_cursor(cursor) if cursor else None
+    if position:
+        moment, public_id = position
+        conversions = conversions.filter(
+            Q(created_at__lt=moment) | Q(created_at=moment, public_id__lt=public_id)
+        )
+    page = list(
+        conversions.select_related("click", "campaign")
+        .prefetch_related(
+            Prefetch("postbacks", queryset=Postback.objects.order_by("created_at", "pk"))
+        )
+        .order_by("-created_at", "-public_id")[: limit + 1]
+    )
+    last = page[limit - 1] if len(page) > limit else None
+    next_cursor = encode_cursor(last.created_at, last.public_id) if last else ""
+    return page[:limit], next_cursor
+
+
+# --- Spid trace -----------------------------------------------------------------------------
+
+
+@dataclass
+class Trace:
+    query: str
+    clicks: list[Click]
+    conversions: list[Conversion]
+    # Conversion pk -> its postbacks (each with `attempt_log` prefetched, oldest first).
+    postbacks: dict[int, list[Postback]]
+    truncated: bool = False
+
+    @property
+    def found(self) -> bool:
+        return bool(self.clicks)
+
+
+def trace(publisher: Publisher, query: str, *, limit: int = 50) -> Trace:
+    """Everything that happened to a spid (or to one click, conversion or postback id): its
+    clicks, their conversions, and every postback with every attempt."""
+    query = query.strip()
+    clicks_of = Click.objects.filter(publisher=publisher).select_related("campaign", "creative")
+
+    def newest(clicks) -> list[Click]:
+        return list(clicks.order_by("-created_at", "-pk")[: limit + 1]) if query else []
+
+    found = []
+    if query.startswith("cnv_"):
+        found = newest(clicks_of.filter(conversions__public_id=query))
+    elif query.startswith("evt_"):
+        found = newest(clicks_of.filter(conversions__postbacks__event_id=query))
+    if not found:
+        # A spid may look like an id ("cnv_…" is a fine spid): what no id matched is a spid.
+        # Two indexed probes: (publisher, spid) and the unique click_id.
+        found = newest(clicks_of.filter(Q(spid=query) | Q(click_id=query)))
+    truncated = len(found) > limit
+    found = found[:limit]
+    conversions = list(
+        Conversion.objects.filter(publisher=publisher, click__in=found)
+        .select_related("campaign", "click")
+        .order_by("-created_at", "-pk")
+    )
+    postbacks: dict[int, list[Postback]] = {}
+    for postback in (
+        Postback.objects.filter(publisher=publisher, conversion__in=conversions)
+        .select_related("template")
+        .prefetch_related(
+            Prefetch("attempt_log", queryset=PostbackAttempt.objects.order_by("number"))
+        )
+        .order_by("created_at", "pk")
+    ):
+        postbacks.setdefault(postback.conversion_id, []).append(postback)
+    return Trace(query, found, conversions, postbacks, truncated)
