@@ -4,12 +4,13 @@ Measured side by side in one run, on PostgreSQL + Redis with production settings
 against one fast local receiver (aiohttp, its own process):
 
 - **raw aiohttp**: a plain asyncio sender, 100 requests in flight, no database: the ceiling.
-- **batch dispatch**: the production worker set-up (`celery worker -Q postbacks,postbacks_retry
-  --concurrency 2`, prefork) draining a backlog of due postbacks: claim, sign, SSRF check, send,
+- **batch dispatch**: the production worker, started as `deploy/systemd/roundtrip-worker.service`
+  starts it (bench/prod.py), draining a backlog of due postbacks: claim, sign, SSRF check, send,
   record every attempt.
 - **one task per postback** (`POSTBACKS_DISPATCH_MODE=single`): the original path, for scale.
-- **latency**: conversions posted to the real API (gunicorn) at a fixed 200/s, then as fast as
-  32 connections go; latency is API answer → callback received, p50/p95/p99.
+- **latency**: conversions posted to the real API (the web server as
+  `deploy/systemd/roundtrip-web.service` starts it) at a fixed 200/s, then as fast as 32
+  connections go, `--seconds` each; latency is API answer → callback received, p50/p95/p99.
 
 Every figure is the median of `--repeat` runs. The receiver is on 127.0.0.1, so the workers run
 with POSTBACKS_ALLOW_PRIVATE_DESTINATIONS=true; nothing else differs from production.
@@ -20,6 +21,7 @@ with POSTBACKS_ALLOW_PRIVATE_DESTINATIONS=true; nothing else differs from produc
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -39,22 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
 
-WORKER_ARGV = [
-    "celery",
-    "-A",
-    "config",
-    "worker",
-    "-Q",
-    "postbacks,postbacks_retry",
-    "--pool",
-    "prefork",
-    "--concurrency",
-    "2",
-    "--without-gossip",
-    "--without-mingle",
-    "--loglevel",
-    "WARNING",
-]
+from bench import prod  # noqa: E402
+
 MARK_START, MARK_END = "<!-- dispatch-bench:start -->", "<!-- dispatch-bench:end -->"
 
 
@@ -183,11 +171,30 @@ class Bench:
         with Connection(self.broker_url) as broker:
             for queue in ("celery", "postbacks", "postbacks_retry"):
                 broker.default_channel.queue_purge(queue)
-        worker = self.start(
-            [*WORKER_ARGV, "--hostname", f"bench{time.time_ns()}@%h"], "worker", **env
-        )
-        time.sleep(4)  # boot: Django setup, pool fork
+        worker = self.start(prod.worker_argv(f"bench{time.time_ns()}@%h"), "worker", **env)
+        self.wait_worker()
         return worker
+
+    def wait_worker(self, timeout: float = 30.0) -> None:
+        """Until the worker answers a ping (boot: Django set-up, pool fork)."""
+        from config.celery import app
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                if app.control.ping(timeout=0.5):
+                    return
+            time.sleep(0.2)
+        raise SystemExit(f"The worker did not start; logs in {self.logs}")
+
+    def wait_http(self, port: int, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+                time.sleep(0.5)
+                return
+            time.sleep(0.1)
+        raise SystemExit(f"The web server did not start; logs in {self.logs}")
 
     def arrivals(self) -> dict[str, float]:
         import requests
@@ -295,7 +302,12 @@ class Bench:
         from postbacks.models import Postback
 
         deadline = time.monotonic() + timeout
-        while Postback.objects.filter(pk__in=ids).exclude(status="succeeded").exists():
+        # Cheap to ask (the small partial index of pending rows), so that watching does not
+        # take CPU from what is watched: a list of every id cost a core's quarter here.
+        unfinished = Postback.objects.filter(
+            status=Postback.Status.PENDING, pk__range=(min(ids), max(ids))
+        )
+        while unfinished.exists():
             if time.monotonic() > deadline:
                 raise SystemExit(f"Backlog not delivered within {timeout:g}s; logs in {self.logs}")
             time.sleep(0.05)
@@ -320,8 +332,11 @@ class Bench:
         return len(ids) / (max(arrivals.values()) - started), len(ids) / (recorded_at - started)
 
     def raw_rate(self, total: int) -> float:
-        queue: multiprocessing.Queue = multiprocessing.Queue()
-        process = multiprocessing.Process(
+        # Spawned, not forked: this process has threads by now (database, broker), and a fork
+        # can copy a lock one of them holds into a child that then waits for it forever.
+        context = multiprocessing.get_context("spawn")
+        queue = context.Queue()
+        process = context.Process(
             target=_raw_in_process, args=(f"{self.receiver_url}/raw", total, queue)
         )
         process.start()
@@ -330,12 +345,13 @@ class Bench:
         return rate
 
     def latency(self, web_url: str, *, rate: float | None, seconds: float) -> dict:
-        """Post conversions (paced at `rate`/s, or closed-loop with 32 connections) and time
-        API answer → callback received."""
+        """Post conversions (paced at `rate`/s, or closed-loop with 32 connections for
+        `seconds`) and time API answer → callback received."""
         import aiohttp
 
         from tracking.models import Click
 
+        # Closed loop: enough clicks for a fast intake; posting stops at the deadline anyway.
         count = int((rate or 1500) * seconds)
         clicks = Click.objects.bulk_create(
             Click(link=self.link, publisher=self.publisher, campaign=self.campaign, spid=f"l{n}")
@@ -366,12 +382,21 @@ class Bench:
                         if delay > 0:
                             await asyncio.sleep(delay)
                         tasks.append(asyncio.create_task(post(session, click.click_id)))
-                    await asyncio.gather(*tasks)
+                    # An intake slower than the offered rate leaves a queue: what it hasn't
+                    # answered shortly after the last send is dropped from the measurement.
+                    grace = max(0.0, started + seconds + 2 - time.perf_counter())
+                    _, late = await asyncio.wait(tasks, timeout=grace)
+                    for task in late:
+                        task.cancel()
+                    await asyncio.gather(*late, return_exceptions=True)
                 else:
                     todo = iter(clicks)
+                    deadline = started + seconds
 
                     async def loop() -> None:
                         for click in todo:
+                            if time.perf_counter() > deadline:
+                                break
                             await post(session, click.click_id)
 
                     await asyncio.gather(*(loop() for _ in range(32)))
@@ -402,7 +427,14 @@ def run(args: argparse.Namespace) -> dict:
     )
     receiver.start()
     time.sleep(1)
-    results: dict = {"repeat": args.repeat, "backlog": args.backlog}
+    results: dict = {
+        "repeat": args.repeat,
+        "backlog": args.backlog,
+        "raised_backlog": args.raised_backlog,
+        "seconds": args.seconds,
+        "worker": prod.worker_summary(),
+        "web": prod.web_summary(),
+    }
     try:
         bench.setup()
         from django.conf import settings
@@ -412,8 +444,12 @@ def run(args: argparse.Namespace) -> dict:
             "concurrency": settings.POSTBACKS_DISPATCH_CONCURRENCY,
             "host_cap": settings.POSTBACKS_HOST_MAX_IN_FLIGHT,
         }
-        ids = bench.backlog(args.backlog)
+        every = bench.backlog(max(args.backlog, args.raised_backlog))
+        ids = every[: args.backlog]
+        if args.raised_only:  # profiling: the raised-cap throughput runs alone
+            return {**results, **_raised(bench, args, every[: args.raised_backlog])}
         worker = bench.start_worker()
+        bench.drain_rate(ids[: args.backlog // 4], single=False)  # warm-up: connections, pools
         raw, batch, batch_recorded = [], [], []
         for _ in range(args.repeat):
             raw.append(bench.raw_rate(args.backlog))
@@ -424,19 +460,9 @@ def run(args: argparse.Namespace) -> dict:
         bench.hold(ids)
 
         web_port = free_port()
-        web = bench.start(
-            [
-                "gunicorn",
-                "config.wsgi:application",
-                f"--bind=127.0.0.1:{web_port}",
-                "--workers=2",
-                "--threads=4",
-                "--log-level=warning",
-            ],
-            "web",
-        )
-        time.sleep(3)
+        web = bench.start(prod.web_argv(web_port), "web")
         web_url = f"http://127.0.0.1:{web_port}"
+        bench.wait_http(web_port)
         paced, saturated = [], []
         for _ in range(args.repeat):
             paced.append(bench.latency(web_url, rate=200, seconds=args.seconds))
@@ -445,18 +471,7 @@ def run(args: argparse.Namespace) -> dict:
         bench.stop(web)
         bench.stop(worker)
 
-        # The receiver's host given a cap of its own, as one would for a big publisher.
-        raised = f"127.0.0.1:{bench.receiver_port}={args.raised_cap}"
-        worker = bench.start_worker(POSTBACKS_HOST_MAX_IN_FLIGHT_BY_HOST=raised)
-        raw_raised, batch_raised = [], []
-        for _ in range(args.repeat):
-            raw_raised.append(bench.raw_rate(args.backlog))
-            batch_raised.append(bench.drain_rate(ids, single=False)[0])
-            print(
-                f"raw {raw_raised[-1]:.0f}/s, batch (cap {args.raised_cap}) {batch_raised[-1]:.0f}/s"
-            )
-        bench.hold(ids)
-        bench.stop(worker)
+        raised = _raised(bench, args, every[: args.raised_backlog])
 
         worker = bench.start_worker(POSTBACKS_DISPATCH_MODE="single")
         single_ids = ids[: args.single_backlog]
@@ -479,17 +494,35 @@ def run(args: argparse.Namespace) -> dict:
         batch_recorded=statistics.median(batch_recorded),
         single=statistics.median(single),
         ratio=statistics.median(b / r for b, r in zip(batch, raw, strict=True)),
-        raw_raised=statistics.median(raw_raised),
-        batch_raised=statistics.median(batch_raised),
-        ratio_raised=statistics.median(
-            b / r for b, r in zip(batch_raised, raw_raised, strict=True)
-        ),
-        raised_cap=args.raised_cap,
+        **raised,
         paced={k: median_of(paced, k) for k in ("intake_rps", "p50", "p95", "p99")},
         saturated={k: median_of(saturated, k) for k in ("intake_rps", "p50", "p95", "p99")},
         load=os.getloadavg()[0],
     )
     return results
+
+
+def _raised(bench: Bench, args: argparse.Namespace, ids: list[int]) -> dict:
+    """The receiver's host given a cap of its own, as one would for a big publisher; each
+    batch run right after a raw run."""
+    raised = f"127.0.0.1:{bench.receiver_port}={args.raised_cap}"
+    worker = bench.start_worker(POSTBACKS_HOST_MAX_IN_FLIGHT_BY_HOST=raised)
+    bench.drain_rate(ids[: len(ids) // 4], single=False)  # warm-up: connections, pools
+    raw_raised, batch_raised = [], []
+    for _ in range(args.repeat):
+        raw_raised.append(bench.raw_rate(len(ids)))
+        batch_raised.append(bench.drain_rate(ids, single=False)[0])
+        print(f"raw {raw_raised[-1]:.0f}/s, batch (cap {args.raised_cap}) {batch_raised[-1]:.0f}/s")
+    bench.hold(ids)
+    bench.stop(worker)
+    return {
+        "raw_raised": statistics.median(raw_raised),
+        "batch_raised": statistics.median(batch_raised),
+        "ratio_raised": statistics.median(
+            b / r for b, r in zip(batch_raised, raw_raised, strict=True)
+        ),
+        "raised_cap": args.raised_cap,
+    }
 
 
 def render(results: dict) -> str:
@@ -502,8 +535,9 @@ def render(results: dict) -> str:
         f"Median of {results['repeat']} runs on this machine ({os.cpu_count()} shared cores, "
         f"{platform.python_implementation()} {platform.python_version()}, load average "
         f"{results['load']:.1f} at the end), PostgreSQL + Redis, production settings, one fast "
-        "local receiver (aiohttp, its own process). Workers: "
-        f"`{' '.join(WORKER_ARGV[:10])}`; batch {s['batch']}, {s['concurrency']} requests in "
+        "local receiver (aiohttp, its own process). Worker and web server as the systemd units "
+        f"of docs/deploy.md start them: `{results['worker']}`, `{results['web']}`; "
+        f"batch {s['batch']}, {s['concurrency']} requests in "
         f"flight per process, at most {s['host_cap']} per destination host unless that host "
         "has a cap of its own (`POSTBACKS_HOST_MAX_IN_FLIGHT_BY_HOST`).",
         "",
@@ -519,13 +553,15 @@ def render(results: dict) -> str:
         f"| One Celery task per postback (`POSTBACKS_DISPATCH_MODE=single`) | "
         f"{results['single']:,.0f} | {results['single'] / results['raw']:.2f} |",
         "",
-        f"Backlog of {results['backlog']:,} due postbacks per run, all to the one receiver, "
+        f"Backlog of {results['backlog']:,} due postbacks per run "
+        f"({results.get('raised_backlog', results['backlog']):,} with the raised cap), all to "
+        "the one receiver, "
         "so the per-host cap is the limit: 4 in flight is the safe default (it bounds what a "
         "hanging publisher holds and what a crashed worker sends twice); a publisher that needs "
         "the throughput gets a cap of its own. The raw sender ran right before each batch run.",
         "",
-        "Latency from the conversion API's answer to the callback's arrival (gunicorn, 2 workers "
-        "× 4 threads, conversions posted with `Authorization: Bearer`):",
+        "Latency from the conversion API's answer to the callback's arrival (conversions posted "
+        f"with `Authorization: Bearer` for {results.get('seconds', 5):g} s per run):",
         "",
         "| Offered load | Intake achieved, req/s | p50 ms | p95 ms | p99 ms |",
         "| --- | ---: | ---: | ---: | ---: |",
@@ -546,19 +582,10 @@ def render(results: dict) -> str:
         "flush). A task claims its next batch while the last is in flight; a full first batch "
         "kicks a successor, so both pool processes work.",
         "",
-        "Recommended in production, per 2 cores (this run used one worker taking both postback "
-        "queues, as on a small machine):",
-        "",
-        "```",
-        "celery -A config worker -Q postbacks --pool prefork --concurrency 2 --hostname first@%h",
-        "celery -A config worker -Q postbacks_retry,celery --pool prefork --concurrency 2 "
-        "--hostname retry@%h",
-        "celery -A config beat",
-        "```",
-        "",
-        "One worker with `-Q postbacks,postbacks_retry,celery` (or none: a worker without `-Q` "
-        "takes every queue) is fine on a small machine: first attempts still never wait behind "
-        "retries, because the first lane's batches only claim postbacks never tried.",
+        "The worker takes every queue, as the unit starts it: first attempts still never wait "
+        "behind retries, because the first lane's batches only claim postbacks never tried "
+        "(docs/deploy.md has the split into a first-attempt and a retry worker for larger "
+        "nodes).",
         "",
         "Reproduce: `DATABASE_URL=… REDIS_URL=… python bench/dispatch.py --write "
         "docs/performance.md`.",
@@ -580,13 +607,24 @@ def write_section(path: Path, section: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--backlog", type=int, default=20_000)
-    parser.add_argument("--single-backlog", type=int, default=3_000)
-    parser.add_argument("--seconds", type=float, default=8.0, help="per latency run")
+    parser.add_argument("--backlog", type=int, default=10_000)
+    parser.add_argument(
+        "--raised-backlog",
+        type=int,
+        default=20_000,
+        help="per raised-cap run (a run of a few seconds is mostly start and finish)",
+    )
+    parser.add_argument("--single-backlog", type=int, default=500)
+    parser.add_argument("--seconds", type=float, default=5.0, help="per latency run")
     parser.add_argument("--raised-cap", type=int, default=64, help="the receiver's own cap")
     parser.add_argument("--write", type=Path, help="update this Markdown file's section")
+    parser.add_argument(
+        "--raised-only", action="store_true", help="only the raised-cap runs (profiling)"
+    )
     parser.add_argument("--json", type=Path, default=ROOT / "var" / "bench" / "dispatch.json")
     args = parser.parse_args()
+    # A stopped benchmark (Ctrl-C, SIGTERM) still stops the worker and servers it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     os.environ.setdefault("DATABASE_URL", os.environ.get("BENCH_DATABASE_URL", ""))
     os.environ.setdefault("REDIS_URL", os.environ.get("BENCH_REDIS_URL", ""))
     if not os.environ["DATABASE_URL"] or not os.environ["REDIS_URL"]:
@@ -594,6 +632,9 @@ def main() -> None:
     results = run(args)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2))
+    if args.raised_only:
+        print(json.dumps(results, indent=2))
+        return
     section = render(results)
     print(section)
     if args.write:

@@ -1,0 +1,72 @@
+"""The production command lines, read from the systemd units docs/deploy.md installs.
+
+The benchmarks start the web server and the Celery worker exactly as `deploy/systemd/*.service`
+does (same server, workers, threads, pool and concurrency), so the figures in
+docs/performance.md are those of the recommended deployment and can't drift from it: change a
+unit and the next `make bench` measures the change. Only what can't apply on a benchmark
+machine is substituted: the install path (this virtualenv), the address and port, the log
+level, the worker's node name.
+"""
+
+import shlex
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+UNITS = ROOT / "deploy" / "systemd"
+
+
+def unit_argv(unit: str) -> list[str]:
+    """The unit's `ExecStart=` as argv, its program taken from this virtualenv."""
+    for line in (UNITS / unit).read_text().splitlines():
+        if line.startswith("ExecStart="):
+            argv = shlex.split(line.removeprefix("ExecStart="))
+            return [str(BIN / Path(argv[0]).name), *argv[1:]]
+    raise ValueError(f"{unit} has no ExecStart=")
+
+
+def _set_option(argv: list[str], option: str, value: str) -> list[str]:
+    """Replace `option`'s value (`--opt value` or `--opt=value`), or append it."""
+    out = list(argv)
+    for i, token in enumerate(out):
+        if token == option:
+            out[i + 1] = value
+            return out
+        if token.startswith(option + "="):
+            out[i] = f"{option}={value}"
+            return out
+    return [*out, option, value]
+
+
+def web_argv(port: int, app: str | None = None) -> list[str]:
+    """roundtrip-web.service on 127.0.0.1:`port`; `app` swaps the WSGI application (the
+    plain-WSGI baseline runs on the very same server settings)."""
+    *argv, unit_app = unit_argv("roundtrip-web.service")  # options, then the application
+    argv = _set_option(argv, "--host", "127.0.0.1")
+    argv = _set_option(argv, "--port", str(port))
+    argv = _set_option(argv, "--log-level", "warning")
+    return [*argv, app or unit_app]
+
+
+def web_summary() -> str:
+    """The web unit's server and its process settings, for the report."""
+    argv = unit_argv("roundtrip-web.service")
+    keep = []
+    for i, token in enumerate(argv):
+        if token in ("--workers", "--blocking-threads", "--threads", "--interface"):
+            keep += [token, argv[i + 1]]
+    return " ".join([Path(argv[0]).name, *keep])
+
+
+def worker_argv(hostname: str) -> list[str]:
+    """roundtrip-worker.service (every queue, its pool and concurrency), quieter logs."""
+    argv = unit_argv("roundtrip-worker.service")
+    argv = _set_option(argv, "--loglevel", "WARNING")
+    return _set_option(argv, "--hostname", hostname)
+
+
+def worker_summary() -> str:
+    argv = unit_argv("roundtrip-worker.service")
+    argv = _set_option(argv, "--loglevel", "INFO")
+    return " ".join([Path(argv[0]).name, *argv[1:]])
