@@ -580,7 +580,17 @@ def render(results: dict) -> str:
         "vetted), and records outcomes as they arrive (one statement: bulk insert of attempts and "
         "bulk update of rows, guarded by the attempt number, commit without waiting for the WAL "
         "flush). A task claims its next batch while the last is in flight; a full first batch "
-        "kicks a successor, so both pool processes work.",
+        "kicks a successor, so every pool process works.",
+        "",
+        "What limits it: the per-postback Python work of a pool process (signing, building and "
+        "sending the request from the asyncio loop, reading the answer, recording the outcome) "
+        "runs under one interpreter lock; py-spy puts one process at about 3,000 postbacks/s "
+        "on a free core. Here the worker's processes share the two cores with PostgreSQL "
+        "(claims and outcome records), Redis and the receiver, itself a Python process doing "
+        "as much work per request as the sender; the raw sender, with no database and one "
+        "process, is the ceiling of that receiver. More throughput per host comes from more "
+        "worker cores: claims are `SKIP LOCKED` and the per-host cap is shared through Redis, "
+        "so worker processes and nodes add up (docs/scaling.md).",
         "",
         "The worker takes every queue, as the unit starts it: first attempts still never wait "
         "behind retries, because the first lane's batches only claim postbacks never tried "

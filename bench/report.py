@@ -131,7 +131,8 @@ def section(results: dict) -> str:
         f"**Against the targets.** Click with a durable record ≥ 0.6 × bare Django, p99 ≤ 20 ms: "
         f"measured {ratio:.2f} ×, p99 {buffered['p99_ms']:.1f} ms. Intake ≥ 1,000 req/s: measured "
         f"{intake['rps']:,.0f} req/s. Neither is met; what limits them, from py-spy on a granian "
-        "worker under this wrk load and cProfile of the same code in one process:",
+        "worker under this wrk load (summaries in docs/profiles/) and cProfile of the same code "
+        "in one process:",
         "",
         "- **Click.** A click makes one Redis round trip and no database query: the link is "
         "cached per process, and one Lua script checks the visitor's unique window, appends the "
