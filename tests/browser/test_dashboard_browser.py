@@ -75,7 +75,7 @@ def test_it_exports_the_report_as_csv(page, dashboard_data):
         page.click("#export-csv")
     download = download_info.value
     rows = list(csv.reader(io.StringIO(download.path().read_text(encoding="utf-8"))))
-    assert rows[0][:2] == ["Country", "Clicks"]
+    assert rows[0][:3] == ["Country", "Impressions", "Clicks"]
     shown = page.locator("#report-table tbody tr td:first-child").all_inner_texts()
     assert [r[0] for r in rows[1:-1]] == shown
     assert rows[-1][0] == "Total"
