@@ -136,15 +136,18 @@ def section(results: dict) -> str:
         "",
         "- **Click.** A click makes one Redis round trip and no database query: the link is "
         "cached per process, and one Lua script checks the visitor's unique window, appends the "
-        "click to the stream and keeps its copy for early conversions (it was two round trips "
-        "and a pure-Python reply parser: 0.16 × before). In the worker, 59 % of py-spy's samples "
+        "click to the stream and keeps its copy for early conversions (it was two round trips: "
+        "0.16 × before). In the worker, 59 % of py-spy's samples "
         "are inside that round trip (sending `EVALSHA`, waiting for and parsing the reply), "
         "about 6 % building the click and its random id; the bare view does no I/O at all. The "
         "flusher that copies the stream into PostgreSQL shares the two cores: ≈ 70 µs of Python "
         "and ≈ 100 µs of PostgreSQL per click (the insert into a partitioned table with four "
         "indexes). Getting nearer 0.6 × means not waiting for any durable store on the request "
         "path (e.g. batching clicks in the web process), which would make a web process crash "
-        "lose clicks; we keep one durable append per click.",
+        "lose clicks; we keep one durable append per click. hiredis (redis-py's C reply "
+        "parser) gained ≈ 10 % more clicks, but with it installed Celery's Redis transport "
+        "crashes the worker when Redis restarts (the chaos test caught it), so it is not a "
+        "dependency.",
         "- **Intake.** A conversion is now 7 statements (click lookup, insert, templates, "
         "postbacks, the rollup's dirty-hour mark, begin, commit) plus Django's connection "
         "health check, down from 13: the advertiser key is cached per process "
