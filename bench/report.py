@@ -153,7 +153,7 @@ def section(results: dict) -> str:
         "health check, down from 13: the advertiser key is cached per process "
         "(`CONVERSIONS_KEY_CACHE_SECONDS`), the insert goes first and lets the unique "
         "constraints spot a repeat (no read, no savepoint), and a new conversion skips the "
-        "existing-postbacks read. That took intake from ≈ 130 to ≈ 250 req/s in paired runs. "
+        "existing-postbacks read. That took intake from ≈ 130 to 215–250 req/s in side-by-side runs. "
         "Under load both granian workers run at ≈ 80 % of a core and PostgreSQL at ≈ 40 %: the "
         "request is CPU-bound, 56 % of py-spy's samples in psycopg round trips (GIL hand-over "
         "included) and most of the rest in the ORM building and compiling statements "
