@@ -12,9 +12,30 @@ from tracking.models import (
     TrackingLink,
 )
 
-# Live links by ref code, per process: {code: (expires at (monotonic), link or None)}.
-_LINK_CACHE: dict[str, tuple[float, TrackingLink | None]] = {}
-_LINK_CACHE_MAX = 50_000
+_MISS = object()
+
+
+class _ProcessCache(dict):
+    """A per-process cache of `{key: (expires at (monotonic), value)}`, bounded crudely: when
+    full it is cleared whole and refilled within one TTL."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def fresh(self, key: object, clock: float) -> object:
+        """The value kept for `key` unless it has expired; `_MISS` when there is none."""
+        entry = self.get(key)
+        return entry[1] if entry is not None and entry[0] > clock else _MISS
+
+    def keep(self, key: object, value: object, *, clock: float, ttl: float) -> None:
+        if len(self) >= self.limit:
+            self.clear()
+        self[key] = (clock + ttl, value)
+
+
+# Live links by ref code: link or None (unknown codes are kept too).
+_LINK_CACHE = _ProcessCache(50_000)
 
 
 def link_for_click(code: str) -> TrackingLink | None:
@@ -28,11 +49,9 @@ def link_for_click(code: str) -> TrackingLink | None:
     if not code or len(code) > 32:
         return None
     ttl = settings.CLICKS_LINK_CACHE_SECONDS
-    now = time_module.monotonic()
-    if ttl > 0:
-        cached = _LINK_CACHE.get(code)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+    clock = time_module.monotonic()
+    if ttl > 0 and (cached := _LINK_CACHE.fresh(code, clock)) is not _MISS:
+        return cached
     link = (
         TrackingLink.objects.select_related("campaign", "publisher")
         .filter(
@@ -44,16 +63,12 @@ def link_for_click(code: str) -> TrackingLink | None:
         .first()
     )
     if ttl > 0:
-        if len(_LINK_CACHE) >= _LINK_CACHE_MAX:
-            _LINK_CACHE.clear()  # crude but bounded; refilled within one TTL
-        _LINK_CACHE[code] = (now + ttl, link)
+        _LINK_CACHE.keep(code, link, clock=clock, ttl=ttl)
     return link
 
 
-# Active advertiser keys by (kind, lookup), per process: {(kind, lookup): (expires at
-# (monotonic), key row with its advertiser)}. Only keys that verified are kept.
-_KEY_CACHE: dict[tuple[str, str], tuple[float, AdvertiserAPIKey]] = {}
-_KEY_CACHE_MAX = 10_000
+# Active advertiser keys by (kind, lookup): the key row with its advertiser.
+_KEY_CACHE = _ProcessCache(10_000)
 
 
 def advertiser_for_key(plaintext: str, kind: str) -> Advertiser | None:
@@ -73,10 +88,8 @@ def advertiser_for_key(plaintext: str, kind: str) -> Advertiser | None:
         return None
     ttl = settings.CONVERSIONS_KEY_CACHE_SECONDS
     clock = time_module.monotonic()
-    cached = _KEY_CACHE.get((kind, lookup)) if ttl > 0 else None
-    if cached is not None and cached[0] > clock:
-        key = cached[1]
-    else:
+    key = _KEY_CACHE.fresh((kind, lookup), clock) if ttl > 0 else _MISS
+    if key is _MISS:
         key = (
             AdvertiserAPIKey.objects.select_related("advertiser")
             .filter(lookup=lookup, kind=kind, revoked_at__isnull=True)
@@ -86,9 +99,7 @@ def advertiser_for_key(plaintext: str, kind: str) -> Advertiser | None:
             _KEY_CACHE.pop((kind, lookup), None)
             return None
         if ttl > 0:
-            if len(_KEY_CACHE) >= _KEY_CACHE_MAX:
-                _KEY_CACHE.clear()  # crude but bounded; refilled within one TTL
-            _KEY_CACHE[(kind, lookup)] = (clock + ttl, key)
+            _KEY_CACHE.keep((kind, lookup), key, clock=clock, ttl=ttl)
     if not verify_key(plaintext, key.digest):
         return None
     now = timezone.now()
