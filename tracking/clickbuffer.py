@@ -86,27 +86,21 @@ def _payload_prefix(click: Click) -> str:
     return json.dumps(payload, separators=(",", ":"))[:-1] + ',"is_unique":'
 
 
-def click_buffer(click: Click, *, unique_key: str | None = None) -> bool:
-    """Append an unsaved click to the stream; returns its unique flag (raises redis errors:
-    the caller falls back to a direct insert).
+def click_buffer(click: Click, *, unique_key: str) -> bool:
+    """Append an unsaved click to the stream and decide its unique flag in the same round trip
+    (`unique_key`: tracking.intelligence.unique_key); returns the flag, also set on `click`.
+    Raises redis errors: the caller falls back to a direct insert.
 
-    With `unique_key` the unique-click window is checked in the same round trip
-    (tracking.intelligence.unique_key), else `click.is_unique` is kept. The payload is also kept
-    under the click id for a few minutes, so a conversion arriving before the flush can
-    materialise its click directly.
+    The payload is also kept under the click id for a few minutes, so a conversion arriving
+    before the flush can materialise its click directly.
     """
-    client = get_redis()
-    prefix = _payload_prefix(click)
-    if unique_key is None:
-        payload = prefix + ("true}" if click.is_unique else "false}")
-        pipe = client.pipeline(transaction=False)
-        pipe.xadd(STREAM, {"c": payload})
-        pipe.set(_key(click.click_id), payload, ex=settings.CLICKS_BUFFER_KEY_TTL)
-        pipe.execute()
-        return click.is_unique
-    unique = _record_script(client)(
+    unique = _record_script(get_redis())(
         keys=[unique_key, STREAM, _key(click.click_id)],
-        args=[settings.CLICKS_UNIQUE_WINDOW_SECONDS, prefix, settings.CLICKS_BUFFER_KEY_TTL],
+        args=[
+            settings.CLICKS_UNIQUE_WINDOW_SECONDS,
+            _payload_prefix(click),
+            settings.CLICKS_BUFFER_KEY_TTL,
+        ],
     )
     click.is_unique = bool(unique)
     return click.is_unique

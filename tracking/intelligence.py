@@ -189,17 +189,12 @@ class ClickIntel:
     os: str
     browser: str
     is_bot: bool
-    is_unique: bool
 
 
-def click_intel(
-    *, ip: str | None, user_agent: str, link_id: int, cdn_value: str = "", check_unique: bool = True
-) -> ClickIntel:
-    """Everything we infer about one click, without a database query.
-
-    `check_unique=False` leaves `is_unique` True for the caller to decide: the click buffer
-    checks the unique window in the same Redis round trip that records the click.
-    """
+def click_intel(*, ip: str | None, user_agent: str, cdn_value: str = "") -> ClickIntel:
+    """Everything we infer about one click from its request, without a query or a round trip.
+    Uniqueness is decided where the click is written (`click_is_unique`, or the click buffer's
+    script in the same Redis round trip)."""
     agent = parse_user_agent(user_agent[:512])
     return ClickIntel(
         country=visitor_country(ip, cdn_value),
@@ -207,9 +202,4 @@ def click_intel(
         os=agent.os,
         browser=agent.browser,
         is_bot=agent.is_bot,
-        is_unique=(
-            click_is_unique(ip=ip, user_agent=user_agent[:512], link_id=link_id)
-            if check_unique
-            else True
-        ),
     )

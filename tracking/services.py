@@ -100,14 +100,7 @@ def click_record(
         # redirect matters more than a mislabelled link.
         found = smart_ads.creative_for_click(creative_code[:32])
         creative = found if found is not None and found.campaign_id == link.campaign_id else None
-    buffered = clickbuffer.buffering_enabled()
-    intel = intelligence.click_intel(
-        ip=ip,
-        user_agent=user_agent,
-        link_id=link.pk,
-        cdn_value=cdn_country,
-        check_unique=not buffered,  # the buffer checks it in its own round trip
-    )
+    intel = intelligence.click_intel(ip=ip, user_agent=user_agent, cdn_value=cdn_country)
     click = Click(
         link=link,
         publisher_id=link.publisher_id,
@@ -122,24 +115,24 @@ def click_record(
         os=intel.os,
         browser=intel.browser,
         is_bot=intel.is_bot,
-        is_unique=intel.is_unique,
         ip=ip,
         user_agent=user_agent[:512],
         referer=referer[:1024],
     )
-    if buffered:
+    if clickbuffer.buffering_enabled():
         try:
+            # The buffer's script also decides uniqueness, in the same round trip.
             clickbuffer.click_buffer(
                 click, unique_key=intelligence.unique_key(ip, click.user_agent, link.pk)
             )
             return click
         except RedisError:
             logger.warning("Click buffer unavailable; writing click %s directly", click.click_id)
-            click.is_unique = intelligence.click_is_unique(
-                ip=ip, user_agent=click.user_agent, link_id=link.pk
-            )
     # Unbuffered (or Redis failing): straight to the database. Either way the visitor gets
     # the redirect.
+    click.is_unique = intelligence.click_is_unique(
+        ip=ip, user_agent=click.user_agent, link_id=link.pk
+    )
     click.save(force_insert=True)
     return click
 
@@ -213,10 +206,9 @@ def conversion_record(
     if now - click.created_at > campaign.attribution_window:
         # Too late for a new conversion, not for news of one already recorded (a reversal
         # can come weeks later).
-        with transaction.atomic():
-            existing = _existing_conversion(advertiser, click, event, txn_id)
-            if existing is not None:
-                return _replay(existing, click, status, now)
+        outcome = _replay_recorded(advertiser, click, event, txn_id, status, now)
+        if outcome is not None:
+            return outcome
         raise IntakeError(
             422,
             "attribution_window_expired",
@@ -241,11 +233,10 @@ def conversion_record(
                 now=now,
             )
     except IntegrityError:
-        with transaction.atomic():
-            existing = _existing_conversion(advertiser, click, event, txn_id)
-            if existing is None:
-                raise
-            return _replay(existing, click, status, now)
+        outcome = _replay_recorded(advertiser, click, event, txn_id, status, now)
+        if outcome is None:
+            raise
+        return outcome
 
 
 def _conversion_create(
@@ -357,6 +348,16 @@ def _existing_conversion(
     else:
         query = Conversion.objects.filter(click=click, event=event, txn_id="")
     return query.select_for_update().first()
+
+
+def _replay_recorded(
+    advertiser: Advertiser, click: Click, event: str, txn_id: str, status: str, now: datetime
+) -> ConversionOutcome | None:
+    """The answer for a conversion recorded already (locked while its status may change), or
+    None when there is none."""
+    with transaction.atomic():
+        existing = _existing_conversion(advertiser, click, event, txn_id)
+        return None if existing is None else _replay(existing, click, status, now)
 
 
 def _replay(existing: Conversion, click: Click, status: str, now: datetime) -> ConversionOutcome:

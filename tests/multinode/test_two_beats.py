@@ -25,6 +25,7 @@ from tests.chaos.infra import use_broker
 from tests.e2e.processes import SCRIPTS_DIR, Service, stop_all, wait_until
 from tests.multinode.cluster import unit_argv
 from tracking import clickbuffer
+from tracking.intelligence import unique_key
 from tracking.models import Click, HourlyStat
 from tracking.services import conversion_record
 
@@ -112,7 +113,7 @@ def test_it_does_every_periodic_job_once_with_two_beats_running(
     buffered = []
     for n in range(BUFFERED_CLICKS):
         click = Click(link=link, publisher=link.publisher, campaign=campaign, spid=f"b{n}")
-        clickbuffer.click_buffer(click)
+        clickbuffer.click_buffer(click, unique_key=unique_key(None, f"b{n}", link.pk))
         buffered.append(click.click_id)
 
     for beat in beats:
