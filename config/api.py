@@ -10,11 +10,20 @@ from rest_framework.views import exception_handler as drf_exception_handler
 class APIError(exceptions.APIException):
     """An API error with our own machine-readable code, raised by views."""
 
-    def __init__(self, status_code: int, code: str, message: str, fields: dict | None = None):
+    def __init__(
+        self,
+        status_code: int,
+        code: str,
+        message: str,
+        fields: dict | None = None,
+        *,
+        retry_after: int | None = None,
+    ):
         self.status_code = status_code
         self.code = code
         self.message = message
         self.fields = fields or {}
+        self.retry_after = retry_after  # seconds; sent as Retry-After (503, 429)
         super().__init__(detail=message, code=code)
 
 
@@ -44,7 +53,10 @@ def error_body(code: str, message: str, fields: dict | None = None) -> dict:
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, APIError):
-        return Response(error_body(exc.code, exc.message, exc.fields), status=exc.status_code)
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return Response(
+            error_body(exc.code, exc.message, exc.fields), status=exc.status_code, headers=headers
+        )
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

@@ -428,7 +428,6 @@ READYZ_TIMEOUT_SECONDS = env.float("READYZ_TIMEOUT_SECONDS", default=2.0)
 DEMO_RECEIVER_ENABLED = env.bool("DEMO_RECEIVER_ENABLED", default=LOCAL_MODE)
 
 # --- Clicks ---------------------------------------------------------------------------------
-CLICKS_SPID_MAX_LENGTH = 255
 # How long a web process reuses a tracking link it looked up (0: look up on every click).
 CLICKS_LINK_CACHE_SECONDS = env.float("CLICKS_LINK_CACHE_SECONDS", default=5.0)
 # Verified advertiser API keys are cached per web process this long (seconds; 0 turns it off):
@@ -438,7 +437,9 @@ CONVERSIONS_KEY_CACHE_SECONDS = env.float("CONVERSIONS_KEY_CACHE_SECONDS", defau
 # flusher copies batches into the database. On by default whenever Redis is configured.
 CLICKS_BUFFERED = env.bool("CLICKS_BUFFERED", default=bool(REDIS_URL))
 CLICKS_BUFFER_BATCH = env.int("CLICKS_BUFFER_BATCH", default=2000)
-CLICKS_BUFFER_FLUSH_INTERVAL = env.float("CLICKS_BUFFER_FLUSH_INTERVAL", default=1.0)
+# /readyz answers 503 when the oldest buffered click is older than this (seconds): the flusher
+# is stopped or behind. /metrics and the admin status page show the age all the time.
+CLICKS_BUFFER_STALL_SECONDS = env.float("CLICKS_BUFFER_STALL_SECONDS", default=120.0)
 # How long a buffered click stays readable by id (for conversions before the flush).
 CLICKS_BUFFER_KEY_TTL = env.int("CLICKS_BUFFER_KEY_TTL", default=300)
 # Entries a flusher read but never acknowledged (it died) are taken over after this idle time.

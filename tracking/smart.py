@@ -34,6 +34,7 @@ from redis.exceptions import RedisError
 
 from config.redis import get_redis
 from publishers.models import Publisher
+from tracking.clickinput import KEYWORD_MAX_LENGTH, PLACEMENT_MAX_LENGTH, normalize_label
 from tracking.models import (
     Campaign,
     Click,
@@ -46,7 +47,6 @@ from tracking.models import (
 
 logger = logging.getLogger(__name__)
 
-MAX_KEYWORD_LENGTH = 100
 # Ad rotation needs spread, not secrecy.
 _rng = random.Random()  # noqa: S311
 
@@ -80,16 +80,6 @@ def smart_cache_clear() -> None:
 
 
 # --- Keywords and selection -----------------------------------------------------------------
-
-
-def normalize_query(query: str) -> str:
-    """The keyword as recorded and sent back in `[keyword]`: trimmed, inner whitespace
-    collapsed, case kept, at most 100 characters.
-
-    >>> normalize_query("  Cheap   Flights ")
-    'Cheap Flights'
-    """
-    return " ".join(query.split())[:MAX_KEYWORD_LENGTH]
 
 
 _NON_WORD = re.compile(r"[\W_]+")
@@ -283,7 +273,7 @@ def smart_click_verify(params: Mapping[str, str]) -> SmartClick | None:
     return SmartClick(
         creative=creative,
         smart_ad_id=values["smart_ad_id"][:32],
-        keyword=normalize_query(values["keyword"]),
+        keyword=normalize_label(values["keyword"], KEYWORD_MAX_LENGTH),
     )
 
 
@@ -321,13 +311,13 @@ def smart_ad_serve(
 ) -> ServedUnit | None:
     """Choose the ads for one unit view, count their impressions, and return them with their
     signed click links. None when the smart ad doesn't exist or is inactive."""
-    from tracking.services import normalize_placement
-
     pool = smart_ad_pool(smart_ad_id)
     if pool is None:
         return None
-    keyword = normalize_query(query)
-    placement = normalize_placement(placement)
+    # `query` and `placement` come from tracking.clickinput, already storable; normalising them
+    # again keeps every signed link's values in the form the click will store.
+    keyword = normalize_label(query, KEYWORD_MAX_LENGTH)
+    placement = normalize_label(placement, PLACEMENT_MAX_LENGTH)
     chosen = choose_creatives(pool, keyword=keyword, country=country, rng=rng or _rng)
     ads = []
     for candidate in chosen:
