@@ -2,22 +2,29 @@
 
 - `/healthz`: the process is up and serving (no I/O: a slow database must not get healthy web
   processes restarted).
-- `/readyz`: the database and the broker answer; JSON, 503 when either does not (take the node
-  out of rotation, don't restart it).
-- `/metrics`: Prometheus text format (postbacks/metrics.py), optionally behind a bearer token.
+- `/readyz`: the database and the broker answer and the click buffer is not stalled; JSON, 503
+  when any is not so (take the node out of rotation, don't restart it).
+- `/metrics`: Prometheus text format (postbacks/metrics.py and the click pipeline's figures),
+  optionally behind a bearer token.
+- `/admin/status/`: the same figures for staff, with the newest dead letters.
 """
 
 import hmac
 import logging
 
 from django.conf import settings
+from django.contrib import admin
+from django.contrib.admin.views.decorators import staff_member_required
 from django.db import DatabaseError, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from postbacks import metrics
+from tracking import clickbuffer
+from tracking.models import ClickDeadLetter
 
 logger = logging.getLogger(__name__)
 
@@ -57,19 +64,49 @@ def broker_problem() -> str | None:
     return None
 
 
+def _pipeline() -> clickbuffer.PipelineStatus | None:
+    try:
+        return clickbuffer.pipeline_status()
+    except DatabaseError:
+        return None  # the database check says why
+
+
 @require_GET
 @never_cache
 def readyz(request: HttpRequest) -> JsonResponse:
     problems = {"database": database_problem(), "broker": broker_problem()}
+    pipeline = _pipeline()
+    problems["click_buffer"] = pipeline.problem if pipeline else None
     ready = not any(problems.values())
     if not ready:
         logger.warning("Not ready: %s", problems)
-    return JsonResponse(
+    body = {
+        "status": "ok" if ready else "unavailable",
+        "checks": {name: problem or "ok" for name, problem in problems.items()},
+    }
+    if pipeline is not None:
+        buffer = pipeline.buffer
+        body["click_pipeline"] = {
+            "buffered": buffer.entries if buffer else None,
+            "oldest_buffered_seconds": buffer.oldest_seconds if buffer else None,
+            "dead_letters": pipeline.dead_letters,
+        }
+    return JsonResponse(body, status=200 if ready else 503)
+
+
+@staff_member_required
+@never_cache
+def pipeline_status_page(request: HttpRequest) -> HttpResponse:
+    """Staff's view of the pipelines: what waits, how long, and what was set aside."""
+    return render(
+        request,
+        "admin/pipeline_status.html",
         {
-            "status": "ok" if ready else "unavailable",
-            "checks": {name: problem or "ok" for name, problem in problems.items()},
+            **admin.site.each_context(request),
+            "title": "Pipeline status",
+            "pipeline": clickbuffer.pipeline_status(),
+            "dead_letters": ClickDeadLetter.objects.order_by("-created_at")[:20],
         },
-        status=200 if ready else 503,
     )
 
 
@@ -85,4 +122,10 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
             response = HttpResponse("unauthorized\n", status=401, content_type="text/plain")
             response["WWW-Authenticate"] = 'Bearer realm="metrics"'
             return response
-    return HttpResponse(metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
+    return HttpResponse(
+        metrics.exposition() + generate_latest(_PIPELINE_REGISTRY), content_type=CONTENT_TYPE_LATEST
+    )
+
+
+_PIPELINE_REGISTRY = CollectorRegistry()
+_PIPELINE_REGISTRY.register(clickbuffer.PipelineCollector())

@@ -23,11 +23,14 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
 from django.db import DatabaseError, OperationalError, connection, transaction
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
 from config.redis import get_redis
@@ -169,8 +172,10 @@ def _insert_isolating(entries: list[_Entry]) -> list[tuple[_Entry, Exception]]:
     try:
         _insert([entry.click for entry in entries])
         return []
-    except DatabaseError as exc:
-        if not _database_answers():
+    except Exception as exc:
+        # Whatever refuses an entry must not stop the rest: the database's errors, and the
+        # model fields' own checks (a malformed IP address raises ValueError before any SQL).
+        if isinstance(exc, DatabaseError) and not _database_answers():
             raise
         if len(entries) > 1:
             middle = len(entries) // 2
@@ -182,8 +187,8 @@ def _insert_isolating(entries: list[_Entry]) -> list[tuple[_Entry, Exception]]:
         try:
             _insert([entries[0].click])
             return []
-        except DatabaseError as again:
-            if not _database_answers():
+        except Exception as again:
+            if isinstance(again, DatabaseError) and not _database_answers():
                 raise
             error = again
     return [(entries[0], error)]
@@ -359,3 +364,88 @@ def buffer_behind() -> bool:
 
 def buffer_length() -> int:
     return buffer_status().entries
+
+
+# --- Status: /metrics, /readyz and the admin status page ------------------------------------
+
+
+@dataclass(frozen=True)
+class PipelineStatus:
+    """The click pipeline as an operator needs to see it."""
+
+    buffer: BufferStatus | None  # None when Redis did not answer (then `buffer_error` says why)
+    buffer_error: str
+    dead_letters: int
+    stall_seconds: float  # CLICKS_BUFFER_STALL_SECONDS
+
+    @property
+    def problem(self) -> str | None:
+        """Why the pipeline is not healthy (readiness fails), or None."""
+        if self.buffer is not None and self.buffer.oldest_seconds > self.stall_seconds:
+            return (
+                f"the oldest buffered click is {self.buffer.oldest_seconds:.0f} s old "
+                f"(limit {self.stall_seconds:g} s): is the flusher (Celery worker + beat) running?"
+            )
+        return None
+
+
+def pipeline_status() -> PipelineStatus:
+    buffer, error = None, ""
+    if buffering_enabled():
+        try:
+            buffer = buffer_status()
+        except RedisError as exc:
+            error = f"{type(exc).__name__}: {exc}"[:200]
+    return PipelineStatus(
+        buffer=buffer,
+        buffer_error=error,
+        dead_letters=ClickDeadLetter.objects.count(),
+        stall_seconds=settings.CLICKS_BUFFER_STALL_SECONDS,
+    )
+
+
+class PipelineCollector(Collector):
+    """Click pipeline figures, read at scrape time (one Redis round trip, one count)."""
+
+    def collect(self) -> Iterator[Metric]:
+        status = pipeline_status()
+        buffer = status.buffer or BufferStatus(0, 0.0, 0)
+        yield GaugeMetricFamily(
+            "roundtrip_click_buffer_entries",
+            "Clicks acknowledged to visitors and not yet in the database.",
+            value=buffer.entries,
+        )
+        yield GaugeMetricFamily(
+            "roundtrip_click_buffer_oldest_seconds",
+            "Age of the oldest click waiting in the buffer; alert when it grows.",
+            value=buffer.oldest_seconds,
+        )
+        yield GaugeMetricFamily(
+            "roundtrip_click_dead_letters",
+            "Buffered clicks the database refused, set aside with their error (admin).",
+            value=status.dead_letters,
+        )
+
+
+def dead_letters_retry(letters: Iterable[ClickDeadLetter]) -> tuple[int, int]:
+    """Try set-aside clicks again (once their cause is fixed, e.g. a link restored). Stored
+    ones leave the dead-letter record; the others keep it with their new error. Returns
+    (stored, still refused)."""
+    stored = refused = 0
+    for letter in letters:
+        entry = _Entry(entry_id=letter.entry_id, raw=letter.payload.encode())
+        try:
+            entry.click = _click_from_json(entry.raw)
+            failed = _insert_isolating([entry])
+            error = failed[0][1] if failed else None
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            error = exc
+        if error is None:
+            letter.delete()
+            stored += 1
+        else:
+            letter.error_class = _error_class(error)
+            letter.error = _printable(str(error), 2000) or type(error).__name__
+            letter.save(update_fields=["error_class", "error"])
+            refused += 1
+    return stored, refused
