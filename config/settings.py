@@ -249,6 +249,10 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "store_processed": False,
     }
 else:
+    if CELERY_BROKER_URL.startswith("redis://"):
+        # kombu's Redis transport with a guard that keeps the worker alive when Redis dies
+        # under it (config/broker.py). rediss:// keeps kombu's own, which checks its TLS setup.
+        CELERY_BROKER_TRANSPORT = "config.broker:Transport"
     # Longer than any countdown we ever schedule (retries longer than a minute live in the
     # database as next_attempt_at), so Redis never redelivers a task that is merely waiting.
     CELERY_BROKER_TRANSPORT_OPTIONS = {
