@@ -3,8 +3,12 @@
 - `/healthz`: the process is up and serving (no I/O: a slow database must not get healthy web
   processes restarted).
 - `/readyz`: the database and the broker answer; JSON, 503 when either does not (take the node
-  out of rotation, don't restart it).
-- `/metrics`: Prometheus text format (postbacks/metrics.py), optionally behind a bearer token.
+  out of rotation, don't restart it). It also reports whether a worker is consuming and how
+  old the last beat heartbeat is (config/liveness.py): "degraded" when either is wrong, but
+  still 200, since a web node serves clicks and takes conversions without them (postbacks wait
+  in the database), and a load balancer must not take every node out for a stopped worker.
+- `/metrics`: Prometheus text format (postbacks/metrics.py, plus the liveness gauges),
+  optionally behind a bearer token.
 """
 
 import hmac
@@ -17,6 +21,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from config import liveness
 from postbacks import metrics
 
 logger = logging.getLogger(__name__)
@@ -64,10 +69,16 @@ def readyz(request: HttpRequest) -> JsonResponse:
     ready = not any(problems.values())
     if not ready:
         logger.warning("Not ready: %s", problems)
+    processes = liveness.liveness_read().problems()
+    if any(processes.values()):
+        logger.warning("Degraded: %s", processes)
+    status = "unavailable" if not ready else "degraded" if any(processes.values()) else "ok"
     return JsonResponse(
         {
-            "status": "ok" if ready else "unavailable",
-            "checks": {name: problem or "ok" for name, problem in problems.items()},
+            "status": status,
+            "checks": {
+                name: problem or "ok" for name, problem in {**problems, **processes}.items()
+            },
         },
         status=200 if ready else 503,
     )
@@ -85,4 +96,5 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
             response = HttpResponse("unauthorized\n", status=401, content_type="text/plain")
             response["WWW-Authenticate"] = 'Bearer realm="metrics"'
             return response
-    return HttpResponse(metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
+    exposition = metrics.exposition(liveness.LivenessCollector())
+    return HttpResponse(exposition, content_type=CONTENT_TYPE_LATEST)
