@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -58,11 +59,11 @@ class Flow:
         for thread in self._threads:
             thread.join(30)
 
-    def _until_ok(self, send, ok: int) -> requests.Response:
+    def _until_ok(self, send, ok: tuple[int, ...]) -> requests.Response:
         while True:
             try:
                 response = send()
-                if response.status_code == ok:
+                if response.status_code in ok:
                     return response
                 self.refused[str(response.status_code)] += 1
             except requests.RequestException as exc:
@@ -79,9 +80,10 @@ class Flow:
                         allow_redirects=False,
                         timeout=10,
                     ),
-                    302,
+                    (302,),
                 )
-                click_id = click.headers["Location"].rpartition("click_id=")[2].split("&")[0]
+                landing = parse_qs(urlsplit(click.headers["Location"]).query)
+                click_id = landing["click_id"][0]
                 self._until_ok(
                     lambda click_id=click_id: session.post(
                         f"{self.base_url}/api/v1/conversions",
@@ -89,7 +91,8 @@ class Flow:
                         headers={"Authorization": f"Bearer {self.api_key}"},
                         timeout=10,
                     ),
-                    201,
+                    # 200: a retry of a conversion that was recorded (same txn_id).
+                    (200, 201),
                 )
                 self.accepted.append(click_id)
                 time.sleep(PAUSE)
