@@ -3,10 +3,14 @@
 - `/healthz`: the process is up and serving (no I/O: a slow database must not get healthy web
   processes restarted).
 - `/readyz`: the database and the broker answer and the click buffer is not stalled; JSON, 503
-  when any is not so (take the node out of rotation, don't restart it).
-- `/metrics`: Prometheus text format (postbacks/metrics.py and the click pipeline's figures),
-  optionally behind a bearer token.
-- `/admin/status/`: the same figures for staff, with the newest dead letters.
+  when any is not so (take the node out of rotation, don't restart it). It also reports whether
+  a worker is consuming and how old the last beat heartbeat is (config/liveness.py): "degraded"
+  when either is wrong, but still 200, since a web node serves clicks and takes conversions
+  without them (postbacks wait in the database), and a load balancer must not take every node
+  out for a stopped worker.
+- `/metrics`: Prometheus text format (postbacks/metrics.py, plus the liveness gauges and the
+  click pipeline's figures), optionally behind a bearer token.
+- `/admin/status/`: the click pipeline's figures for staff, with the newest dead letters.
 """
 
 import hmac
@@ -20,8 +24,9 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from config import liveness
 from postbacks import metrics
 from tracking import clickbuffer
 from tracking.models import ClickDeadLetter
@@ -80,9 +85,13 @@ def readyz(request: HttpRequest) -> JsonResponse:
     ready = not any(problems.values())
     if not ready:
         logger.warning("Not ready: %s", problems)
+    processes = liveness.liveness_read().problems()
+    if any(processes.values()):
+        logger.warning("Degraded: %s", processes)
+    status = "unavailable" if not ready else "degraded" if any(processes.values()) else "ok"
     body = {
-        "status": "ok" if ready else "unavailable",
-        "checks": {name: problem or "ok" for name, problem in problems.items()},
+        "status": status,
+        "checks": {name: problem or "ok" for name, problem in {**problems, **processes}.items()},
     }
     if pipeline is not None:
         buffer = pipeline.buffer
@@ -122,10 +131,5 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
             response = HttpResponse("unauthorized\n", status=401, content_type="text/plain")
             response["WWW-Authenticate"] = 'Bearer realm="metrics"'
             return response
-    return HttpResponse(
-        metrics.exposition() + generate_latest(_PIPELINE_REGISTRY), content_type=CONTENT_TYPE_LATEST
-    )
-
-
-_PIPELINE_REGISTRY = CollectorRegistry()
-_PIPELINE_REGISTRY.register(clickbuffer.PipelineCollector())
+    exposition = metrics.exposition(liveness.LivenessCollector(), clickbuffer.PipelineCollector())
+    return HttpResponse(exposition, content_type=CONTENT_TYPE_LATEST)

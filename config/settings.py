@@ -249,6 +249,10 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "store_processed": False,
     }
 else:
+    if CELERY_BROKER_URL.startswith("redis://"):
+        # kombu's Redis transport with a guard that keeps the worker alive when Redis dies
+        # under it (config/broker.py). rediss:// keeps kombu's own, which checks its TLS setup.
+        CELERY_BROKER_TRANSPORT = "config.broker:Transport"
     # Longer than any countdown we ever schedule (retries longer than a minute live in the
     # database as next_attempt_at), so Redis never redelivers a task that is merely waiting.
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -263,6 +267,12 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker whose broker is gone retries for ever (Celery's default gives up after 100 attempts
+# and exits), every BROKER_RECONNECT_SECONDS at most (config.celery.Consumer), so it consumes
+# again within seconds of Redis coming back, however long Redis was down.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_WORKER_CONSUMER = "config.celery:Consumer"
+BROKER_RECONNECT_SECONDS = env.float("BROKER_RECONNECT_SECONDS", default=2.0)
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 # Every task has a hard time limit (tasks may set a lower one) so the start-up check can
 # compare the longest one with the broker's visibility timeout (postbacks/checks.py).
@@ -283,6 +293,7 @@ CELERY_TASK_ROUTES = {
         "queue": env.str("POSTBACKS_RETRY_QUEUE", default="postbacks_retry")
     },
 }
+BEAT_HEARTBEAT_SECONDS = env.float("BEAT_HEARTBEAT_SECONDS", default=10.0)
 CELERY_BEAT_SCHEDULE = {
     "clicks-flush": {
         "task": "tracking.tasks.flush_click_buffer",
@@ -305,6 +316,13 @@ CELERY_BEAT_SCHEDULE = {
     "retention-prune": {
         "task": "postbacks.tasks.prune_old_records",
         "schedule": env.float("RETENTION_PRUNE_INTERVAL", default=3600.0),
+    },
+    # Liveness: the age of the last run of this task is /readyz's and /metrics' beat check;
+    # one that waited longer than a period in the queue is dropped, not run late.
+    "beat-heartbeat": {
+        "task": "config.celery.beat_heartbeat",
+        "schedule": BEAT_HEARTBEAT_SECONDS,
+        "options": {"expires": BEAT_HEARTBEAT_SECONDS},
     },
     # PostgreSQL: creates the coming days' click partitions, retires expired days.
     "clicks-partitions": {
@@ -423,6 +441,12 @@ STATS_REFRESH_LOOKBACK_MINUTES = env.int("STATS_REFRESH_LOOKBACK_MINUTES", defau
 METRICS_BEARER_TOKEN = env.str("METRICS_BEARER_TOKEN", default="")
 # /readyz gives the database and the broker this long each.
 READYZ_TIMEOUT_SECONDS = env.float("READYZ_TIMEOUT_SECONDS", default=2.0)
+# Worker and beat liveness (config/liveness.py): a consuming worker stamps Redis this often and
+# counts as consuming for three periods; beat's heartbeat task runs every BEAT_HEARTBEAT_SECONDS
+# (the beat schedule) and /readyz reports beat when its last run is older than this.
+WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=5.0)
+HEALTH_BEAT_MAX_AGE_SECONDS = env.float("HEALTH_BEAT_MAX_AGE_SECONDS", default=60.0)
+HEALTH_REDIS_PREFIX = env.str("HEALTH_REDIS_PREFIX", default="roundtrip:health:")
 
 # The built-in demo receiver (/demo/receiver/) stands in for a publisher's server locally.
 DEMO_RECEIVER_ENABLED = env.bool("DEMO_RECEIVER_ENABLED", default=LOCAL_MODE)

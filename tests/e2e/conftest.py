@@ -5,8 +5,10 @@ database of their own. It brings `transactional_db`: the test's data is committe
 the subprocesses see it.
 """
 
+import contextlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -72,6 +74,11 @@ def stack_env(*, database_url: str, redis_url: str, **extra: str) -> dict[str, s
             # a lost breaker probe or slot holds a host (derived from them).
             "POSTBACKS_CONNECT_TIMEOUT": "2",
             "POSTBACKS_TOTAL_TIMEOUT": "5",
+            # Liveness heartbeats (config/liveness.py) every second: a stopped worker or beat
+            # shows on /readyz within seconds.
+            "WORKER_HEARTBEAT_SECONDS": "1",
+            "BEAT_HEARTBEAT_SECONDS": "1",
+            "HEALTH_BEAT_MAX_AGE_SECONDS": "5",
             "PYTHONUNBUFFERED": "1",
             "PATH": f"{SCRIPTS_DIR}{os.pathsep}{os.environ.get('PATH', '')}",
         }
@@ -80,20 +87,17 @@ def stack_env(*, database_url: str, redis_url: str, **extra: str) -> dict[str, s
     return env
 
 
-@pytest.fixture
-def roundtrip_stack(transactional_db, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Fresh processes for each test, stopped before pytest-django empties the database:
-    TRUNCATE under a running worker and beat can deadlock with their transactions."""
+@contextlib.contextmanager
+def running_stack(*, redis_url: str, logs: Path, **extra_env: str) -> Iterator[Stack]:
+    """web, worker and beat on the test database and `redis_url` (broker and Redis state),
+    started and ready; stopped on the way out."""
     from django.db import connection
 
-    redis_url = e2e_redis_url()
-    # Tasks, buffered clicks or an open circuit breaker left by an earlier run must not leak in.
-    redis.Redis.from_url(redis_url).flushdb()
-
     port = free_port()
-    logs = tmp_path_factory.mktemp("e2e-logs")
     env = stack_env(
-        database_url=database_url_for(connection.settings_dict["NAME"]), redis_url=redis_url
+        database_url=database_url_for(connection.settings_dict["NAME"]),
+        redis_url=redis_url,
+        **extra_env,
     )
     node = f"e2e-{os.getpid()}@%h"
     services = [
@@ -151,3 +155,14 @@ def roundtrip_stack(transactional_db, tmp_path_factory: pytest.TempPathFactory) 
         yield stack
     finally:
         stop_all(services)
+
+
+@pytest.fixture
+def roundtrip_stack(transactional_db, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Fresh processes for each test, stopped before pytest-django empties the database:
+    TRUNCATE under a running worker and beat can deadlock with their transactions."""
+    redis_url = e2e_redis_url()
+    # Tasks, buffered clicks or an open circuit breaker left by an earlier run must not leak in.
+    redis.Redis.from_url(redis_url).flushdb()
+    with running_stack(redis_url=redis_url, logs=tmp_path_factory.mktemp("e2e-logs")) as stack:
+        yield stack
