@@ -7,10 +7,12 @@ import secrets
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
+from django.utils.cache import add_never_cache_headers
 from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.http import require_GET
 
+from config.outage import answers_outage_with
 from postbacks.placeholders import TemplateError, expand_placeholders
 from tracking import intelligence, selectors, services, smart
 from tracking.models import ClickRejection, SmartAd
@@ -134,6 +136,15 @@ def _smart_response(
     return response
 
 
+def _smart_unavailable(request: HttpRequest) -> HttpResponse:
+    """The unit's answer when the database is down and nothing cached can serve it: blank."""
+    response = _smart_response(request, "tracking/smart_ad_blank.html", {}, status=503)
+    response.xframe_options_exempt = True  # type: ignore[attr-defined]
+    add_never_cache_headers(response)
+    return response
+
+
+@answers_outage_with(_smart_unavailable)
 @require_GET
 @xframe_options_exempt
 @never_cache
@@ -142,7 +153,9 @@ def smart_ad(request: HttpRequest) -> HttpResponse:
 
     Never an error page inside a publisher's site: an unknown ref or smart ad answers 404 and
     an invalid spid 400, each with an empty transparent document (nothing shows, the status
-    is there for monitoring); no eligible creative answers 200 with the same blank unit.
+    is there for monitoring); no eligible creative answers 200 with the same blank unit. During
+    a database outage the unit is served from the last known smart ad and creatives; when
+    there are none, 503 with the blank unit.
     """
     link = selectors.link_for_click(request.GET.get("ref", ""))
     smart_ad_id = smart.parse_smart_ad_id(request.GET.get("smart_ad_id", ""))
