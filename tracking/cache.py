@@ -4,9 +4,9 @@ creatives), which also keeps the last known *live* values to serve through a dat
 Each entry is `(fresh until, usable in an outage until, value)` on the monotonic clock. A fresh
 entry is served without a query. An expired one is read again; when that read fails because the
 database is unreachable (config.outage), the entry is served anyway as long as its outage bound
-(`CLICKS_OUTAGE_STALE_SECONDS` after the last successful read) has not passed. Only values the
-caller calls live get an outage bound: a link or creative known to be paused or missing is
-never served from memory once its freshness is over.
+(`CLICKS_OUTAGE_STALE_SECONDS` after the last successful read) has not passed. Only live values
+(not None) get an outage bound: a link or creative known to be paused or missing is never
+served from memory once its freshness is over.
 """
 
 import logging
@@ -47,18 +47,11 @@ class ProcessCache(dict):
             self.clear()
         self[key] = (clock + ttl, clock + max(outage_ttl, 0.0), value)
 
-    def load(
-        self,
-        key: Hashable,
-        load: Callable[[], Any],
-        *,
-        ttl: float,
-        is_live: Callable[[Any], bool] = lambda value: value is not None,
-    ) -> Any:
+    def load(self, key: Hashable, load: Callable[[], Any], *, ttl: float) -> Any:
         """The value for `key`: fresh from the cache, else `load()` (kept `ttl` seconds, and
-        for a live value `CLICKS_OUTAGE_STALE_SECONDS` for outages). When `load()` fails on
-        an unreachable database, the last live value still inside its outage bound is
-        returned instead; without one, the error propagates (the caller answers 503)."""
+        when it is live, i.e. not None, `CLICKS_OUTAGE_STALE_SECONDS` for outages). When
+        `load()` fails on an unreachable database, the last live value still inside its outage
+        bound is returned instead; without one, the error propagates (the caller answers 503)."""
         clock = time.monotonic()
         if ttl > 0 and (hit := self.fresh(key, clock)) is not MISS:
             return hit
@@ -73,6 +66,6 @@ class ProcessCache(dict):
             self[key] = (clock + ttl, entry[1], entry[2])
             logger.warning("Database unavailable; serving %r from its last live copy", key)
             return entry[2]
-        outage_ttl = settings.CLICKS_OUTAGE_STALE_SECONDS if is_live(value) else 0.0
+        outage_ttl = settings.CLICKS_OUTAGE_STALE_SECONDS if value is not None else 0.0
         self.keep(key, value, clock=clock, ttl=ttl, outage_ttl=outage_ttl)
         return value
