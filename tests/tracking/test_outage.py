@@ -1,24 +1,20 @@
-"""A database outage in-process: the default connection is pointed at a port where nothing
-listens, so every query fails the way it does while PostgreSQL is stopped (connection
-refused), through the real driver. The click path keeps going from the per-process caches;
-everything that needs the database answers 503 with Retry-After.
+"""A database outage in-process (tests/outage.py: every new connection is refused, as while
+PostgreSQL is stopped, through the real driver). The click path keeps going from the
+per-process caches; everything that needs the database answers 503 with Retry-After.
 
 The end-to-end version, on real processes with the database cut under load, is
 tests/e2e/test_database_outage.py.
 """
 
-import contextlib
 import html
 import re
-import socket
 import time
-from collections.abc import Iterator
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
-from django.db import connection
 
 from config.redis import get_redis
+from tests.outage import database_down
 from tests.tracking.helpers import isolate_tracking_state
 from tracking import clickbuffer, selectors
 from tracking.models import Click, ClickRejection, TrackingLink
@@ -26,23 +22,6 @@ from tracking.models import Click, ClickRejection, TrackingLink
 pytestmark = pytest.mark.django_db(transaction=True)
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36"
-
-
-@contextlib.contextmanager
-def database_down() -> Iterator[None]:
-    """Every new connection of this thread is refused until the block ends."""
-    refusing = socket.socket()
-    refusing.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
-    saved = connection.settings_dict["HOST"], connection.settings_dict["PORT"]
-    connection.close()
-    connection.settings_dict["HOST"] = "127.0.0.1"
-    connection.settings_dict["PORT"] = refusing.getsockname()[1]
-    try:
-        yield
-    finally:
-        connection.close()
-        connection.settings_dict["HOST"], connection.settings_dict["PORT"] = saved
-        refusing.close()
 
 
 @pytest.fixture(autouse=True)
@@ -134,11 +113,12 @@ def test_it_ignores_an_unknown_creative_rather_than_refuse_the_click(client, lin
     assert Click.objects.get(click_id=click_id).creative_id is None
 
 
-def test_it_reconnects_on_the_first_request_after_the_outage(client, link):
+def test_it_answers_normally_again_once_the_database_is_back(client, link):
     click_id_of(click(client, link.code))
     with database_down():
         click_id_of(click(client, link.code))
-    # The connection that failed is dropped and a new one opened: no error after recovery.
+    # No error after recovery. (Connections that the outage broke under running processes are
+    # replaced by CONN_HEALTH_CHECKS: tests/e2e/test_database_outage.py.)
     assert click(client, "never-seen").status_code == 404
     assert client.get("/readyz").status_code == 200
 
