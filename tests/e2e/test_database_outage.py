@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 import redis
 import requests
+from django.db import connection
 
 from postbacks.models import Postback
 from publishers.models import CallbackTemplate, Publisher
@@ -189,9 +190,7 @@ def test_clicks_and_conversions_ride_out_a_15_second_database_cut(
     postback_token: str,
     receiver: Receiver,
 ):
-    from django.db import connection
-
-    smart_ad = travel_smart_ad
+    smart_ad = travel_smart_ad  # two creatives, both shown in every view
     CallbackTemplate.objects.create(
         publisher=publisher, url_template=f"{receiver.base_url}/cb?e=[event_id]&c=[click_id]"
     )
