@@ -14,7 +14,9 @@ The guarantees of `services.postback_deliver` all hold, row by row:
   retries wait in `next_attempt_at` (short ones also get a countdown kick).
 - Results are recorded as they arrive (a group commit each time the task looks up), not at the
   end of a batch, so a killed worker leaves at most its requests in flight sent-but-unrecorded
-  (per host at most the host's cap: each of those is delivered again).
+  (per host at most the host's cap: each of those is delivered again). Results that can't be
+  written because the database is unreachable are kept by the process's `Recorder` and
+  written when it answers again, so a database outage doesn't send them twice.
 
 A task is pipelined: it claims the next batch while the last one is in flight, for up to
 POSTBACKS_DISPATCH_TASK_SECONDS. Once it claims no more, it waits for its requests up to
