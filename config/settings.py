@@ -66,6 +66,8 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # A view's database outage becomes 503 + Retry-After, not a 500 (config/outage.py).
+    "config.outage.DatabaseOutageMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -102,6 +104,15 @@ DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=600)
 # database restart costs no failed request. Turning it off gains ~15 % on conversion intake;
 # each web process then fails one request after a database restart.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("CONN_HEALTH_CHECKS", default=True)
+# While PostgreSQL is unreachable, requests that need it answer 503 with this Retry-After
+# (seconds); the click redirect goes on from cached links (CLICKS_OUTAGE_STALE_SECONDS).
+DATABASE_OUTAGE_RETRY_AFTER = env.int("DATABASE_OUTAGE_RETRY_AFTER", default=10)
+if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
+    # A host that drops packets (rather than refusing) must not hold a request for the
+    # operating system's minutes-long TCP timeout. A DATABASE_URL ?connect_timeout= wins.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5)
+    )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the web server, the worker and beat read while one of them writes.
     DATABASES["default"]["OPTIONS"] = {
@@ -454,6 +465,10 @@ DEMO_RECEIVER_ENABLED = env.bool("DEMO_RECEIVER_ENABLED", default=LOCAL_MODE)
 # --- Clicks ---------------------------------------------------------------------------------
 # How long a web process reuses a tracking link it looked up (0: look up on every click).
 CLICKS_LINK_CACHE_SECONDS = env.float("CLICKS_LINK_CACHE_SECONDS", default=5.0)
+# During a database outage, /click and /smart keep using the links, smart ads and creatives a
+# web process last read as live, for up to this many seconds after that read; other refs get
+# 503. It bounds how long a link paused just before an outage can go on redirecting.
+CLICKS_OUTAGE_STALE_SECONDS = env.float("CLICKS_OUTAGE_STALE_SECONDS", default=900.0)
 # Verified advertiser API keys are cached per web process this long (seconds; 0 turns it off):
 # intake then authenticates without a query, and a revoked key stops working within it.
 CONVERSIONS_KEY_CACHE_SECONDS = env.float("CONVERSIONS_KEY_CACHE_SECONDS", default=10.0)

@@ -11,6 +11,7 @@ from django.db.models import F
 from django.utils import timezone
 from redis.exceptions import RedisError
 
+from config.outage import DATABASE_OUTAGE_ERRORS
 from postbacks.models import Postback
 from postbacks.services import postbacks_create_for_conversion
 from tracking import clickbuffer, clickinput, intelligence
@@ -35,23 +36,30 @@ logger = logging.getLogger(__name__)
 
 
 def click_rejection_count(*, publisher_id: int, reason: str, now: datetime | None = None) -> None:
-    """Count a refused click without a row per click (one upsert per publisher, day, reason)."""
+    """Count a refused click without a row per click (one upsert per publisher, day, reason).
+
+    During a database outage the count is skipped: a count must never cost the visitor the
+    redirect (or the smart-ad unit its blank answer).
+    """
     day = timezone.localdate(now or timezone.now())
-    updated = ClickRejection.objects.filter(
-        publisher_id=publisher_id, day=day, reason=reason
-    ).update(count=F("count") + 1)
-    if updated:
-        return
     try:
-        with transaction.atomic():
-            ClickRejection.objects.create(
-                publisher_id=publisher_id, day=day, reason=reason, count=1
+        updated = ClickRejection.objects.filter(
+            publisher_id=publisher_id, day=day, reason=reason
+        ).update(count=F("count") + 1)
+        if updated:
+            return
+        try:
+            with transaction.atomic():
+                ClickRejection.objects.create(
+                    publisher_id=publisher_id, day=day, reason=reason, count=1
+                )
+        except IntegrityError:
+            # Another request created the row between our update and insert.
+            ClickRejection.objects.filter(publisher_id=publisher_id, day=day, reason=reason).update(
+                count=F("count") + 1
             )
-    except IntegrityError:
-        # Another request created the row between our update and insert.
-        ClickRejection.objects.filter(publisher_id=publisher_id, day=day, reason=reason).update(
-            count=F("count") + 1
-        )
+    except DATABASE_OUTAGE_ERRORS:
+        logger.warning("Database unavailable; refused click (%s) not counted", reason)
 
 
 def click_record(
@@ -82,8 +90,12 @@ def click_record(
         smart_ad_id, keyword = smart.smart_ad_id, smart.keyword
     elif creative_code:
         # A creative of another campaign is ignored rather than refused: the visitor's
-        # redirect matters more than a mislabelled link.
-        found = smart_ads.creative_for_click(creative_code)
+        # redirect matters more than a mislabelled link. So is one that can't be looked up
+        # during a database outage (a creative served recently comes from the cache).
+        try:
+            found = smart_ads.creative_for_click(creative_code)
+        except DATABASE_OUTAGE_ERRORS:
+            found = None
         creative = found if found is not None and found.campaign_id == link.campaign_id else None
     intel = intelligence.click_intel(ip=ip, user_agent=user_agent, cdn_value=cdn_country)
     click = Click(

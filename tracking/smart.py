@@ -34,6 +34,7 @@ from redis.exceptions import RedisError
 
 from config.redis import get_redis
 from publishers.models import Publisher
+from tracking.cache import ProcessCache
 from tracking.clickinput import KEYWORD_MAX_LENGTH, PLACEMENT_MAX_LENGTH, normalize_label
 from tracking.models import (
     Campaign,
@@ -52,27 +53,25 @@ _rng = random.Random()  # noqa: S311
 
 # --- Per-process cache of smart ads and creatives -------------------------------------------
 
-_cache: dict[tuple, tuple[float, Any]] = {}
-_CACHE_MAX_ENTRIES = 10_000
+# Smart ads and creatives by id; live ones are also kept for database outages.
+_cache = ProcessCache(10_000)
 
 
 def _cached(key: tuple, load: Callable[[], Any]) -> Any:
     """`load()`'s result, kept SMART_ADS_CACHE_SECONDS: smart ads are read on every served
-    unit and click, but change only when staff edit them."""
-    hit = _cache.get(key)
-    if hit is not None and hit[0] > time.monotonic():
-        return hit[1]
-    value = load()
-    _cache_put(key, value)
-    return value
+    unit and click, but change only when staff edit them. During a database outage the last
+    live value is served (tracking/cache.py)."""
+    return _cache.load(key, load, ttl=settings.SMART_ADS_CACHE_SECONDS)
 
 
 def _cache_put(key: tuple, value: Any) -> None:
-    ttl = settings.SMART_ADS_CACHE_SECONDS
-    if ttl > 0:
-        if len(_cache) >= _CACHE_MAX_ENTRIES:
-            _cache.clear()  # unknown ids probed at random must not grow it without bound
-        _cache[key] = (time.monotonic() + ttl, value)
+    _cache.keep(
+        key,
+        value,
+        clock=time.monotonic(),
+        ttl=settings.SMART_ADS_CACHE_SECONDS,
+        outage_ttl=settings.CLICKS_OUTAGE_STALE_SECONDS,
+    )
 
 
 def smart_cache_clear() -> None:

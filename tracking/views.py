@@ -2,22 +2,20 @@
 and `/smart` (the iframe ad unit)."""
 
 import ipaddress
-import logging
 import secrets
 
 from django.conf import settings
-from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
+from django.utils.cache import add_never_cache_headers
 from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.http import require_GET
 
+from config.outage import answers_outage_with
 from postbacks.placeholders import TemplateError, expand_placeholders
 from tracking import clickinput, intelligence, selectors, services, smart
-from tracking.models import Campaign, ClickRejection, SmartAd, TrackingLink
-
-logger = logging.getLogger(__name__)
+from tracking.models import Campaign, ClickRejection, SmartAd
 
 
 def client_ip(request: HttpRequest) -> str | None:
@@ -60,7 +58,7 @@ def click(request: HttpRequest) -> HttpResponse:
     if params.spid_problem is not None:
         # The spid comes back byte-exact in callbacks, so it is never altered: the click is
         # refused and counted with its reason, and the visitor still reaches the landing page.
-        _count_rejection(link, params.spid_problem)
+        services.click_rejection_count(publisher_id=link.publisher_id, reason=params.spid_problem)
         return HttpResponseRedirect(
             _landing_url(link.campaign, {"publisher_id": link.publisher.public_id})
         )
@@ -70,7 +68,9 @@ def click(request: HttpRequest) -> HttpResponse:
         try:
             smart_click = smart.smart_click_verify(params.query)
         except smart.BadSmartLink:
-            _count_rejection(link, ClickRejection.Reason.BAD_SIGNATURE)
+            services.click_rejection_count(
+                publisher_id=link.publisher_id, reason=ClickRejection.Reason.BAD_SIGNATURE
+            )
             return render(
                 request,
                 "tracking/click_error.html",
@@ -113,14 +113,6 @@ def click(request: HttpRequest) -> HttpResponse:
     return HttpResponseRedirect(_landing_url(campaign, values))
 
 
-def _count_rejection(link: TrackingLink, reason: str) -> None:
-    try:
-        services.click_rejection_count(publisher_id=link.publisher_id, reason=reason)
-    except DatabaseError:
-        # A count must never cost the visitor the redirect.
-        logger.exception("Could not count a refused click (%s)", reason)
-
-
 def _smart_response(
     request: HttpRequest, template: str, context: dict, status: int = 200
 ) -> HttpResponse:
@@ -140,6 +132,15 @@ def _smart_response(
     return response
 
 
+def _smart_unavailable(request: HttpRequest) -> HttpResponse:
+    """The unit's answer when the database is down and nothing cached can serve it: blank."""
+    response = _smart_response(request, "tracking/smart_ad_blank.html", {}, status=503)
+    response.xframe_options_exempt = True  # type: ignore[attr-defined]
+    add_never_cache_headers(response)
+    return response
+
+
+@answers_outage_with(_smart_unavailable)
 @require_GET
 @xframe_options_exempt
 @never_cache
@@ -148,7 +149,9 @@ def smart_ad(request: HttpRequest) -> HttpResponse:
 
     Never an error page inside a publisher's site: an unknown ref or smart ad answers 404 and
     an invalid spid 400, each with an empty transparent document (nothing shows, the status
-    is there for monitoring); no eligible creative answers 200 with the same blank unit.
+    is there for monitoring); no eligible creative answers 200 with the same blank unit. During
+    a database outage the unit is served from the last known smart ad and creatives; when
+    there are none, 503 with the blank unit.
     """
     params = clickinput.click_params(request)
     link = selectors.link_for_click(params.ref)
@@ -157,7 +160,7 @@ def smart_ad(request: HttpRequest) -> HttpResponse:
         return _smart_response(request, "tracking/smart_ad_blank.html", {}, status=404)
     if params.spid_problem is not None:
         # Its ads' links would carry the spid: refused and counted as on /click.
-        _count_rejection(link, params.spid_problem)
+        services.click_rejection_count(publisher_id=link.publisher_id, reason=params.spid_problem)
         return _smart_response(request, "tracking/smart_ad_blank.html", {}, status=400)
     country = intelligence.visitor_country(
         client_ip(request), intelligence.cdn_country(request.META)

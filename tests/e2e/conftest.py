@@ -87,33 +87,35 @@ def stack_env(*, database_url: str, redis_url: str, **extra: str) -> dict[str, s
     return env
 
 
-@contextlib.contextmanager
-def running_stack(*, redis_url: str, logs: Path, **extra_env: str) -> Iterator[Stack]:
-    """web, worker and beat on the test database and `redis_url` (broker and Redis state),
-    started and ready; stopped on the way out."""
-    from django.db import connection
-
-    port = free_port()
-    env = stack_env(
-        database_url=database_url_for(connection.settings_dict["NAME"]),
-        redis_url=redis_url,
-        **extra_env,
-    )
+def stack_services(
+    env: dict[str, str], logs: Path, port: int, *, web: str = "gunicorn"
+) -> list[Service]:
+    """Web, worker and beat. `web="granian"` runs the production web server with the argv of
+    deploy/systemd/roundtrip-web.service (on 127.0.0.1 and the given port)."""
     node = f"e2e-{os.getpid()}@%h"
-    services = [
-        Service(
-            "web",
-            [
-                "gunicorn",
-                "config.wsgi:application",
-                f"--bind=127.0.0.1:{port}",
-                "--workers=2",
-                "--threads=4",
-                "--log-level=info",
-            ],
-            env,
-            logs,
-        ),
+    if web == "granian":
+        web_argv = [
+            "granian",
+            "--interface=wsgi",
+            "--host=127.0.0.1",
+            f"--port={port}",
+            "--workers=2",
+            "--blocking-threads=2",
+            "--no-ws",
+            "--respawn-failed-workers",
+            "config.wsgi:application",
+        ]
+    else:
+        web_argv = [
+            "gunicorn",
+            "config.wsgi:application",
+            f"--bind=127.0.0.1:{port}",
+            "--workers=2",
+            "--threads=4",
+            "--log-level=info",
+        ]
+    return [
+        Service("web", web_argv, env, logs),
         Service(
             "worker",
             [
@@ -145,6 +147,11 @@ def running_stack(*, redis_url: str, logs: Path, **extra_env: str) -> Iterator[S
             logs,
         ),
     ]
+
+
+@contextlib.contextmanager
+def running_stack(services: list[Service], port: int) -> Iterator[Stack]:
+    """Start the services, wait until each is ready, and stop them all afterwards."""
     stack = Stack(base_url=f"http://127.0.0.1:{port}", services=services)
     try:
         for service in services:
@@ -161,8 +168,16 @@ def running_stack(*, redis_url: str, logs: Path, **extra_env: str) -> Iterator[S
 def roundtrip_stack(transactional_db, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Fresh processes for each test, stopped before pytest-django empties the database:
     TRUNCATE under a running worker and beat can deadlock with their transactions."""
+    from django.db import connection
+
     redis_url = e2e_redis_url()
     # Tasks, buffered clicks or an open circuit breaker left by an earlier run must not leak in.
     redis.Redis.from_url(redis_url).flushdb()
-    with running_stack(redis_url=redis_url, logs=tmp_path_factory.mktemp("e2e-logs")) as stack:
+
+    port = free_port()
+    logs = tmp_path_factory.mktemp("e2e-logs")
+    env = stack_env(
+        database_url=database_url_for(connection.settings_dict["NAME"]), redis_url=redis_url
+    )
+    with running_stack(stack_services(env, logs, port), port) as stack:
         yield stack

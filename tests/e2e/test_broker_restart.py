@@ -18,13 +18,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from django.db import connection
 from prometheus_client.parser import text_string_to_metric_families
 
 from postbacks.models import Postback
 from publishers.models import CallbackTemplate
 from tests.chaos.infra import RedisCopy
-from tests.e2e.conftest import running_stack
-from tests.e2e.processes import BROWSER_USER_AGENT, Stack, signal_groups, wait_until
+from tests.e2e.conftest import database_url_for, running_stack, stack_env, stack_services
+from tests.e2e.processes import BROWSER_USER_AGENT, Stack, free_port, signal_groups, wait_until
 from tests.receiver import Receiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.django_db(transaction=True)]
@@ -108,7 +109,12 @@ def own_redis() -> Iterator[RedisCopy]:
 @pytest.fixture
 def stack(transactional_db, own_redis, tmp_path_factory) -> Iterator[Stack]:
     """web, worker and beat with the test's own Redis as broker and Redis state."""
-    with running_stack(redis_url=own_redis.url, logs=tmp_path_factory.mktemp("broker")) as s:
+    port = free_port()
+    env = stack_env(
+        database_url=database_url_for(connection.settings_dict["NAME"]), redis_url=own_redis.url
+    )
+    services = stack_services(env, tmp_path_factory.mktemp("broker"), port)
+    with running_stack(services, port) as s:
         yield s
 
 
