@@ -47,8 +47,10 @@ class Hostile:
     cleaned: str = ""  # Click.cleaned_fields when stored
 
 
-# Each stored field with each kind of bad value. The User-Agent and Referer carry raw bytes
-# (latin-1 in HTTP): 0xFF is not UTF-8.
+# Each stored field with each kind of bad value. Headers reach the app less hostile than they
+# were sent: granian answers 400 itself to a control character other than tab in a header
+# (RFC 9110 forbids them there), and hands the app an empty value for one with bytes outside
+# ASCII; the app's own rules for those are tested in-process (tests/tracking).
 HOSTILE_KINDS = [
     Hostile("spid=a%00b", {}, refused="spid_control_chars"),
     Hostile("spid=line%0Abreak", {}, refused="spid_control_chars"),
@@ -59,9 +61,10 @@ HOSTILE_KINDS = [
     Hostile("spid=ok&placement=" + "p" * 500, {}, cleaned="placement"),
     Hostile("spid=ok&placement=%C3%28", {}, cleaned="placement"),
     Hostile("spid=ok&creative=%00", {}, cleaned="creative"),
-    Hostile("spid=ok", {"User-Agent": BROWSER_USER_AGENT + "\x01\x7f"}, cleaned="user_agent"),
-    Hostile("spid=ok", {"User-Agent": BROWSER_USER_AGENT + "\xff"}, cleaned="user_agent"),
-    Hostile("spid=ok", {"Referer": "https://pub.example/\x1b"}, cleaned="referer"),
+    Hostile("spid=ok", {"User-Agent": BROWSER_USER_AGENT + "\tx"}, cleaned="user_agent"),
+    Hostile("spid=ok", {"User-Agent": BROWSER_USER_AGENT + "\xff"}, cleaned=""),  # arrives empty
+    Hostile("spid=ok", {"Referer": "https://pub.example/\ta"}, cleaned="referer"),
+    Hostile("spid=ok", {"Referer": "https://pub.example/\xe9t\xe9"}, cleaned=""),  # likewise
     Hostile("spid=ok", {"Referer": "https://pub.example/" + "r" * 3000}, cleaned="referer"),
 ]
 
