@@ -15,10 +15,11 @@ from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(environ.Env().str("ROUNDTRIP_VAR_DIR", default=str(BASE_DIR / "var")))
 
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+# Read after .env, so a ROUNDTRIP_VAR_DIR set there counts too.
+VAR_DIR = Path(env.str("ROUNDTRIP_VAR_DIR", default=str(BASE_DIR / "var")))
 
 LOCAL_MODE = "DATABASE_URL" not in env
 DEBUG = env.bool("DEBUG", default=LOCAL_MODE)
@@ -514,4 +515,3 @@ LOGGING = {
 }
 
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
-ATTRIBUTION_WINDOW_DEFAULT = timedelta(days=30)

@@ -20,14 +20,13 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from django.conf import settings
 from django.core import signing
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Q, Sum
 from django.urls import reverse
 from django.utils import timezone
 from redis.exceptions import RedisError
@@ -38,7 +37,6 @@ from tracking.cache import ProcessCache
 from tracking.clickinput import KEYWORD_MAX_LENGTH, PLACEMENT_MAX_LENGTH, normalize_label
 from tracking.models import (
     Campaign,
-    Click,
     Creative,
     ImpressionFlush,
     SmartAd,
@@ -485,52 +483,3 @@ def impressions_flush() -> int:
     added = _apply_batch(batch.decode() if isinstance(batch, bytes) else str(batch), rows)
     client.delete(pending)
     return added
-
-
-# --- Reporting ------------------------------------------------------------------------------
-
-
-def smart_ad_report(*, publisher: Publisher, start: date, end: date) -> list[dict]:
-    """Impressions, clicks, unique clicks and CTR (%) per smart ad × creative for one
-    publisher, days `start`..`end` inclusive (UTC days, like the counters)."""
-    impressions = (
-        SmartAdImpression.objects.filter(publisher=publisher, day__gte=start, day__lte=end)
-        .values("smart_ad_id", "creative_id")
-        .annotate(total=Sum("impressions"))
-    )
-    start_at = datetime.combine(start, datetime.min.time(), tzinfo=timezone.get_current_timezone())
-    clicks = (
-        Click.objects.filter(
-            publisher=publisher,
-            created_at__gte=start_at,
-            created_at__lt=start_at + timedelta(days=(end - start).days + 1),
-        )
-        .exclude(smart_ad_id="")
-        .values("smart_ad_id", "creative_id")
-        .annotate(total=Count("pk"), unique=Count("pk", filter=Q(is_unique=True)))
-    )
-    rows: dict[tuple[str, int | None], dict] = {}
-    for row in impressions:
-        key = (str(row["smart_ad_id"]), row["creative_id"])
-        rows[key] = {"impressions": row["total"], "clicks": 0, "unique_clicks": 0}
-    for row in clicks:
-        key = (row["smart_ad_id"], row["creative_id"])
-        entry = rows.setdefault(key, {"impressions": 0, "clicks": 0, "unique_clicks": 0})
-        entry["clicks"], entry["unique_clicks"] = row["total"], row["unique"]
-    creatives = dict(
-        Creative.objects.filter(pk__in={k[1] for k in rows if k[1]}).values_list("pk", "public_id")
-    )
-    report = []
-    for (smart_ad_id, creative_pk), entry in sorted(rows.items(), key=lambda kv: str(kv[0])):
-        impressions_total = entry["impressions"]
-        report.append(
-            {
-                "smart_ad_id": smart_ad_id,
-                "creative_id": creatives.get(creative_pk, ""),
-                **entry,
-                "ctr": round(100 * entry["clicks"] / impressions_total, 2)
-                if impressions_total
-                else None,
-            }
-        )
-    return report

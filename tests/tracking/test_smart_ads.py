@@ -4,7 +4,6 @@ impression counters (real Redis and the direct fallback), and the report."""
 import random
 import re
 from collections import Counter
-from datetime import timedelta
 from html import unescape
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -424,23 +423,3 @@ def test_it_writes_impressions_directly_without_redis(client, link, smart_ad, se
     serve(client, link, smart_ad, q="flights")
     assert SmartAdImpression.objects.get().impressions == 2
     assert smart.impressions_flush() == 0
-
-
-def test_it_reports_impressions_clicks_and_ctr(client, link, smart_ad, flights, publisher):
-    for _ in range(4):
-        [href] = ad_links(serve(client, link, smart_ad, q="flights"))
-    client.get(href, REMOTE_ADDR="203.0.113.1")
-    client.get(href, REMOTE_ADDR="203.0.113.1")
-    smart.impressions_flush()
-    today = timezone.localdate()
-    report = smart.smart_ad_report(publisher=publisher, start=today - timedelta(days=1), end=today)
-    assert report == [
-        {
-            "smart_ad_id": str(smart_ad.pk),
-            "creative_id": flights.public_id,
-            "impressions": 4,
-            "clicks": 2,
-            "unique_clicks": 1,
-            "ctr": 50.0,
-        }
-    ]
