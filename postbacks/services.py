@@ -98,9 +98,7 @@ def postbacks_create_for_conversion(
         return []
     templates = [
         template
-        for template in CallbackTemplate.objects.filter(
-            publisher_id=conversion.publisher_id, is_active=True
-        )
+        for template in CallbackTemplate.objects.filter(publisher_id=conversion.publisher_id)
         if template.matches(
             event=conversion.event, status=conversion.status, campaign_id=conversion.campaign_id
         )
@@ -123,7 +121,8 @@ def postbacks_create_for_conversion(
             template=template,
             publisher_id=conversion.publisher_id,
             conversion_status=conversion.status,
-            # A paused template's postbacks are kept, held until it is resumed.
+            # A paused template's postbacks are kept, held until it is resumed (whatever
+            # paused it: a 410, endpoint health or the publisher).
             next_attempt_at=health.HELD_UNTIL if template.paused_at else now,
             created_at=now,
             # The task goes out on commit; the sweeper leaves the row to it (see enqueue_deliveries).
@@ -281,7 +280,12 @@ def postback_deliver(
         error = exc
     finished = timezone.now()
     decision = attempt_decide(
-        attempt_number=attempt_number, result=result, error=error, finished=finished, rng=rng
+        attempt_number=attempt_number,
+        result=result,
+        error=error,
+        finished=finished,
+        rng=rng,
+        has_template=postback.template_id is not None,
     )
     outcome, retry_in, error_text = decision.outcome, decision.retry_in, decision.error_text
 
@@ -335,18 +339,25 @@ def attempt_decide(
     error: http.DeliveryError | None,
     finished: datetime,
     rng: random.Random | None = None,
+    has_template: bool = True,
 ) -> AttemptDecision:
     """Apply the retry policy to one attempt. Shared by `postback_deliver` and the batch
-    dispatcher, so both paths retry, fail and succeed alike."""
+    dispatcher, so both paths retry, fail and succeed alike.
+
+    A 410 Gone pauses the template (`gone`), and a pause holds rather than drops: the row
+    stays pending on its schedule and the pause holds it until the template is resumed
+    (should the pause not happen, the row is simply retried). Without a template (deleted)
+    there is nothing to resume, and the 410 fails the row."""
     if result is not None:
         verdict = retry.classify_status(result.status_code)
     else:
         assert error is not None
         verdict = retry.classify_error(error.kind, error.permanent)
+    gone = verdict is retry.Verdict.STOP and result is not None and has_template
     retry_in: float | None = None
     if verdict is retry.Verdict.SUCCESS:
         outcome = PostbackAttempt.Outcome.SUCCESS
-    elif verdict is retry.Verdict.STOP or (
+    elif (verdict is retry.Verdict.STOP and not gone) or (
         verdict is retry.Verdict.LIMITED and attempt_number >= retry.LIMITED_MAX_ATTEMPTS
     ):
         outcome = PostbackAttempt.Outcome.FAILED
@@ -373,8 +384,6 @@ def attempt_decide(
         changes |= {"status": Postback.Status.FAILED}
     else:
         changes |= {"next_attempt_at": finished + timedelta(seconds=retry_in or 0)}
-    # 410 Gone: the publisher retired this endpoint; stop calling it (health pauses it).
-    gone = verdict is retry.Verdict.STOP and result is not None
     return AttemptDecision(verdict, outcome, retry_in, error_text, changes, gone)
 
 
@@ -422,7 +431,10 @@ def postbacks_sweep(
 def postbacks_retry(
     postback_ids: "Iterable[int]", *, now: datetime | None = None, publisher_id: int | None = None
 ) -> int:
-    """Make failed or waiting postbacks due now (admin, dashboard and API replay).
+    """Make postbacks due now (admin, dashboard and API replay): failed or waiting ones, and
+    delivered ones too (a publisher whose own records were lost asks for them again). Each
+    keeps its event id and gets a new attempt; it stays delivered (`delivered_at`) in the
+    meantime only in the attempt log.
 
     With `publisher_id`, only that publisher's rows are touched. Postbacks held by a paused
     template are left alone: no worker may claim them until the template is resumed
@@ -434,8 +446,7 @@ def postbacks_retry(
     if publisher_id is not None:
         rows = rows.filter(publisher_id=publisher_id)
     ids = list(
-        rows.exclude(status=Postback.Status.SUCCEEDED)
-        .exclude(template__paused_at__isnull=False)
+        rows.exclude(template__paused_at__isnull=False)
         .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
         .values_list("pk", flat=True)
     )

@@ -299,7 +299,11 @@ def record_outcomes(outcomes: Sequence[Outcome]) -> list[WakeUp]:
         result, error = outcome.result, outcome.error
         finished = (outcome.started_at or now) + timedelta(milliseconds=outcome.duration_ms)
         decision = services.attempt_decide(
-            attempt_number=row.attempt, result=result, error=error, finished=finished
+            attempt_number=row.attempt,
+            result=result,
+            error=error,
+            finished=finished,
+            has_template=row.template_id is not None,
         )
         attempts.append(
             {

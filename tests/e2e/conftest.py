@@ -81,7 +81,15 @@ def stack_env(*, database_url: str, redis_url: str, **extra: str) -> dict[str, s
 
 
 @pytest.fixture
-def roundtrip_stack(transactional_db, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack_settings() -> dict[str, str]:
+    """Extra environment for the stack's processes; a test module overrides this fixture."""
+    return {}
+
+
+@pytest.fixture
+def roundtrip_stack(
+    transactional_db, tmp_path_factory: pytest.TempPathFactory, stack_settings: dict[str, str]
+) -> Iterator[Stack]:
     """Fresh processes for each test, stopped before pytest-django empties the database:
     TRUNCATE under a running worker and beat can deadlock with their transactions."""
     from django.db import connection
@@ -93,7 +101,9 @@ def roundtrip_stack(transactional_db, tmp_path_factory: pytest.TempPathFactory) 
     port = free_port()
     logs = tmp_path_factory.mktemp("e2e-logs")
     env = stack_env(
-        database_url=database_url_for(connection.settings_dict["NAME"]), redis_url=redis_url
+        database_url=database_url_for(connection.settings_dict["NAME"]),
+        redis_url=redis_url,
+        **stack_settings,
     )
     node = f"e2e-{os.getpid()}@%h"
     services = [

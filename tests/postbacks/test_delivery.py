@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from postbacks import dispatch, http, services, signing
+from postbacks import dispatch, health, http, services, signing
 from postbacks.models import Postback, PostbackAttempt
 from postbacks.services import DeliveryOutcome, postback_deliver, postbacks_retry, postbacks_sweep
 from postbacks.tasks import deliver_postback
@@ -347,16 +347,18 @@ def test_it_never_follows_a_redirect(receiver, make_postback, status):
     assert attempt.status_code == status and attempt.outcome != "success"
 
 
-def test_it_fails_on_410_and_pauses_the_template(receiver, make_postback, template, publisher):
+def test_it_holds_on_410_and_pauses_the_template(receiver, make_postback, template, publisher):
     receiver.status = 410
     postback = make_postback()
     other = CallbackTemplate.objects.create(
         publisher=publisher, url_template="https://pub.example/cb?id=[spid]"
     )
     outcome = postback_deliver(postback.pk)
-    assert outcome == DeliveryOutcome(postback.pk, "failed", None)
+    assert outcome.outcome == "retry"
     postback.refresh_from_db()
-    assert (postback.status, postback.attempts, postback.last_status_code) == ("failed", 1, 410)
+    # Held with its template (not failed): resuming sends it again.
+    assert (postback.status, postback.attempts, postback.last_status_code) == ("pending", 1, 410)
+    assert postback.next_attempt_at == health.HELD_UNTIL
     template.refresh_from_db()
     other.refresh_from_db()
     assert template.is_active is False
@@ -566,7 +568,7 @@ def test_a_stale_410_does_not_pause_the_template(receiver, make_postback, monkey
         return real_send_get(url, **kwargs)
 
     monkeypatch.setattr(http, "send_get", stalling_send_get)
-    assert postback_deliver(postback.pk).outcome == "failed"  # what A saw
+    assert postback_deliver(postback.pk).outcome == "retry"  # what A saw
     postback.template.refresh_from_db()
     assert postback.template.is_active and not postback.template.paused_at
 

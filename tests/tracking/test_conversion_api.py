@@ -13,7 +13,8 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from postbacks import dispatch
+from postbacks import dispatch, health
+from postbacks.health import HELD_UNTIL
 from postbacks.models import Postback
 from postbacks.tasks import deliver_postback
 from publishers.models import CallbackTemplate
@@ -234,20 +235,27 @@ def test_it_sends_no_postback_for_a_click_without_spid(intake, link, callback):
     assert Conversion.objects.count() == 1 and not Postback.objects.exists()
 
 
-def test_it_creates_one_postback_per_matching_active_template(intake, click, callback, publisher):
+def test_it_creates_one_postback_per_matching_template_held_if_paused(
+    intake, click, callback, publisher
+):
     second = CallbackTemplate.objects.create(
         publisher=publisher, url_template="https://pub.example/[spid]/?e=[event]"
     )
-    CallbackTemplate.objects.create(
-        publisher=publisher, url_template="https://pub.example/off?id=[spid]", is_active=False
+    paused = CallbackTemplate.objects.create(
+        publisher=publisher, url_template="https://pub.example/off?id=[spid]"
     )
+    health.endpoint_pause([paused.pk], reason=CallbackTemplate.PausedReason.MANUAL)
     CallbackTemplate.objects.create(
         publisher=publisher, url_template="https://pub.example/sales?id=[spid]", events=["sale"]
     )
     response = intake.send({"click_id": click.click_id})
     assert response.status_code == 201
-    assert {p.template_id for p in Postback.objects.all()} == {callback.pk, second.pk}
-    assert len(response.json()["postbacks"]) == 2
+    rows = {p.template_id: p for p in Postback.objects.all()}
+    assert set(rows) == {callback.pk, second.pk, paused.pk}
+    # The paused template's postback is kept, held until it is resumed.
+    assert rows[paused.pk].next_attempt_at == HELD_UNTIL
+    assert rows[callback.pk].next_attempt_at < HELD_UNTIL
+    assert len(response.json()["postbacks"]) == 3
 
 
 # --- Status changes -------------------------------------------------------------------------
