@@ -183,18 +183,8 @@ def endpoint_resume(template_id: int, *, now: datetime | None = None) -> int:
         )
         released = Postback.objects.filter(
             template_id=template_id, status=Postback.Status.PENDING
-        ).update(next_attempt_at=F("created_at"), dispatched_at=None)
-        if released:
-            transaction.on_commit(_kick_released)
+        ).update(next_attempt_at=F("created_at"))
     return released
-
-
-def _kick_released() -> None:
-    if settings.POSTBACKS_DISPATCH_MODE == "batch":
-        from postbacks import dispatch
-
-        dispatch.kick(dispatch.Lane.RETRY)
-    # In single mode the released rows are due and undispatched: the next sweep sends them.
 
 
 # --- E-mail -----------------------------------------------------------------------------------

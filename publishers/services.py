@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from postbacks import health
+from postbacks import dispatch, health
 from postbacks.models import Postback
 from postbacks.services import postbacks_retry
 from publishers.audit import Action, Actor, audit_record
@@ -144,6 +144,8 @@ def _pause_switch(template: CallbackTemplate, *, active: bool) -> int | None:
         count = None
     elif active:
         count = health.endpoint_resume(template.pk)
+        if count:
+            transaction.on_commit(lambda: dispatch.kick(dispatch.Lane.RETRY))
     else:
         health.endpoint_pause([template.pk], reason=CallbackTemplate.PausedReason.MANUAL)
         count = Postback.objects.filter(template=template, status=Postback.Status.PENDING).count()

@@ -7,6 +7,7 @@ lease expired belongs to its new holder, and a late writer's update matches noth
 import enum
 import json
 import logging
+import random
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from postbacks import health, http, services
+from postbacks import health, http, metrics, retry
 from postbacks.models import Postback, PostbackAttempt
 
 logger = logging.getLogger(__name__)
@@ -119,6 +120,72 @@ class Outcome:
         return None
 
 
+@dataclass(frozen=True)
+class AttemptDecision:
+    """What one attempt's answer (or error) means for its postback."""
+
+    verdict: retry.Verdict
+    outcome: str  # PostbackAttempt.Outcome
+    retry_in: float | None  # seconds until the next attempt, when there is one
+    error_text: str
+    changes: dict  # Postback fields to write, guarded by the attempt number
+    gone: bool  # 410: the template is paused too
+
+
+def attempt_decide(
+    *,
+    attempt_number: int,
+    result: http.DeliveryResult | None,
+    error: http.DeliveryError | None,
+    finished: datetime,
+    rng: random.Random | None = None,
+    has_template: bool = True,
+) -> AttemptDecision:
+    """Apply the retry policy to one attempt.
+
+    A 410 Gone pauses the template (`gone`), and a pause holds rather than drops: the row
+    stays pending on its schedule and the pause holds it until the template is resumed
+    (should the pause not happen, the row is simply retried). Without a template (deleted)
+    there is nothing to resume, and the 410 fails the row."""
+    if result is not None:
+        verdict = retry.classify_status(result.status_code)
+    else:
+        assert error is not None
+        verdict = retry.classify_error(error.kind, error.permanent)
+    gone = verdict is retry.Verdict.STOP and result is not None and has_template
+    retry_in: float | None = None
+    if verdict is retry.Verdict.SUCCESS:
+        outcome = PostbackAttempt.Outcome.SUCCESS
+    elif (verdict is retry.Verdict.STOP and not gone) or (
+        verdict is retry.Verdict.LIMITED and attempt_number >= retry.LIMITED_MAX_ATTEMPTS
+    ):
+        outcome = PostbackAttempt.Outcome.FAILED
+    else:
+        retry_after = retry.parse_retry_after(result.retry_after if result else None, finished)
+        retry_in = retry.retry_delay(
+            attempt_number, settings.POSTBACKS_RETRY_SCHEDULE, rng=rng, retry_after=retry_after
+        )
+        outcome = (
+            PostbackAttempt.Outcome.FAILED if retry_in is None else PostbackAttempt.Outcome.RETRY
+        )
+
+    error_text = error.message[:500] if error else ""
+    if result and outcome != PostbackAttempt.Outcome.SUCCESS:
+        error_text = f"HTTP {result.status_code}"
+    changes: dict = {
+        "leased_until": None,
+        "last_status_code": result.status_code if result else None,
+        "last_error": error_text,
+    }
+    if outcome == PostbackAttempt.Outcome.SUCCESS:
+        changes |= {"status": Postback.Status.SUCCEEDED, "delivered_at": finished}
+    elif outcome == PostbackAttempt.Outcome.FAILED:
+        changes |= {"status": Postback.Status.FAILED}
+    else:
+        changes |= {"next_attempt_at": finished + timedelta(seconds=retry_in or 0)}
+    return AttemptDecision(verdict, outcome, retry_in, error_text, changes, gone)
+
+
 # --- Claim ------------------------------------------------------------------------------------
 
 # One statement, so one round trip in autocommit (it is atomic on its own). The `relaxed`
@@ -126,7 +193,7 @@ class Outcome:
 _CLAIM_SQL = """
 WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
 UPDATE {postback} AS p
-SET leased_until = %(lease)s, attempts = p.attempts + 1, dispatched_at = NULL
+SET leased_until = %(lease)s, attempts = p.attempts + 1
 WHERE EXISTS (SELECT 1 FROM relaxed) AND p.id IN (
     SELECT q.id FROM {postback} AS q
     WHERE q.status = %(pending)s
@@ -184,9 +251,7 @@ def claim_batch(*, lane: Lane, limit: int, now: datetime, lease: float) -> list[
             due_rows(lane, now).order_by("next_attempt_at", "pk").values_list("pk", flat=True)
         )
         ids = ids[:limit]
-        Postback.objects.filter(pk__in=ids).update(
-            leased_until=until, attempts=F("attempts") + 1, dispatched_at=None
-        )
+        Postback.objects.filter(pk__in=ids).update(leased_until=until, attempts=F("attempts") + 1)
         found = Postback.objects.filter(pk__in=ids).values_list(
             "pk", "attempts", "url", "event_id", "publisher_id", "template_id", "next_attempt_at"
         )
@@ -244,7 +309,7 @@ states AS (
     "given_back": """
 given_back AS (
     UPDATE {postback} AS p
-    SET attempts = p.attempts - 1, leased_until = NULL, dispatched_at = NULL,
+    SET attempts = p.attempts - 1, leased_until = NULL,
         next_attempt_at = v.due
     FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, attempt integer, due timestamptz)
     WHERE p.id = v.id AND p.attempts = v.attempt
@@ -298,7 +363,7 @@ def record_outcomes(outcomes: Sequence[Outcome]) -> list[WakeUp]:
             continue
         result, error = outcome.result, outcome.error
         finished = (outcome.started_at or now) + timedelta(milliseconds=outcome.duration_ms)
-        decision = services.attempt_decide(
+        decision = attempt_decide(
             attempt_number=row.attempt,
             result=result,
             error=error,
@@ -346,12 +411,16 @@ def record_outcomes(outcomes: Sequence[Outcome]) -> list[WakeUp]:
                 Postback.objects.filter(pk=row.pk, attempts=row.attempt).update(
                     attempts=F("attempts") - 1,
                     leased_until=None,
-                    dispatched_at=None,
                     next_attempt_at=due,
                 )
     if tallies or gone:
         with transaction.atomic():
             health.endpoint_outcomes_record(tallies, gone=gone, now=now)
+    # The documented per-attempt metrics, once each attempt row is written.
+    for attempt in attempts:
+        metrics.attempt_observe(
+            outcome=attempt["outcome"], duration_seconds=attempt["duration_ms"] / 1000
+        )
     return wakeups
 
 

@@ -60,7 +60,6 @@ def stack_env(*, database_url: str, redis_url: str, **extra: str) -> dict[str, s
             "POSTBACKS_ALLOW_PRIVATE_DESTINATIONS": "true",
             "POSTBACKS_RETRY_SCHEDULE": FAST_RETRY_SCHEDULE,
             "POSTBACKS_SWEEP_INTERVAL": "1",
-            "POSTBACKS_SWEEP_GRACE_SECONDS": "1",
             # Retries are left to the database and the beat sweeper (no Celery countdowns), so
             # a delivered retry proves the whole beat → sweeper → worker path.
             "POSTBACKS_MAX_COUNTDOWN_SECONDS": "0",

@@ -464,7 +464,7 @@ def test_it_puts_back_what_a_host_at_its_cap_cannot_take(template, link, receive
     assert set(pending.values_list("attempts", flat=True)) == {0}
     assert PostbackAttempt.objects.count() == 2
     assert all(p.next_attempt_at > before for p in pending)
-    assert all(p.leased_until is None and p.dispatched_at is None for p in pending)
+    assert all(p.leased_until is None for p in pending)
 
 
 def test_it_gives_every_slot_back_after_many_batches(template, link, receiver, settings):
@@ -562,7 +562,8 @@ def test_it_leaves_rows_to_the_sweeper_when_the_broker_is_down(
             conversion_record(advertiser=link.campaign.advertiser, click_id=click.click_id)
         # The flag of the failed kick was removed: the next commit tries again.
         assert not dispatch.kick(Lane.FIRST)
-    assert Postback.objects.get().dispatched_at is None
+    # Left for the sweeper, which kicks its lane once the broker is back.
+    assert dispatch.kick_if_due() == [Lane.FIRST]
 
 
 def test_it_holds_nothing_due_for_a_paused_template(template, link):
@@ -573,3 +574,17 @@ def test_it_holds_nothing_due_for_a_paused_template(template, link):
     assert set(Postback.objects.values_list("next_attempt_at", flat=True)) == {HELD_UNTIL}
     assert dispatch.kick_if_due() == []
     assert connection.vendor == "postgresql"
+
+
+@pytest.mark.parametrize("url", ["http://[pub.example]/cb?s=1", "http://[v1.fe]/cb?s=1"])
+def test_a_stored_url_with_a_bracketed_name_fails_once_with_a_reason(template, link, url):
+    """Bug: a bracketed non-IP host crashed the old per-row path before the send, so the row
+    was claimed again forever with no attempt and no reason. It fails at once, recorded."""
+    [postback] = make_postbacks(template, link, 1, url=lambda n, event_id: url)
+    assert run().claimed == 1
+    postback.refresh_from_db()
+    assert (postback.status, postback.attempts) == ("failed", 1)
+    [attempt] = postback.attempt_log.all()
+    assert (attempt.outcome, attempt.error_kind) == ("failed", "invalid_url")
+    assert "bracket" in attempt.error or "IPv" in attempt.error
+    assert run(Lane.RETRY).claimed == 0

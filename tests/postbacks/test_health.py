@@ -10,7 +10,7 @@ from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from postbacks import dispatch, health, services
+from postbacks import dispatch, health
 from postbacks.dispatch import Lane
 from postbacks.models import Postback
 from publishers import services as publisher_services
@@ -214,25 +214,3 @@ def test_every_pause_holds_new_conversions_and_resume_sends_each_once(
     assert set(held.values_list("status", flat=True)) == {"succeeded"}
     sent = [r.headers["Roundtrip-Event-Id"] for r in receiver.requests[sent_before:]]
     assert sorted(sent) == sorted(held.values_list("event_id", flat=True))
-
-
-def test_the_one_at_a_time_path_feeds_health_too(template, link, receiver):
-    receiver.status = 500
-    (postback,) = make_postbacks(template, link, 1)
-    services.postback_deliver(postback.pk)
-    template.refresh_from_db()
-    assert template.consecutive_failures == 1 and template.failing_since is not None
-    receiver.status = 200
-    Postback.objects.filter(pk=postback.pk).update(next_attempt_at=timezone.now())
-    services.postback_deliver(postback.pk)
-    template.refresh_from_db()
-    assert template.consecutive_failures == 0 and template.failing_since is None
-
-
-def test_a_paused_template_is_not_claimed_by_the_one_at_a_time_path(template, link, receiver):
-    (postback,) = make_postbacks(template, link, 1)
-    type(template).objects.filter(pk=template.pk).update(
-        paused_at=timezone.now(), paused_reason="failing", is_active=False
-    )
-    assert services.postback_deliver(postback.pk) is None
-    assert receiver.requests == []

@@ -1,5 +1,6 @@
 """/healthz, /readyz and /metrics against real PostgreSQL, Redis and worker processes."""
 
+import math
 import subprocess
 import sys
 from datetime import timedelta
@@ -8,7 +9,8 @@ import pytest
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from postbacks import fairness, services
+from postbacks import dispatch, fairness
+from postbacks.dispatch import Lane
 from postbacks.models import Postback
 from tests.chaos.infra import REPO_ROOT, free_port, use_broker
 from tracking.models import Click
@@ -58,10 +60,15 @@ def test_it_exposes_counts_lag_attempts_and_breakers(client, link, campaign, tem
         conversion_record(advertiser=campaign.advertiser, click_id=click.click_id)
     now = timezone.now()
     waiting, delivered, later = Postback.objects.order_by("pk")
-    Postback.objects.filter(pk=waiting.pk).update(next_attempt_at=now - timedelta(seconds=120))
-    Postback.objects.filter(pk=later.pk).update(next_attempt_at=now + timedelta(hours=1))
+    Postback.objects.filter(pk__in=[waiting.pk, later.pk]).update(
+        next_attempt_at=now + timedelta(hours=1)
+    )
     before = scrape(client)
-    assert services.postback_deliver(delivered.pk).outcome == "success"
+    # The engine delivers the one due row (its per-attempt metrics are emitted by the
+    # dispatcher; they once were only by the one-task-per-postback path).
+    assert dispatch.drain(Lane.RETRY, wait=math.inf, kicks=False) == 1
+    assert Postback.objects.get(pk=delivered.pk).status == "succeeded"
+    Postback.objects.filter(pk=waiting.pk).update(next_attempt_at=now - timedelta(seconds=120))
     settings.POSTBACKS_REDIS_PREFIX = f"roundtrip:test-metrics-{free_port()}:"
     fairness.reset_gate()
     fairness.get_gate().settle(
