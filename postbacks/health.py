@@ -27,7 +27,8 @@ from django.db.models import DateTimeField, F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from postbacks.models import Postback, PostbackAttempt
+from postbacks import retry
+from postbacks.models import Postback
 
 logger = logging.getLogger(__name__)
 
@@ -43,17 +44,11 @@ class Tally:
     ok: int = 0
     failed: int = 0
 
-    @classmethod
-    def of(cls, outcome: str) -> "Tally":
-        tally = cls()
-        tally.add(outcome)
-        return tally
-
-    def add(self, outcome: str) -> None:
-        if outcome == PostbackAttempt.Outcome.SUCCESS:
-            self.ok += 1
-        else:
+    def add(self, verdict: retry.Verdict) -> None:
+        if retry.endpoint_failed(verdict):
             self.failed += 1
+        else:
+            self.ok += 1
 
 
 @dataclass(frozen=True)

@@ -111,12 +111,13 @@ class Outcome:
     defer_until: datetime | None = None
 
     def breaker_verdict(self) -> str | None:
-        """ "ok", "failed" or None (no request was made, or the URL itself was refused)."""
+        """What this outcome says about its host (retry.host_verdict), or None when no request
+        was made (put back, or the URL itself was refused)."""
         if self.result is not None:
-            code = self.result.status_code
-            return "failed" if code >= 500 or code in (408, 429) else "ok"
-        if self.error is not None and not self.error.permanent:
-            return "failed"
+            return retry.host_verdict(retry.classify_status(self.result.status_code), answered=True)
+        if self.error is not None:
+            verdict = retry.classify_error(self.error.kind, self.error.permanent)
+            return retry.host_verdict(verdict, answered=False)
         return None
 
 
@@ -396,7 +397,7 @@ def record_outcomes(outcomes: Sequence[Outcome]) -> list[WakeUp]:
         if row.template_id and (
             decision.outcome != PostbackAttempt.Outcome.SUCCESS or row.template_failing
         ):
-            tallies[row.template_id].add(decision.outcome)
+            tallies[row.template_id].add(decision.verdict)
             if decision.gone:
                 gone.add(row.template_id)
     if connection.vendor == "postgresql" and _bulk_ready(updates):

@@ -119,7 +119,9 @@ def test_a_probe_that_never_reports_back_is_given_up(gates):
     ("result", "error", "verdict"),
     [
         (200, None, "ok"),
-        (404, None, "ok"),  # the host answers: it is healthy, the URL is not
+        (404, None, "ok"),  # the host answers: it is up, the URL is not
+        (425, None, "failed"),
+        (103, None, "failed"),
         (410, None, "ok"),
         (302, None, "ok"),
         (500, None, "failed"),
