@@ -306,6 +306,7 @@ states AS (
         AS v(id bigint, attempt integer, status text, next_at timestamptz,
              delivered_at timestamptz, code integer, error text)
     WHERE p.id = v.id AND p.attempts = v.attempt
+    RETURNING p.id
 )""",
     "given_back": """
 given_back AS (
@@ -355,6 +356,7 @@ def record_outcomes(outcomes: Sequence[Outcome]) -> list[WakeUp]:
     given_back: list[tuple[Claimed, datetime]] = []
     tallies: dict[int, health.Tally] = defaultdict(health.Tally)
     gone: set[int] = set()
+    judged: list[tuple[Claimed, AttemptDecision]] = []
     wakeups: list[WakeUp] = []
     for outcome in outcomes:
         row = outcome.row
@@ -397,23 +399,30 @@ def record_outcomes(outcomes: Sequence[Outcome]) -> list[WakeUp]:
         if row.template_id and (
             decision.outcome != PostbackAttempt.Outcome.SUCCESS or row.template_failing
         ):
-            tallies[row.template_id].add(decision.verdict)
-            if decision.gone:
-                gone.add(row.template_id)
+            judged.append((row, decision))
     if connection.vendor == "postgresql" and _bulk_ready(updates):
-        _record_in_one_statement(attempts, updates, given_back)
+        current = _record_in_one_statement(attempts, updates, given_back)
     else:
+        current = set()
         with transaction.atomic():
             if attempts:
                 PostbackAttempt.objects.bulk_create(PostbackAttempt(**v) for v in attempts)
             for row, changes in updates:
-                Postback.objects.filter(pk=row.pk, attempts=row.attempt).update(**changes)
+                if Postback.objects.filter(pk=row.pk, attempts=row.attempt).update(**changes):
+                    current.add(row.pk)
             for row, due in given_back:
                 Postback.objects.filter(pk=row.pk, attempts=row.attempt).update(
                     attempts=F("attempts") - 1,
                     leased_until=None,
                     next_attempt_at=due,
                 )
+    # Bug 5: a late answer from a worker fenced out (the row was claimed again since) says
+    # nothing about the endpoint now: it must not count toward health nor pause on a 410.
+    for row, decision in judged:
+        if row.pk in current:
+            tallies[row.template_id].add(decision.verdict)
+            if decision.gone:
+                gone.add(row.template_id)
     if tallies or gone:
         with transaction.atomic():
             health.endpoint_outcomes_record(tallies, gone=gone, now=now)
@@ -447,9 +456,10 @@ def _record_in_one_statement(
     attempts: list[dict],
     updates: list[tuple[Claimed, dict]],
     given_back: list[tuple[Claimed, datetime]],
-) -> None:
+) -> set[int]:
     """Attempt rows, row states and give-backs in one statement: atomic on its own, and one
-    round trip (the group commits that follow each other while requests complete are many)."""
+    round trip (the group commits that follow each other while requests complete are many).
+    Returns the ids whose state was written (the others were fenced out)."""
     parts = [RELAXED]
     params: list[str] = []
     if attempts:
@@ -485,6 +495,12 @@ def _record_in_one_statement(
         params.append(
             _document([{"id": r.pk, "attempt": r.attempt, "due": due} for r, due in given_back])
         )
-    sql = "WITH " + ",".join(parts) + "\nSELECT setting FROM relaxed"
+    final = (
+        "SELECT states.id FROM relaxed LEFT JOIN states ON true"
+        if updates
+        else ("SELECT NULL FROM relaxed")
+    )
+    sql = "WITH " + ",".join(parts) + "\n" + final
     with _server_cursor() as cursor:
         cursor.execute(sql, params)
+        return {pk for (pk,) in cursor.fetchall() if pk is not None}

@@ -298,6 +298,22 @@ def test_it_ignores_a_late_result_for_a_row_claimed_again(template, link, receiv
     assert list(PostbackAttempt.objects.values_list("number", "outcome")) == [(1, "success")]
 
 
+def test_a_late_410_from_a_fenced_out_worker_does_not_pause_the_template(template, link):
+    """Bug 5: the worker's lease was taken over; its late answer must not pause the template
+    nor count toward health."""
+    postback = make_postbacks(template, link, 1)[0]
+    now = timezone.now()
+    (claimed,) = rows.claim_batch(lane=Lane.FIRST, limit=1, now=now, lease=60)
+    Postback.objects.filter(pk=postback.pk).update(
+        attempts=2, leased_until=now + timedelta(seconds=60)
+    )
+    gone = dispatch.http.DeliveryResult(410, 5, "gone", "127.0.0.1")
+    rows.record_outcomes([rows.Outcome(claimed, started_at=now, duration_ms=5, result=gone)])
+    template.refresh_from_db()
+    assert template.paused_at is None and template.is_active
+    assert (template.consecutive_failures, template.failing_since) == (0, None)
+
+
 def test_it_records_a_refused_destination_without_sending(template, link, receiver, settings):
     settings.POSTBACKS_ALLOW_PRIVATE_DESTINATIONS = False
     bad_shape, loopback = make_postbacks(
