@@ -380,9 +380,7 @@ async def fetch(
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
             ) as response:
-                transport = response.connection.transport if response.connection else None
-                peer = transport.get_extra_info("peername") if transport else None
-                peer_ip = peer[0] if peer else None
+                peer_ip = _peer_ip(response)
                 body = bytearray()
                 while len(body) < max_bytes:
                     chunk = await response.content.read(min(64 * 1024, max_bytes - len(body)))
@@ -410,6 +408,15 @@ async def fetch(
                 resolved_ip=error.resolved_ip,
             )
         raise error from None
+
+
+def _peer_ip(response: aiohttp.ClientResponse) -> str | None:
+    """The address the answer came from. A short body may already be read, and its connection
+    released, when the response is handed over: the protocol still knows its transport then."""
+    protocol = response.connection.protocol if response.connection else response._protocol
+    transport = protocol.transport if protocol is not None else None
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    return peer[0] if peer else None
 
 
 def delivery_error_from(

@@ -1,4 +1,4 @@
-"""Writes for postbacks: create them with a conversion, replay them, send a test postback.
+"""The outbox's writes: create a conversion's postbacks, and make postbacks due again (replay).
 
 The database is the source of truth and Celery only the trigger: rows are created in the
 conversion's transaction and a dispatch is kicked on commit; the beat sweeper kicks whatever
@@ -6,77 +6,24 @@ is due and was never sent, lost, or held by a worker that died (its lease expire
 """
 
 from datetime import datetime
-from decimal import Decimal
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from postbacks import dispatch, health, http
+from postbacks import dispatch, health
 from postbacks.models import Postback
 from postbacks.placeholders import (
-    CALLBACK_PLACEHOLDERS,
     TemplateError,
     expand_placeholders,
-    validate_template,
 )
-from publishers.ids import new_event_id
+from postbacks.values import placeholder_values
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from tracking.models import Click, Conversion
-
-
-def format_amount(value: Decimal | None) -> str:
-    """Money for a URL: at least two decimals, no trailing zeros beyond them.
-
-    >>> format_amount(Decimal("1.500000")), format_amount(Decimal("0.125")), format_amount(None)
-    ('1.50', '0.125', '')
-    """
-    if value is None:
-        return ""
-    text = f"{value:f}"
-    if "." not in text:
-        return text + ".00"
-    whole, frac = text.split(".")
-    frac = frac.rstrip("0").ljust(2, "0")
-    return f"{whole}.{frac}"
-
-
-def placeholder_values(
-    conversion: "Conversion", click: "Click", event_id: str, now: datetime
-) -> dict:
-    campaign = conversion.campaign
-    return {
-        "spid": click.spid,
-        "click_id": click.click_id,
-        "conversion_id": conversion.public_id,
-        "event_id": event_id,
-        "event": conversion.event,
-        "status": conversion.status,
-        "payout": format_amount(conversion.payout),
-        "currency": conversion.currency,
-        "revenue": format_amount(conversion.revenue),
-        "txn_id": conversion.txn_id,
-        "campaign_id": campaign.public_id,
-        "campaign": campaign.name,
-        "creative_id": click.creative.public_id if click.creative_id else "",
-        "placement": click.placement,
-        "smart_ad_id": click.smart_ad_id,
-        "keyword": click.keyword,
-        "country": click.country,
-        "device": click.device,
-        "os": click.os,
-        "browser": click.browser,
-        "click_time": int(click.created_at.timestamp()),
-        "conversion_time": int(conversion.created_at.timestamp()),
-        "timestamp": int(now.timestamp()),
-        "publisher_id": click.publisher.public_id,
-    }
 
 
 def postbacks_create_for_conversion(
@@ -178,101 +125,3 @@ def postbacks_retry(
     )
     transaction.on_commit(lambda: dispatch.kick(dispatch.Lane.RETRY))
     return len(ids)
-
-
-# --- Test postbacks (dashboard "Send test postback", API) ----------------------------------
-
-# What a test postback (and the dashboard's live preview) puts in each placeholder.
-SAMPLE_VALUES: dict[str, str] = {
-    "spid": "123456789",
-    "click_id": "01kb2x7c3s8q4n6p9r1t5v7w9y",
-    "conversion_id": "cnv_01kb2x9d4f6h8j0k2m4n6p8q0r",
-    "event_id": "evt_01kb2x9d4f6h8j0k2m4n6p8q0s",
-    "event": "conversion",
-    "status": "approved",
-    "payout": "2.50",
-    "currency": "USD",
-    "revenue": "4.00",
-    "txn_id": "order-1001",
-    "campaign_id": "01kb2w3a5c7e9g1j3l5n7q9s1u",
-    "campaign": "Summer Sale",
-    "creative_id": "01kb2w4b6d8f0h2k4m6p8r0t2w",
-    "placement": "sidebar",
-    "smart_ad_id": "1491",
-    "keyword": "running shoes",
-    "country": "DE",
-    "device": "mobile",
-    "os": "Android",
-    "browser": "Chrome",
-    "click_time": "1767225600",
-    "conversion_time": "1767229200",
-    "timestamp": "1767229201",
-    "publisher_id": "01kb2v1z3x5v7t9r1p3n5l7j9g",
-}
-
-
-def postback_send_test(*, template, sample_values: dict | None = None) -> dict:
-    """Fire one real, signed GET for a callback template now, with sample values, and report
-    exactly what was sent and what came back. Nothing is stored; no conversion is involved.
-
-    `template` is a `CallbackTemplate` (saved or not) whose `publisher` signs the request.
-    Returns {"ok", "request": {method, url, headers}, "response": {...} | None,
-    "error": {kind, message} | None}; "ok" means a 2xx answer. The request carries
-    `Roundtrip-Test: 1` so a receiver can tell it from a real conversion.
-    """
-    now = timezone.now()
-    event_id = new_event_id()
-    values = {
-        **SAMPLE_VALUES,
-        "event_id": event_id,
-        "timestamp": str(int(now.timestamp())),
-        "publisher_id": template.publisher.public_id,
-        **(sample_values or {}),
-    }
-    try:
-        validate_template(template.url_template, CALLBACK_PLACEHOLDERS)
-        url = expand_placeholders(template.url_template, values)
-    except TemplateError as exc:
-        return {
-            "ok": False,
-            "request": None,
-            "response": None,
-            "error": {"kind": "invalid_template", "message": str(exc)},
-        }
-    parts = urlsplit(url)
-    headers = {
-        **dispatch.signed_headers(
-            event_id=event_id,
-            path_qs=(parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
-            secrets=template.publisher.active_signing_secrets(),
-            timestamp=int(now.timestamp()),
-        ),
-        "Roundtrip-Test": "1",
-    }
-    report: dict = {
-        "ok": False,
-        "request": {"method": "GET", "url": url, "headers": headers},
-        "response": None,
-        "error": None,
-    }
-    try:
-        result = http.send_get(
-            url,
-            headers=headers,
-            allow_private=settings.POSTBACKS_ALLOW_PRIVATE_DESTINATIONS,
-            connect_timeout=settings.POSTBACKS_CONNECT_TIMEOUT,
-            total_timeout=settings.POSTBACKS_TOTAL_TIMEOUT,
-            max_bytes=settings.POSTBACKS_MAX_RESPONSE_BYTES,
-            excerpt_bytes=settings.POSTBACKS_EXCERPT_BYTES,
-        )
-    except http.DeliveryError as exc:
-        report["error"] = {"kind": exc.kind, "message": exc.message}
-        return report
-    report["ok"] = 200 <= result.status_code < 300
-    report["response"] = {
-        "status_code": result.status_code,
-        "duration_ms": result.duration_ms,
-        "body_excerpt": result.body_excerpt,
-        "resolved_ip": result.resolved_ip,
-    }
-    return report

@@ -405,7 +405,7 @@ def callback_template_delete(*, template: CallbackTemplate, actor: Actor | None 
 def callback_test_record(
     *, template: CallbackTemplate, result: dict, actor: Actor | None = None
 ) -> None:
-    """Record a test postback (`postbacks.services.postback_send_test`) and how it went. The
+    """Record a test postback (`postbacks.sample.postback_send_test`) and how it went. The
     template may be unsaved (the editor tests what is typed): then only its URL is named."""
     response = result.get("response") or {}
     error = result.get("error") or {}

@@ -33,35 +33,28 @@ Lanes: the FIRST lane claims only postbacks never tried (attempts = 0) and runs 
 Celery queue, so first attempts never wait behind retries; the RETRY lane claims anything due
 (retries, replays, resumed templates). Retries also get at most a share of each host's cap.
 
-Wake-ups: new postbacks "kick" their lane on commit; kicks are coalesced through a Redis flag
-(a queued kick covers every row committed before it starts), a full batch kicks a successor
-before sending (so other worker processes join in), and the beat sweeper kicks whatever is due.
+Wake-ups are kicks (dispatch/kicks.py); requests still in flight when a task returns are
+finished by the process's recorder (dispatch/recorder.py).
 """
 
 import concurrent.futures
-import contextlib
 import dataclasses
 import logging
 import math
-import os
-import queue
 import random
-import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from celery import current_app
 from django.conf import settings
-from django.db import close_old_connections, connections
 from django.db.models import Q
 from django.utils import timezone
-from redis.exceptions import RedisError
 
-from config.redis import get_redis
 from postbacks import fairness, http, signing
+from postbacks.dispatch.kicks import clear_kick, kick, kick_if_due, schedule_wakeups
+from postbacks.dispatch.recorder import get_recorder, split_done, tallies
 from postbacks.dispatch.rows import (
     Claimed,
     DispatchConfig,
@@ -69,7 +62,6 @@ from postbacks.dispatch.rows import (
     Outcome,
     WakeUp,
     claim_batch,
-    due_rows,
     record_outcomes,
 )
 from postbacks.dispatch.sender import HostGroup, Job, Sender, get_sender
@@ -80,11 +72,14 @@ __all__ = [
     "Lane",
     "Sender",
     "claim_batch",
+    "clear_kick",
     "drain",
+    "get_recorder",
     "kick",
     "kick_if_due",
     "postbacks_dispatch",
     "record_outcomes",
+    "signed_headers",
 ]
 
 logger = logging.getLogger(__name__)
@@ -98,101 +93,6 @@ class DispatchReport:
     recorded: int = 0  # outcomes recorded before the task returned
     handed_off: int = 0  # still in flight when the task returned (the recorder finishes them)
     batches: int = 0
-
-
-class Recorder:
-    """Records the outcomes of requests still in flight when their task returned (a hanging
-    endpoint, a slow one), in a thread of the worker process with its own database connection,
-    and gives their slots back. If the process dies first, their leases expire and the rows
-    are claimed again: delivered at least once."""
-
-    def __init__(self) -> None:
-        self.pid = os.getpid()
-        self._handoffs: queue.SimpleQueue[tuple[list[Job], list[HostGroup]]] = queue.SimpleQueue()
-        self._outstanding = 0  # jobs handed off and not recorded yet
-        self._changed = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="postback-recorder", daemon=True)
-        self._thread.start()
-
-    def hand_off(self, jobs: list[Job], groups: list[HostGroup]) -> None:
-        with self._changed:
-            self._outstanding += len(jobs)
-        self._handoffs.put((jobs, groups))
-
-    def wait_idle(self, timeout: float) -> bool:
-        """Wait until everything handed off is recorded (tests, benchmarks, shutdown)."""
-        with self._changed:
-            return self._changed.wait_for(lambda: self._outstanding == 0, timeout)
-
-    def _run(self) -> None:
-        pending: dict[concurrent.futures.Future, Job] = {}
-        groups: list[HostGroup] = []
-        while True:
-            if not pending:
-                # Idle: give the connection back (a worker reconnects on the next straggler,
-                # a few ms; a test database can be dropped).
-                connections.close_all()
-                jobs, new_groups = self._handoffs.get()
-                pending.update((job.future, job) for job in jobs)
-                groups += new_groups
-            while not self._handoffs.empty():
-                jobs, new_groups = self._handoffs.get()
-                pending.update((job.future, job) for job in jobs)
-                groups += new_groups
-            done, _ = concurrent.futures.wait(
-                list(pending), timeout=0.05, return_when=concurrent.futures.FIRST_COMPLETED
-            )
-            outcomes = [pending.pop(future).future.result() for future in done]
-            groups, finished = _split_done(groups)
-            try:
-                close_old_connections()
-                wakeups = record_outcomes(outcomes)
-                fairness.get_gate().settle(_tallies(finished))
-                schedule_wakeups(wakeups)
-            except Exception:
-                # The rows stay leased; when the leases expire they are sent again.
-                logger.exception("Could not record %d postback outcomes", len(outcomes))
-            with self._changed:
-                self._outstanding -= len(outcomes)
-                self._changed.notify_all()
-
-
-def _split_done(groups: list[HostGroup]) -> tuple[list[HostGroup], list[HostGroup]]:
-    """(still running, finished). One look per group: a group finishing meanwhile must land
-    in exactly one of the two, or its slots would never be given back."""
-    running, finished = [], []
-    for group in groups:
-        done = all(job.future.done() for job in group.jobs)
-        (finished if done else running).append(group)
-    return running, finished
-
-
-def _tallies(groups: Iterable[HostGroup]) -> dict[str, fairness.HostTally]:
-    """Per host, for the gate: several batches' groups of one host may end together."""
-    merged: dict[str, fairness.HostTally] = {}
-    for group in groups:
-        tally = group.tally()
-        if group.host in merged:
-            total = merged[group.host]
-            total.ok += tally.ok
-            total.failed += tally.failed
-            total.tokens += tally.tokens
-        else:
-            merged[group.host] = tally
-    return merged
-
-
-_recorder_lock = threading.Lock()
-_recorder: Recorder | None = None
-
-
-def get_recorder() -> Recorder:
-    """This worker process's recorder (a forked child starts its own)."""
-    global _recorder
-    with _recorder_lock:
-        if _recorder is None or _recorder.pid != os.getpid():
-            _recorder = Recorder()
-        return _recorder
 
 
 # --- The batch --------------------------------------------------------------------------------
@@ -290,9 +190,9 @@ def postbacks_dispatch(
         report.recorded += len(outcomes)
         report.deferred += sum(1 for o in outcomes if o.defer_until is not None)
         wakeups += record_outcomes(outcomes)
-        open_groups, finished = _split_done(open_groups)
+        open_groups, finished = split_done(open_groups)
         if finished:
-            gate.settle(_tallies(finished))
+            gate.settle(tallies(finished))
     if pending:
         get_recorder().hand_off(list(pending.values()), open_groups)
     if kicks:
@@ -410,123 +310,6 @@ def _prepare(
             group = groups[host] = HostGroup(host, scheme, name, port, row.url, [])
         group.jobs.append(job)
     return immediate, list(groups.values())
-
-
-# --- Kicks ------------------------------------------------------------------------------------
-
-# A queued immediate kick's flag lives this long at most; while it is set, commits add at most
-# one countdown kick a second (see kick()).
-_KICK_FLAG_SECONDS = 5
-_SAFETY_KICK_SECONDS = 1.0
-# Rows put back (host busy, breaker open) get a countdown kick when due within this long;
-# later ones are left to the sweeper.
-_DEFERRED_HORIZON_SECONDS = 60.0
-
-
-# One immediate reconnect (a pooled connection may be stale after a Redis restart), then give
-# up: with the broker down Celery's default policy adds ~0.6 s to every conversion request
-# (and `retry=False` ~6 s, redis-py's own backoff), while the beat sweeper covers a lost kick.
-PUBLISH_RETRY_POLICY = {
-    "max_retries": 1,
-    "interval_start": 0,
-    "interval_step": 0,
-    "interval_max": 0,
-}
-
-
-def queue_for(lane: Lane) -> str:
-    return settings.POSTBACKS_QUEUE if lane is Lane.FIRST else settings.POSTBACKS_RETRY_QUEUE
-
-
-def _kick_key(lane: Lane, bucket: str) -> str:
-    return f"{settings.POSTBACKS_REDIS_PREFIX}kick:{lane}:{bucket}"
-
-
-def kick(lane: Lane, *, countdown: float | None = None, coalesce: bool = True) -> bool:
-    """Publish a `dispatch_postbacks` task for `lane`. Returns False only if the broker could
-    not be reached (the caller then leaves the rows to the sweeper).
-
-    Coalesced through Redis: an immediate kick is skipped while another one is queued and not
-    yet started (that one claims every row committed before it starts). Countdown kicks are
-    coalesced per lane and second, and fire on the second's boundary, so one covers every row
-    due within that second.
-    """
-    client = get_redis() if coalesce else None
-    key = None
-    if client is not None:
-        if countdown:
-            due = math.ceil(time.time() + countdown)
-            countdown = max(due - time.time(), 0.0)
-            key = _kick_key(lane, str(due))
-        else:
-            key = _kick_key(lane, "now")
-        try:
-            expiry = math.ceil(countdown or 0) + _KICK_FLAG_SECONDS
-            if not client.set(key, b"1", nx=True, ex=expiry):
-                if countdown:
-                    return True
-                # A kick is queued and will cover this commit, unless its flag is stale (its
-                # dispatch never started, or cleared another Redis): one kick a second at most
-                # makes sure no commit waits for the sweeper.
-                return kick(lane, countdown=_SAFETY_KICK_SECONDS)
-        except RedisError:
-            key = None
-    try:
-        # By name: the task module imports this one.
-        current_app.send_task(
-            "postbacks.tasks.dispatch_postbacks",
-            kwargs={"lane": str(lane)},
-            queue=queue_for(lane),
-            countdown=countdown,
-            retry_policy=PUBLISH_RETRY_POLICY,
-        )
-        return True
-    except Exception:
-        logger.exception("Could not publish a %s postback dispatch; the sweeper will", lane)
-        if key is not None and client is not None:
-            with contextlib.suppress(RedisError):
-                client.delete(key)
-        return False
-
-
-def clear_kick(lane: Lane) -> None:
-    """A dispatch starting now covers every row committed so far: the next commit may kick."""
-    client = get_redis()
-    if client is not None:
-        with contextlib.suppress(RedisError):
-            client.delete(_kick_key(lane, "now"))
-
-
-def schedule_wakeups(wakeups: Iterable[WakeUp]) -> None:
-    """Countdown kicks for rows due again soon: at the first and the last such time per lane.
-    Retries count as soon up to POSTBACKS_MAX_COUNTDOWN_SECONDS, rows put back up to a minute;
-    longer waits are left to the sweeper."""
-    now = timezone.now()
-    by_lane: dict[Lane, list[float]] = defaultdict(list)
-    for wakeup in wakeups:
-        delay = (wakeup.at - now).total_seconds()
-        horizon = (
-            settings.POSTBACKS_MAX_COUNTDOWN_SECONDS if wakeup.retry else _DEFERRED_HORIZON_SECONDS
-        )
-        if delay <= horizon:
-            by_lane[wakeup.lane].append(max(delay, 0.0))
-    for lane, delays in by_lane.items():
-        for delay in sorted({min(delays), max(delays)}):
-            kick(lane, countdown=max(delay, 0.01))
-
-
-def kick_if_due(*, now: datetime | None = None) -> list[Lane]:
-    """Kick every lane that has due rows (the beat sweeper calls this in batch mode, so rows
-    whose kick was lost — Redis restarted — go out within one sweep period)."""
-    now = now or timezone.now()
-    kicked = []
-    for lane, due in (
-        (Lane.FIRST, due_rows(Lane.FIRST, now)),
-        (Lane.RETRY, due_rows(Lane.RETRY, now).filter(attempts__gt=0)),
-    ):
-        if due.exists() and kick(lane):
-            kicked.append(lane)
-    return kicked
 
 
 def drain(lane: Lane = Lane.RETRY, *, until: Callable[[], bool] | None = None, **options) -> int:

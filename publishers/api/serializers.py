@@ -11,7 +11,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from postbacks.models import Postback, PostbackAttempt
-from postbacks.services import format_amount
+from postbacks.values import format_amount
 from publishers.models import CallbackTemplate, Publisher
 from tracking.models import Campaign, Conversion
 from tracking.selectors import REPORT_FILTERS, REPORT_GROUPS, REPORT_TIMEZONES
