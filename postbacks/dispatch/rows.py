@@ -192,10 +192,8 @@ def attempt_decide(
 # One statement, so one round trip in autocommit (it is atomic on its own). The `relaxed`
 # CTE turns off the commit's WAL-flush wait for this statement's transaction (see RELAXED).
 _CLAIM_SQL = """
-WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
-UPDATE {postback} AS p
-SET leased_until = %(lease)s, attempts = p.attempts + 1
-WHERE EXISTS (SELECT 1 FROM relaxed) AND p.id IN (
+WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
+picked AS MATERIALIZED (
     SELECT q.id FROM {postback} AS q
     WHERE q.status = %(pending)s
       AND q.next_attempt_at <= %(now)s
@@ -208,8 +206,14 @@ WHERE EXISTS (SELECT 1 FROM relaxed) AND p.id IN (
     LIMIT %(limit)s
     FOR UPDATE OF q SKIP LOCKED
 )
+UPDATE {postback} AS p
+SET leased_until = %(lease)s, attempts = p.attempts + 1
+FROM picked
+WHERE EXISTS (SELECT 1 FROM relaxed) AND p.id = picked.id
 RETURNING p.id, p.attempts, p.url, p.event_id, p.publisher_id, p.template_id, p.next_attempt_at
 """
+# The pick is a materialized CTE, evaluated once: as an `IN (SELECT … LIMIT n)` the planner
+# may run it more than once in one statement and lease more than n rows.
 
 
 def due_rows(lane: Lane, now: datetime):

@@ -160,16 +160,10 @@ class Sender:
                 self._finish(group, job, Outcome(job.row, started_at=timezone.now(), error=exc))
             return
         self._pins[(group.name, group.port)] = addresses
-        jobs = group.jobs
-        if group.admission.probe:
-            # A breaker probe is one request: the host's other rows come back shortly, and the
-            # probe settles (closing or reopening the breaker) as soon as it answers, not after
-            # a queue of requests to a host that may still be failing.
-            jobs, later = jobs[:1], jobs[1:]
-            for job in later:
-                self._finish(group, job, Outcome(job.row, defer_until=busy_until(conf)))
         slots = asyncio.Semaphore(group.admission.granted)
-        await asyncio.gather(*(self._run_job(group, job, slots, deadline, conf) for job in jobs))
+        await asyncio.gather(
+            *(self._run_job(group, job, slots, deadline, conf) for job in group.jobs)
+        )
 
     async def _wait_for_slots(self, group: HostGroup, gate: fairness.Gate, deadline: float) -> bool:
         """The host is at its cap: ask again now and then until `deadline`. A fast host's
