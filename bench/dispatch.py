@@ -7,7 +7,6 @@ against one fast local receiver (aiohttp, its own process):
 - **batch dispatch**: the production worker, started as `deploy/systemd/roundtrip-worker.service`
   starts it (bench/prod.py), draining a backlog of due postbacks: claim, sign, SSRF check, send,
   record every attempt.
-- **one task per postback** (`POSTBACKS_DISPATCH_MODE=single`): the original path, for scale.
 - **latency**: conversions posted to the real API (the web server as
   `deploy/systemd/roundtrip-web.service` starts it) at a fixed 200/s, then as fast as 32
   connections go, `--seconds` each; latency is API answer → callback received, p50/p95/p99.
@@ -289,7 +288,6 @@ class Bench:
             leased_until=None,
             delivered_at=None,
             next_attempt_at=timezone.now(),
-            dispatched_at=None,
         )
 
     def hold(self, ids: list[int]) -> None:
@@ -315,17 +313,14 @@ class Bench:
 
     # measurements
 
-    def drain_rate(self, ids: list[int], *, single: bool) -> tuple[float, float]:
+    def drain_rate(self, ids: list[int]) -> tuple[float, float]:
         """(delivered/s by receipt of the last callback, recorded/s) for a released backlog."""
-        from postbacks import dispatch, services
+        from postbacks import dispatch
 
         self.reset_receiver()
         self.release(ids)
         started = time.time()
-        if single:
-            services.enqueue_deliveries(ids)
-        else:
-            dispatch.kick(dispatch.Lane.FIRST, coalesce=False)
+        dispatch.kick(dispatch.Lane.FIRST, coalesce=False)
         recorded_at = self.wait_recorded(ids, timeout=300)
         arrivals = self.arrivals()
         assert len(arrivals) >= len(ids), (len(arrivals), len(ids))
@@ -449,11 +444,11 @@ def run(args: argparse.Namespace) -> dict:
         if args.raised_only:  # profiling: the raised-cap throughput runs alone
             return {**results, **_raised(bench, args, every[: args.raised_backlog])}
         worker = bench.start_worker()
-        bench.drain_rate(ids[: args.backlog // 4], single=False)  # warm-up: connections, pools
+        bench.drain_rate(ids[: args.backlog // 4])  # warm-up: connections, pools
         raw, batch, batch_recorded = [], [], []
         for _ in range(args.repeat):
             raw.append(bench.raw_rate(args.backlog))
-            delivered, recorded = bench.drain_rate(ids, single=False)
+            delivered, recorded = bench.drain_rate(ids)
             batch.append(delivered)
             batch_recorded.append(recorded)
             print(f"raw {raw[-1]:.0f}/s, batch {delivered:.0f}/s ({recorded:.0f}/s recorded)")
@@ -472,15 +467,6 @@ def run(args: argparse.Namespace) -> dict:
         bench.stop(worker)
 
         raised = _raised(bench, args, every[: args.raised_backlog])
-
-        worker = bench.start_worker(POSTBACKS_DISPATCH_MODE="single")
-        single_ids = ids[: args.single_backlog]
-        single = []
-        for _ in range(args.repeat):
-            single.append(bench.drain_rate(single_ids, single=True)[0])
-            print(f"single {single[-1]:.0f}/s")
-        bench.hold(single_ids)
-        bench.stop(worker)
     finally:
         bench.stop_all()
         receiver.terminate()
@@ -492,7 +478,6 @@ def run(args: argparse.Namespace) -> dict:
         raw=statistics.median(raw),
         batch=statistics.median(batch),
         batch_recorded=statistics.median(batch_recorded),
-        single=statistics.median(single),
         ratio=statistics.median(b / r for b, r in zip(batch, raw, strict=True)),
         **raised,
         paced={k: median_of(paced, k) for k in ("intake_rps", "p50", "p95", "p99")},
@@ -507,11 +492,11 @@ def _raised(bench: Bench, args: argparse.Namespace, ids: list[int]) -> dict:
     batch run right after a raw run."""
     raised = f"127.0.0.1:{bench.receiver_port}={args.raised_cap}"
     worker = bench.start_worker(POSTBACKS_HOST_MAX_IN_FLIGHT_BY_HOST=raised)
-    bench.drain_rate(ids[: len(ids) // 4], single=False)  # warm-up: connections, pools
+    bench.drain_rate(ids[: len(ids) // 4])  # warm-up: connections, pools
     raw_raised, batch_raised = [], []
     for _ in range(args.repeat):
         raw_raised.append(bench.raw_rate(len(ids)))
-        batch_raised.append(bench.drain_rate(ids, single=False)[0])
+        batch_raised.append(bench.drain_rate(ids)[0])
         print(f"raw {raw_raised[-1]:.0f}/s, batch (cap {args.raised_cap}) {batch_raised[-1]:.0f}/s")
     bench.hold(ids)
     bench.stop(worker)
@@ -550,8 +535,6 @@ def render(results: dict) -> str:
         f"{results['batch_recorded']:,.0f} | {results['batch_recorded'] / results['raw']:.2f} |",
         f"| **Batch dispatch, receiver's host capped at {results['raised_cap']}** | "
         f"**{results['batch_raised']:,.0f}** | **{results['ratio_raised']:.2f}** |",
-        f"| One Celery task per postback (`POSTBACKS_DISPATCH_MODE=single`) | "
-        f"{results['single']:,.0f} | {results['single'] / results['raw']:.2f} |",
         "",
         f"Backlog of {results['backlog']:,} due postbacks per run "
         f"({results.get('raised_backlog', results['backlog']):,} with the raised cap), all to "
@@ -624,7 +607,6 @@ def main() -> None:
         default=20_000,
         help="per raised-cap run (a run of a few seconds is mostly start and finish)",
     )
-    parser.add_argument("--single-backlog", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=5.0, help="per latency run")
     parser.add_argument("--raised-cap", type=int, default=64, help="the receiver's own cap")
     parser.add_argument("--write", type=Path, help="update this Markdown file's section")

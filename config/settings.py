@@ -7,6 +7,7 @@ every variable.
 """
 
 import ipaddress
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -301,9 +302,6 @@ CELERY_TASK_ROUTES = {
     "postbacks.tasks.dispatch_postbacks": {
         "queue": env.str("POSTBACKS_QUEUE", default="postbacks")
     },
-    "postbacks.tasks.deliver_postback": {
-        "queue": env.str("POSTBACKS_RETRY_QUEUE", default="postbacks_retry")
-    },
 }
 BEAT_HEARTBEAT_SECONDS = env.float("BEAT_HEARTBEAT_SECONDS", default=10.0)
 CELERY_BEAT_SCHEDULE = {
@@ -362,12 +360,6 @@ POSTBACKS_RETRY_SCHEDULE = env.list(
 )
 # A claimed postback whose worker vanished becomes claimable again after this many seconds.
 POSTBACKS_LEASE_SECONDS = env.int("POSTBACKS_LEASE_SECONDS", default=60)
-# The sweeper leaves freshly due rows to the task sent on commit for this long.
-POSTBACKS_SWEEP_GRACE_SECONDS = env.int("POSTBACKS_SWEEP_GRACE_SECONDS", default=10)
-POSTBACKS_SWEEP_BATCH = env.int("POSTBACKS_SWEEP_BATCH", default=1000)
-# A row the sweeper (or the commit) sent a task for is not sent again for this long: in a
-# backlog its task is still queued. After it, a lost message (Redis restarted) is replaced.
-POSTBACKS_REDISPATCH_SECONDS = env.int("POSTBACKS_REDISPATCH_SECONDS", default=300)
 # Hard limit of one delivery task: above the HTTP total timeout, below the lease (a row must
 # not be re-claimed while its first worker may still be sending it).
 POSTBACKS_TASK_TIME_LIMIT = env.int(
@@ -393,10 +385,15 @@ RETENTION_MAX_BATCHES = env.int("RETENTION_MAX_BATCHES", default=100)
 POSTBACKS_MAX_COUNTDOWN_SECONDS = env.int("POSTBACKS_MAX_COUNTDOWN_SECONDS", default=60)
 POSTBACKS_USER_AGENT = env.str("POSTBACKS_USER_AGENT", default="Roundtrip-Postback/1.0")
 
-# Dispatch (postbacks/dispatch.py). "batch": a task claims up to BATCH_SIZE due postbacks in
-# one statement and sends them concurrently (asyncio + aiohttp, through the same SSRF guard);
-# "single": one task and one blocking request per postback (the original path, ~0.9 k/s).
-POSTBACKS_DISPATCH_MODE = env.str("POSTBACKS_DISPATCH_MODE", default="batch")
+# Dispatch (postbacks/dispatch/): a task claims up to BATCH_SIZE due postbacks in one
+# statement and sends them concurrently (asyncio + aiohttp, through the SSRF guard). It is the
+# only engine: the one-task-per-postback mode is gone, and a leftover setting is refused.
+if "POSTBACKS_DISPATCH_MODE" in os.environ:
+    raise ImproperlyConfigured(
+        "POSTBACKS_DISPATCH_MODE is no longer read: postbacks always go through the batch "
+        "dispatcher (the one-task-per-postback mode was removed). Remove the setting from the "
+        "environment or .env."
+    )
 POSTBACKS_DISPATCH_BATCH_SIZE = env.int("POSTBACKS_DISPATCH_BATCH_SIZE", default=200)
 # A dispatch task keeps claiming batches (the next while the last is in flight) this long.
 POSTBACKS_DISPATCH_TASK_SECONDS = env.float("POSTBACKS_DISPATCH_TASK_SECONDS", default=2.0)

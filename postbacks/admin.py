@@ -59,7 +59,7 @@ class PostbackAdmin(admin.ModelAdmin):
     actions = ["retry_selected"]
     show_full_result_count = False
 
-    @admin.action(description="Retry selected postbacks now")
+    @admin.action(description="Send selected postbacks now (delivered ones again)")
     def retry_selected(self, request: HttpRequest, queryset) -> None:
         from publishers.audit import Actor
         from publishers.models import Publisher

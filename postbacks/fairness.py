@@ -45,12 +45,17 @@ _LOCAL_TOKEN = "L|"  # noqa: S105
 # Breaker keys outlive their last failure by this long, then a quiet host starts afresh.
 _BREAKER_KEEP_MS = 24 * 3600 * 1000
 
+# While a probe is out, a host's other rows come back this soon (ms): the probe usually answers
+# within milliseconds, and waiting for its give-up time (a slot's TTL, ~30 s) stalled recovery.
+_PROBE_POLL_MS = 1000
+
 _ADMIT = """
 local now = tonumber(ARGV[1])
 local slot_ttl = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
 local probe_ttl = tonumber(ARGV[4])
 local prefix = ARGV[5]
+local probe_poll = PROBE_POLL_MS
 local out = {}
 for i = 1, #KEYS / 2 do
   local slots = KEYS[2 * i - 1]
@@ -72,7 +77,7 @@ for i = 1, #KEYS / 2 do
     local probe_until = tonumber(redis.call('HGET', breaker, 'probe') or 0)
     if now < probe_until then
       allow = 0
-      retry_at = probe_until
+      retry_at = math.min(probe_until, now + probe_poll)
     else
       allow = 1
       probe = 1
@@ -97,7 +102,7 @@ for i = 1, #KEYS / 2 do
   out[#out + 1] = probe * granted
 end
 return out
-"""
+""".replace("PROBE_POLL_MS", str(_PROBE_POLL_MS))
 
 _SETTLE = """
 local now = tonumber(ARGV[1])
@@ -152,8 +157,7 @@ class Admission:
 
 @dataclass
 class HostTally:
-    """How a host's requests ended, for its breaker. An answer other than 5xx/408/429 counts as
-    healthy (the host responds); timeouts, connection errors and those statuses as failures."""
+    """How a host's requests ended, for its breaker, as `retry.host_verdict` counts them."""
 
     ok: int = 0
     failed: int = 0
@@ -318,7 +322,7 @@ class LocalGate(Gate):
                         allow, probe = 1, True
                 elif entry.state == "half":
                     if now < entry.probe:
-                        allow, retry_at = 0, entry.probe
+                        allow, retry_at = 0, min(entry.probe, now + _PROBE_POLL_MS / 1000)
                     else:
                         allow, probe = 1, True
                 tokens: tuple[str, ...] = ()

@@ -1,16 +1,16 @@
-"""Endpoint health: notice a callback template whose postbacks keep failing, warn its owners,
-pause it after a long failing streak, and resume it.
+"""Endpoint health and pauses: notice a callback template whose postbacks keep failing, warn
+its owners, pause it after a long failing streak, and resume it.
 
 Every attempt outcome feeds its template: a success resets the streak; a failure (any attempt
 that did not end in 2xx) adds to `consecutive_failures` and starts `failing_since`. After
 POSTBACKS_HEALTH_WARN_AFTER_FAILURES failures in a row the publisher's owners get one e-mail;
 once the template has been failing for POSTBACKS_HEALTH_PAUSE_AFTER_SECONDS (3 days by
-default) it is paused. A 410 Gone pauses it at once.
+default) it is paused. A 410 Gone pauses it at once; the publisher can pause it too.
 
-Pausing holds rather than drops: the template's pending postbacks get `next_attempt_at =
-HELD_UNTIL` (so no claim or sweep even looks at them), new conversions still create postbacks
-for it, held the same way, and `endpoint_resume` makes all of them due again in the order they
-were created.
+Every pause holds rather than drops, whatever its reason: the template's pending postbacks get
+`next_attempt_at = HELD_UNTIL` (so no claim or sweep even looks at them), new conversions still
+create postbacks for it, held the same way, and `endpoint_resume` makes all of them due again
+in the order they were created.
 """
 
 import logging
@@ -27,7 +27,8 @@ from django.db.models import DateTimeField, F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from postbacks.models import Postback, PostbackAttempt
+from postbacks import retry
+from postbacks.models import Postback
 
 logger = logging.getLogger(__name__)
 
@@ -43,17 +44,11 @@ class Tally:
     ok: int = 0
     failed: int = 0
 
-    @classmethod
-    def of(cls, outcome: str) -> "Tally":
-        tally = cls()
-        tally.add(outcome)
-        return tally
-
-    def add(self, outcome: str) -> None:
-        if outcome == PostbackAttempt.Outcome.SUCCESS:
-            self.ok += 1
-        else:
+    def add(self, verdict: retry.Verdict) -> None:
+        if retry.endpoint_failed(verdict):
             self.failed += 1
+        else:
+            self.ok += 1
 
 
 @dataclass(frozen=True)
@@ -72,6 +67,10 @@ def endpoint_outcomes_record(
     """
     from publishers.models import CallbackTemplate
 
+    gone = list(gone)
+    if gone:
+        # First: a 410 is the reason to show, even where the streak would pause it too.
+        endpoint_pause(gone, reason=CallbackTemplate.PausedReason.GONE, now=now)
     recovered = [pk for pk, tally in tallies.items() if tally.ok]
     failing = {pk: tally.failed for pk, tally in tallies.items() if not tally.ok and tally.failed}
     if recovered:
@@ -89,9 +88,6 @@ def endpoint_outcomes_record(
                 failing_since=Coalesce(F("failing_since"), Value(now, DateTimeField())),
             )
         _warn_or_pause(failing.keys(), now=now)
-    gone = list(gone)
-    if gone:
-        endpoint_pause(gone, reason=CallbackTemplate.PausedReason.GONE, now=now)
 
 
 def _warn_or_pause(template_ids: Iterable[int], *, now: datetime) -> None:
@@ -117,15 +113,14 @@ def _warn_or_pause(template_ids: Iterable[int], *, now: datetime) -> None:
 def endpoint_pause(template_ids: Iterable[int], *, reason: str, now: datetime | None = None) -> int:
     """Pause templates and hold their pending postbacks. Returns how many were paused.
 
-    A 410 (reason "gone") also deactivates the template: the publisher retired the endpoint,
-    so new conversions create nothing for it until it is resumed.
+    New conversions still create postbacks for a paused template, held the same way. A pause
+    by endpoint health is audited and e-mailed here; the publisher's own pause ("manual") is
+    audited by its caller, with its actor.
     """
     from publishers.models import CallbackTemplate
 
     now = now or timezone.now()
-    changes: dict = {"paused_at": now, "paused_reason": reason}
-    if reason == CallbackTemplate.PausedReason.GONE:
-        changes["is_active"] = False
+    changes: dict = {"paused_at": now, "paused_reason": reason, "is_active": False}
     paused = 0
     with transaction.atomic():
         for pk in template_ids:
@@ -135,6 +130,8 @@ def endpoint_pause(template_ids: Iterable[int], *, reason: str, now: datetime | 
             held = Postback.objects.filter(template_id=pk, status=Postback.Status.PENDING).update(
                 next_attempt_at=HELD_UNTIL
             )
+            if reason == CallbackTemplate.PausedReason.MANUAL:
+                continue
             _audit_pause(pk, reason=reason, held=held)
             logger.warning("Callback template %s paused (%s)", pk, reason)
             _notify_on_commit(_Notice("paused", pk))
@@ -162,9 +159,9 @@ def _audit_pause(template_id: int, *, reason: str, held: int) -> None:
 
 
 def endpoint_resume(template_id: int, *, now: datetime | None = None) -> int:
-    """Re-enable a template: clear its pause and failing streak, and make every postback that
-    waited for it due now, oldest first (their due time becomes their creation time, the
-    order claims take them in). Returns how many postbacks were released.
+    """Resume a template, whatever paused it: clear its pause and failing streak, and make
+    every postback that waited for it due now, oldest first (their due time becomes their
+    creation time, the order claims take them in). Returns how many postbacks were released.
 
     Publishers resume through `publishers.services.callback_template_resume_deliveries`
     (dashboard, API, admin), which records who did it."""
@@ -181,18 +178,8 @@ def endpoint_resume(template_id: int, *, now: datetime | None = None) -> int:
         )
         released = Postback.objects.filter(
             template_id=template_id, status=Postback.Status.PENDING
-        ).update(next_attempt_at=F("created_at"), dispatched_at=None)
-        if released:
-            transaction.on_commit(_kick_released)
+        ).update(next_attempt_at=F("created_at"))
     return released
-
-
-def _kick_released() -> None:
-    if settings.POSTBACKS_DISPATCH_MODE == "batch":
-        from postbacks import dispatch
-
-        dispatch.kick(dispatch.Lane.RETRY)
-    # In single mode the released rows are due and undispatched: the next sweep sends them.
 
 
 # --- E-mail -----------------------------------------------------------------------------------
@@ -244,8 +231,9 @@ def _notify(notice: _Notice) -> None:
         )
         body = (
             f"Hello,\n\nWe paused your callback {label} ({template.url_template}) because {why}. "
-            f"Postbacks for it are kept, not sent. When the endpoint works again, re-enable the "
-            f"callback in your dashboard: everything that waited is sent, oldest first.\n"
+            f"Postbacks for it are kept, not sent: new conversions still create them. When the "
+            f"endpoint works again, resume the callback in your dashboard (or with the API): "
+            f"everything that waited is sent, oldest first.\n"
         )
     try:
         send_mail(subject, body, None, recipients)

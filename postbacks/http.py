@@ -1,24 +1,21 @@
-"""The only place that sends HTTP to publishers: SSRF guard, IP pinning, deadlines, bounded reads.
+"""The one module that speaks HTTP to publishers: the SSRF guard, the error table, the result
+type and the capped read, over aiohttp. The batch sender (postbacks/dispatch/sender.py) sends
+every postback through `fetch` on its pooled session; the dashboard's and the API's "send a
+test postback" go through `send_get`, the same `fetch` on a session of their own.
 
-`send_get(url, headers=...)` checks the URL's shape, resolves its host once, refuses the lot if
-any address is not public (unless the operator allows private destinations), then connects to
-one of those vetted addresses itself. Everything above the socket — the Host header, TLS SNI and
-certificate checking — still works with the URL's own host name, because only urllib3's
-"open a socket" step is replaced (`_PinnedConnectionMixin._new_conn`). No redirect is followed;
-at most `max_bytes` of the body are read. It returns a `DeliveryResult` for any HTTP answer
-(whatever the status) and raises `DeliveryError` when no answer was had.
+`vet_destination(url)` checks the URL's shape, resolves its host once and refuses the lot if
+any address is not public (unless the operator allows private destinations). A session made by
+`new_session` connects only to vetted addresses (`VettedResolver`: never a fresh DNS lookup),
+while the Host header, TLS SNI and certificate checks keep the URL's own host name. No redirect
+is followed; at most `max_bytes` of the body are read; everything (connect, TLS, request, status
+line, headers and the capped body) ends within the total deadline. Any HTTP answer is a
+`DeliveryResult`; no answer at all raises `DeliveryError` with a kind from ERROR_KINDS.
 
 Why not `requests-hardened`: see docs/delivery.md ("Why our own guard").
-
-The total deadline: a socket timeout bounds each `recv`, so a server that drips one byte per
-second would never trip it. A watchdog timer therefore shuts the connection down when the
-deadline passes, whatever phase it is in (TLS handshake, status line, headers, body). It acts on
-a `dup()` of the socket, which stays valid even after TLS wrapping detaches the original object
-and can never hit a recycled file descriptor. DNS runs in a helper thread for the same reason:
-`getaddrinfo` has no timeout of its own.
 """
 
-import contextlib
+import asyncio
+import dataclasses
 import ipaddress
 import re
 import socket
@@ -27,12 +24,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from http.client import HTTPException
 from urllib.parse import urlsplit
 
+import aiohttp
 import certifi
-import urllib3.exceptions
-from urllib3.connection import HTTPConnection, HTTPSConnection
+from yarl import URL
+
+# The session type, for the modules that hold one (they import no HTTP client themselves).
+ClientSession = aiohttp.ClientSession
 
 # Every kind of DeliveryError send_get raises, and whether it is permanent (retrying the same
 # URL cannot help). retry.classify_error and the tests iterate over this table.
@@ -194,6 +193,9 @@ def parse_destination(url: str) -> tuple[str, str, int, str]:
         raise _refuse("The URL can't contain a user name or password.")
     if not parts.hostname:
         raise _invalid("The URL has no host.")
+    if "[" in parts.netloc and ":" not in parts.hostname:
+        # "[v1.fe]" (an IPvFuture literal) parses; unbracketed it would name another host.
+        raise _invalid("Only an IPv6 address may stand in brackets as the URL's host.")
     host = _normalise_host(parts.hostname)
     if port == 0:
         raise _invalid("Port 0 is not a valid port.")
@@ -286,125 +288,172 @@ def check_destination_allowed(
             raise
 
 
-class _Deadline:
-    """Shuts the watched sockets down once `seconds` have passed, waking any blocked read."""
+class VettedResolver(aiohttp.abc.AbstractResolver):
+    """aiohttp asks this for addresses when it opens a connection: it only ever answers with
+    addresses `vet_destination` approved for that host (never a fresh DNS lookup), so a name
+    that re-resolves elsewhere after the check (DNS rebinding) can't redirect us.
+    `pins` maps (host, port) to the vetted addresses; the owner of the session fills it."""
 
-    def __init__(self, seconds: float):
-        self._at = time.monotonic() + seconds
-        self._lock = threading.Lock()
-        self._watched: list[socket.socket] = []
-        self._finished = False
-        self.expired = False
-        self._timer = threading.Timer(max(seconds, 0.0), self._expire)
-        self._timer.daemon = True
-        self._timer.start()
+    def __init__(self, pins: dict[tuple[str, int], tuple[str, ...]]):
+        self.pins = pins
 
-    def remaining(self) -> float:
-        return self._at - time.monotonic()
-
-    def watch(self, sock: socket.socket) -> None:
-        with self._lock:
-            if self._finished or self.expired:
-                raise TimeoutError("deadline passed")
-            # shutdown() through a duplicate acts on the shared kernel socket, so it works after
-            # TLS wrapping detached `sock`, and this descriptor can't be reused while we hold it.
-            self._watched.append(sock.dup())
-
-    def _expire(self) -> None:
-        with self._lock:
-            if self._finished:
-                return
-            self.expired = True
-            for sock in self._watched:
-                # OSError: the peer or we already closed it.
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-    def finish(self) -> None:
-        self._timer.cancel()
-        with self._lock:
-            self._finished = True
-            for sock in self._watched:
-                sock.close()
-            self._watched.clear()
-
-
-class _PinnedConnectionMixin:
-    """Opens the socket to a vetted address instead of resolving `host` again."""
-
-    port: int
-    timeout: float
-    socket_options: list | None
-
-    def __init__(self, *args, destination: Destination, deadline: _Deadline, **kwargs):
-        self._destination = destination
-        self._deadline = deadline
-        self.connected_ip: str | None = None
-        super().__init__(*args, **kwargs)
-
-    def _new_conn(self) -> socket.socket:
-        last_error: OSError | None = None
-        for address in self._destination.addresses:
-            remaining = self._deadline.remaining()
-            if remaining <= 0:
-                break
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
-            family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            try:
-                for option in self.socket_options or ():
-                    sock.setsockopt(*option)
-                sock.settimeout(min(self.timeout, remaining))
-                sock.connect((address, self.port))
-                self._deadline.watch(sock)
-            except OSError as exc:
-                sock.close()
-                last_error = exc
-                self.connected_ip = address
-                continue
-            self.connected_ip = address
-            return sock
-        if last_error is None or isinstance(last_error, TimeoutError):
-            raise DeliveryError(
-                "connect_timeout",
-                f"Connecting to {self._destination.host} timed out.",
-                resolved_ip=self.connected_ip,
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        addresses = self.pins.get((host, port))
+        if not addresses:
+            raise OSError(f"{host}:{port} was not vetted")
+        results: list[aiohttp.abc.ResolveResult] = []
+        for address in addresses:
+            bare = address.split("%", 1)[0]
+            results.append(
+                {
+                    "hostname": host,
+                    "host": bare,
+                    "port": port,
+                    "family": socket.AF_INET6 if ":" in bare else socket.AF_INET,
+                    "proto": 0,
+                    "flags": socket.AI_NUMERICHOST,
+                }
             )
-        raise DeliveryError(
-            "connection_error",
-            f"Could not connect to {self._destination.host}: {last_error}",
-            resolved_ip=self.connected_ip,
-        )
+        return results
+
+    async def close(self) -> None:
+        return None
 
 
-class _PinnedHTTPConnection(_PinnedConnectionMixin, HTTPConnection):
-    pass
-
-
-class _PinnedHTTPSConnection(_PinnedConnectionMixin, HTTPSConnection):
-    pass
-
-
-def _connection_for(
-    destination: Destination, deadline: _Deadline, *, connect_timeout: float, ca_certs: str | None
-) -> _PinnedHTTPConnection | _PinnedHTTPSConnection:
-    if destination.scheme == "https":
-        return _PinnedHTTPSConnection(
-            destination.host,
-            destination.port,
-            timeout=connect_timeout,
-            cert_reqs="CERT_REQUIRED",
-            ca_certs=ca_certs or certifi.where(),
-            destination=destination,
-            deadline=deadline,
-        )
-    return _PinnedHTTPConnection(
-        destination.host,
-        destination.port,
-        timeout=connect_timeout,
-        destination=destination,
-        deadline=deadline,
+def new_session(
+    pins: dict[tuple[str, int], tuple[str, ...]], *, limit: int, ca_certs: str | None = None
+) -> aiohttp.ClientSession:
+    """A session whose connections only go to `pins` (see VettedResolver). `ca_certs` (a PEM
+    file) replaces the certifi bundle; tests use it. Create it inside the loop that uses it."""
+    context = ssl.create_default_context(cafile=ca_certs or certifi.where())
+    connector = aiohttp.TCPConnector(
+        limit=limit,
+        limit_per_host=0,  # the gate (postbacks/fairness.py) caps hosts, across all workers
+        resolver=VettedResolver(pins),
+        use_dns_cache=False,  # every new connection asks VettedResolver
+        ssl=context,
     )
+    return aiohttp.ClientSession(
+        connector=connector,
+        auto_decompress=False,
+        trust_env=False,  # no proxies or .netrc from the environment
+        cookie_jar=aiohttp.DummyCookieJar(),
+        timeout=aiohttp.ClientTimeout(total=None),
+    )
+
+
+def request_url(scheme: str, host: str, port: int, target: str) -> URL:
+    """The URL to ask for, byte for byte as parsed (and signed): `encoded=True` keeps aiohttp
+    from re-quoting the path and query."""
+    literal = f"[{host}]" if ":" in host else host
+    netloc = literal if port == (443 if scheme == "https" else 80) else f"{literal}:{port}"
+    return URL(f"{scheme}://{netloc}{target}", encoded=True)
+
+
+async def fetch(
+    session: aiohttp.ClientSession,
+    url: URL,
+    *,
+    headers: Mapping[str, str],
+    connect_timeout: float,
+    total_timeout: float,
+    max_bytes: int,
+    excerpt_bytes: int,
+    fallback_ip: str = "",
+) -> DeliveryResult:
+    """One GET on a vetted session: any HTTP status is a result; no answer raises
+    DeliveryError. The body is read up to `max_bytes`; the whole exchange ends within
+    `total_timeout`. `fallback_ip` is reported when the connection can't tell its peer."""
+    started = time.monotonic()
+    peer_ip = None
+    try:
+        async with asyncio.timeout(total_timeout):
+            async with session.get(
+                url,
+                # We want the body as the server has it: no compression offer.
+                headers={
+                    **{k: v for k, v in headers.items() if k.lower() != "host"},
+                    "Accept-Encoding": "identity",
+                },
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
+            ) as response:
+                peer_ip = _peer_ip(response)
+                body = bytearray()
+                while len(body) < max_bytes:
+                    chunk = await response.content.read(min(64 * 1024, max_bytes - len(body)))
+                    if not chunk:
+                        break
+                    body += chunk
+                if len(body) >= max_bytes:
+                    response.close()  # the rest stays unread: don't reuse the connection
+                excerpt = bytes(body[:excerpt_bytes]).decode("utf-8", "replace")
+                return DeliveryResult(
+                    status_code=response.status,
+                    duration_ms=int((time.monotonic() - started) * 1000),
+                    body_excerpt=excerpt.replace("\x00", "\ufffd"),  # PostgreSQL text
+                    resolved_ip=peer_ip or fallback_ip,
+                    retry_after=response.headers.get("Retry-After"),
+                )
+    except Exception as exc:
+        error = delivery_error_from(exc, resolved_ip=peer_ip or fallback_ip or None)
+        if error is None:
+            raise
+        if error.kind == "timeout" and isinstance(exc, TimeoutError):
+            error = DeliveryError(
+                "timeout",
+                f"No complete answer within {total_timeout:g}s.",
+                resolved_ip=error.resolved_ip,
+            )
+        raise error from None
+
+
+def _peer_ip(response: aiohttp.ClientResponse) -> str | None:
+    """The address the answer came from. A short body may already be read, and its connection
+    released, when the response is handed over: the protocol still knows its transport then."""
+    protocol = response.connection.protocol if response.connection else response._protocol
+    transport = protocol.transport if protocol is not None else None
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    return peer[0] if peer else None
+
+
+def delivery_error_from(
+    exc: BaseException, *, resolved_ip: str | None = None
+) -> DeliveryError | None:
+    """aiohttp's, ssl's and the socket's exceptions as one DeliveryError kind (ERROR_KINDS);
+    None for anything else (a bug of ours), which the caller re-raises.
+
+    >>> delivery_error_from(aiohttp.ServerDisconnectedError()).kind
+    'protocol_error'
+    """
+    kind = None
+    for types, candidate in _ERROR_MAP:
+        if isinstance(exc, types):
+            kind = candidate
+            break
+    if kind is None:
+        return None
+    text = str(exc) or type(exc).__name__
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return DeliveryError(kind, text, resolved_ip=resolved_ip)
+
+
+# First match wins: a connect timeout is also a timeout, a DNS error also a connector error,
+# and ssl errors and timeouts are OSErrors.
+_ERROR_MAP: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
+    (aiohttp.ConnectionTimeoutError, "connect_timeout"),
+    ((TimeoutError, aiohttp.ServerTimeoutError), "timeout"),
+    ((aiohttp.ClientSSLError, ssl.SSLError, ssl.CertificateError), "tls_error"),
+    (aiohttp.ClientConnectorDNSError, "dns_error"),
+    ((aiohttp.ClientConnectorError, aiohttp.ClientOSError, OSError), "connection_error"),
+    (aiohttp.InvalidURL, "invalid_url"),
+    ((aiohttp.ClientError, aiohttp.http_exceptions.HttpProcessingError), "protocol_error"),
+    # Malformed header names or values are refused with ValueError.
+    (ValueError, "protocol_error"),
+)
 
 
 def send_get(
@@ -419,12 +468,10 @@ def send_get(
     ca_certs: str | None = None,
     resolver: Resolver | None = None,
 ) -> DeliveryResult:
-    """Send one GET. Any HTTP status is a result; no answer at all raises DeliveryError.
-
-    Everything — DNS, connect, TLS, request, status line, headers and the capped body — ends
-    within `total_timeout` seconds. `ca_certs` (a PEM file) replaces the certifi bundle; tests
-    use it. `resolver(host, port)` replaces the system resolver.
-    """
+    """Send one GET now, from synchronous code (the "send a test postback" button): the guard,
+    then `fetch` on a session of its own. Any HTTP status is a result; no answer at all
+    raises DeliveryError. Everything, DNS included, ends within `total_timeout` seconds.
+    `resolver(host, port)` replaces the system resolver."""
     started = time.monotonic()
     destination = vet_destination(
         url,
@@ -432,111 +479,21 @@ def send_get(
         timeout=min(connect_timeout, total_timeout),
         resolver=resolver,
     )
-    deadline = _Deadline(total_timeout - (time.monotonic() - started))
-    try:
-        connection = _connection_for(
-            destination,
-            deadline,
-            connect_timeout=max(min(connect_timeout, deadline.remaining()), 0.001),
-            ca_certs=ca_certs,
-        )
-    except BaseException:
-        deadline.finish()
-        raise
-    stack = contextlib.ExitStack()
-    try:
-        connection.connect()
-        # From here each recv waits at most what is left; the watchdog covers slow drips.
-        connection.timeout = max(deadline.remaining(), 0.001)
-        request_headers = {k: v for k, v in headers.items() if k.lower() != "host"}
-        connection.request(
-            "GET",
-            destination.target,
-            headers=request_headers,
-            preload_content=False,
-            decode_content=False,
-        )
-        response = connection.getresponse()
-        # The response owns a file over the socket: close it too, or the descriptor lives on
-        # until garbage collection.
-        stack.callback(response.close)
-        body = bytearray()
-        while len(body) < max_bytes:
-            chunk = response.read(min(16 * 1024, max_bytes - len(body)), decode_content=False)
-            if not chunk:
-                break
-            body += chunk
-        if deadline.expired:
-            # A close-delimited body cut by the watchdog looks like a normal end.
-            raise TimeoutError("deadline passed")
-        excerpt = bytes(body[:excerpt_bytes]).decode("utf-8", "replace")
-        return DeliveryResult(
-            status_code=response.status,
-            duration_ms=int((time.monotonic() - started) * 1000),
-            # PostgreSQL text can't hold NUL.
-            body_excerpt=excerpt.replace("\x00", "\ufffd"),
-            resolved_ip=connection.connected_ip or destination.addresses[0],
-            retry_after=response.headers.get("Retry-After"),
-        )
-    except DeliveryError:
-        raise
-    except Exception as exc:
-        error = delivery_error_from(
-            exc,
-            deadline_expired=deadline.expired,
-            total_timeout=total_timeout,
-            resolved_ip=connection.connected_ip,
-        )
-        if error is None:
-            raise
-        raise error from None
-    finally:
-        deadline.finish()
-        stack.close()
-        connection.close()
+    pins = {(destination.host, destination.port): destination.addresses}
+    target = request_url(destination.scheme, destination.host, destination.port, destination.target)
 
+    async def once() -> DeliveryResult:
+        async with new_session(pins, limit=1, ca_certs=ca_certs) as session:
+            result = await fetch(
+                session,
+                target,
+                headers=headers,
+                connect_timeout=connect_timeout,
+                total_timeout=max(total_timeout - (time.monotonic() - started), 0.001),
+                max_bytes=max_bytes,
+                excerpt_bytes=excerpt_bytes,
+                fallback_ip=destination.addresses[0],
+            )
+        return dataclasses.replace(result, duration_ms=int((time.monotonic() - started) * 1000))
 
-def delivery_error_from(
-    exc: BaseException,
-    *,
-    deadline_expired: bool = False,
-    total_timeout: float = 0.0,
-    resolved_ip: str | None = None,
-) -> DeliveryError | None:
-    """Map what urllib3, http.client, ssl and the socket raise to one DeliveryError kind.
-
-    Returns None for anything else (a bug of ours), which the caller re-raises.
-
-    >>> delivery_error_from(urllib3.exceptions.ProtocolError("Connection broken")).kind
-    'protocol_error'
-    """
-    if deadline_expired:
-        # Whatever broke, it broke because the watchdog shut the connection down.
-        return DeliveryError(
-            "timeout", f"No complete answer within {total_timeout:g}s.", resolved_ip=resolved_ip
-        )
-    kind = None
-    for types, candidate in _ERROR_MAP:
-        if isinstance(exc, types):
-            kind = candidate
-            break
-    if kind is None:
-        return None
-    text = str(exc) or type(exc).__name__
-    if len(text) > 300:
-        text = text[:297] + "..."
-    return DeliveryError(kind, text, resolved_ip=resolved_ip)
-
-
-# First match wins: ssl errors and timeouts are OSErrors, urllib3's are its HTTPError.
-_ERROR_MAP: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
-    # NewConnectionError subclasses ConnectTimeoutError for historical reasons.
-    (urllib3.exceptions.NewConnectionError, "connection_error"),
-    (urllib3.exceptions.ConnectTimeoutError, "connect_timeout"),
-    ((TimeoutError, urllib3.exceptions.TimeoutError), "timeout"),
-    ((ssl.SSLError, ssl.CertificateError, urllib3.exceptions.SSLError), "tls_error"),
-    ((urllib3.exceptions.HTTPError, HTTPException), "protocol_error"),
-    (OSError, "connection_error"),
-    # http.client refuses malformed header names or values with ValueError.
-    (ValueError, "protocol_error"),
-)
+    return asyncio.run(once())

@@ -36,10 +36,6 @@ class Postback(models.Model):
     next_attempt_at = models.DateTimeField(default=timezone.now)
     # Set while a worker holds the row; an expired lease means the worker died.
     leased_until = models.DateTimeField(null=True, blank=True)
-    # When the sweeper last sent a task for the row; cleared when a worker claims it. While
-    # set and recent, a task is presumably still queued, so the sweeper does not send another
-    # (a backlog would otherwise be re-sent every period and grow with its own duplicates).
-    dispatched_at = models.DateTimeField(null=True, blank=True)
     last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     last_error = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(default=timezone.now)

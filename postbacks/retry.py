@@ -66,6 +66,35 @@ def classify_error(kind: str, permanent: bool) -> Verdict:
     return Verdict.STOP if permanent else Verdict.RETRY
 
 
+# --- What an attempt says about its host and its endpoint ---------------------------------------
+# One vocabulary for the retry policy above, the per-host circuit breaker (postbacks/fairness.py)
+# and endpoint health (postbacks/health.py): each reads the verdict, none classifies answers on
+# its own.
+
+HOST_OK = "ok"
+HOST_FAILED = "failed"
+
+
+def host_verdict(verdict: Verdict, *, answered: bool) -> str | None:
+    """For the circuit breaker: HOST_FAILED when the host is struggling or unreachable (every
+    transient verdict: 5xx, 408/425/429, a final 1xx, time-outs, refused or reset connections,
+    DNS and TLS failures); HOST_OK when it answered anything else (it is up, even if the URL is
+    wrong); None when no request reached it (our guard refused the URL).
+
+    >>> host_verdict(classify_status(425), answered=True), host_verdict(Verdict.STOP, answered=False)
+    ('failed', None)
+    """
+    if verdict is Verdict.RETRY:
+        return HOST_FAILED
+    return HOST_OK if answered else None
+
+
+def endpoint_failed(verdict: Verdict) -> bool:
+    """For endpoint health: every attempt that did not deliver counts toward the failing
+    streak (time-outs included); a success resets it."""
+    return verdict is not Verdict.SUCCESS
+
+
 def validate_schedule(schedule: Sequence[float]) -> None:
     """Raise ValueError unless every step is a finite, non-negative number of seconds."""
     for step in schedule:

@@ -30,6 +30,7 @@ class CallbackTemplateInline(admin.TabularInline):
     model = CallbackTemplate
     extra = 0
     fields = ["name", "url_template", "events", "statuses", "campaign", "is_active"]
+    readonly_fields = ["is_active"]  # pausing holds postbacks: see CallbackTemplateAdmin
 
 
 @admin.register(Publisher)
@@ -108,6 +109,8 @@ class CallbackTemplateAdmin(admin.ModelAdmin):
         "public_id",
         "created_at",
         "updated_at",
+        # Paused and resumed with the actions below (a pause holds the template's postbacks).
+        "is_active",
         "paused_at",
         "paused_reason",
         "consecutive_failures",

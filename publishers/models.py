@@ -127,6 +127,8 @@ class CallbackTemplate(models.Model):
         related_name="callback_templates",
         help_text="Only this campaign's conversions; empty for all.",
     )
+    # False exactly while the template is paused (`paused_at` set, for any reason): kept as
+    # the publisher-facing switch of the form, the API and the admin list.
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
@@ -140,21 +142,23 @@ class CallbackTemplate(models.Model):
     class PausedReason(models.TextChoices):
         FAILING = "failing", "Failing continuously"
         GONE = "gone", "The endpoint answered 410 Gone"
+        MANUAL = "manual", "Paused by the publisher"
 
     # A paused template's postbacks are still created but held (not sent) until it is resumed;
-    # then they go out oldest first. Set by the system, cleared by `health.endpoint_resume`.
+    # then they go out oldest first. Set by `health.endpoint_pause` (endpoint health, or the
+    # publisher's pause switch), cleared by `health.endpoint_resume`.
     paused_at = models.DateTimeField(null=True, blank=True, editable=False)
     paused_reason = models.CharField(
         max_length=16, choices=PausedReason.choices, blank=True, default="", editable=False
     )
 
     class Meta:
-        indexes = [
-            # Conversion intake: the publisher's active templates.
-            models.Index(
-                fields=["publisher"],
-                condition=Q(is_active=True),
-                name="publishers_cbt_active_idx",
+        constraints = [
+            # One pause state: the switch and the pause never disagree.
+            models.CheckConstraint(
+                condition=Q(is_active=True, paused_at__isnull=True)
+                | Q(is_active=False, paused_at__isnull=False),
+                name="publishers_callbacktemplate_active_unless_paused",
             ),
         ]
 
@@ -182,9 +186,10 @@ class CallbackTemplate(models.Model):
             raise ValidationError({"statuses": f"Unknown status {', '.join(bad)}."})
 
     def matches(self, *, event: str, status: str, campaign_id: int) -> bool:
+        """Whether a conversion fires this template; a paused one matches too (its postbacks
+        are held until it is resumed)."""
         return (
-            self.is_active
-            and status in (self.statuses or ())
+            status in (self.statuses or ())
             and (not self.events or event in self.events)
             and (self.campaign_id is None or self.campaign_id == campaign_id)
         )

@@ -11,7 +11,8 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from postbacks import health
+from postbacks import dispatch, health
+from postbacks.models import Postback
 from postbacks.services import postbacks_retry
 from publishers.audit import Action, Actor, audit_record
 from publishers.keys import generate_key
@@ -63,6 +64,9 @@ def callback_template_create(
         statuses=statuses or ["approved"],
         campaign=campaign,
         is_active=is_active,
+        # Created switched off: paused by the publisher from the start (postbacks are held).
+        paused_at=None if is_active else timezone.now(),
+        paused_reason="" if is_active else CallbackTemplate.PausedReason.MANUAL,
     )
     template.full_clean()
     with transaction.atomic():
@@ -100,23 +104,27 @@ def callback_template_update(
 ) -> CallbackTemplate:
     """Validate and save new settings. Postbacks already created keep the URL they froze.
     The audit event lists the fields that changed (from, to); an edit that changes nothing
-    records nothing."""
+    records nothing. Switching `is_active` pauses or resumes the template (its postbacks are
+    held, or released oldest first)."""
     before = _template_settings(template)
     template.url_template = url_template
     template.name = name
     template.events = events or []
     template.statuses = statuses or ["approved"]
     template.campaign = campaign
-    template.is_active = is_active
     template.full_clean()
-    after = _template_settings(template)
+    after = {**_template_settings(template), "is_active": is_active}
     changed = {
         name: {"from": before[name], "to": after[name]}
         for name in TEMPLATE_SETTINGS
         if before[name] != after[name]
     }
     with transaction.atomic():
-        template.save()
+        # The pause state is written by health.endpoint_pause/endpoint_resume alone.
+        fields = [name for name in TEMPLATE_SETTINGS if name != "is_active"]
+        template.save(update_fields=[*fields, "updated_at"])
+        if is_active != template.is_active:
+            _pause_switch(template, active=is_active)
         if changed:
             audit_record(
                 publisher=template.publisher,
@@ -128,42 +136,62 @@ def callback_template_update(
     return template
 
 
+def _pause_switch(template: CallbackTemplate, *, active: bool) -> int | None:
+    """Pause (reason "manual") or resume the template; returns how many postbacks were held or
+    released, or None when it already was in that state. Call inside a transaction."""
+    locked = CallbackTemplate.objects.select_for_update().get(pk=template.pk)
+    if (locked.paused_at is None) == active:
+        count = None
+    elif active:
+        count = health.endpoint_resume(template.pk)
+        if count:
+            transaction.on_commit(lambda: dispatch.kick(dispatch.Lane.RETRY))
+    else:
+        health.endpoint_pause([template.pk], reason=CallbackTemplate.PausedReason.MANUAL)
+        count = Postback.objects.filter(template=template, status=Postback.Status.PENDING).count()
+    template.refresh_from_db(fields=["is_active", "paused_at", "paused_reason"])
+    return count
+
+
 def callback_template_set_active(
     *, template: CallbackTemplate, active: bool, actor: Actor | None = None
 ) -> bool:
-    """Pause (no new postbacks; those already queued still go out) or resume a template.
-    Returns whether the state changed (only a change is recorded)."""
+    """Pause a template (its postbacks, and those new conversions create, are held) or resume
+    it, whatever paused it (everything it held is sent, oldest first). Returns whether the
+    state changed (only a change is recorded)."""
+    if active:
+        return callback_template_resume_deliveries(template=template, actor=actor) is not None
     with transaction.atomic():
-        changed = CallbackTemplate.objects.filter(pk=template.pk, is_active=not active).update(
-            is_active=active, updated_at=timezone.now()
-        )
-        template.is_active = active
-        if changed:
+        held = _pause_switch(template, active=False)
+        if held is not None:
             audit_record(
                 publisher=template.publisher,
                 actor=actor,
-                action=Action.CALLBACK_RESUMED if active else Action.CALLBACK_PAUSED,
+                action=Action.CALLBACK_PAUSED,
                 target=template,
+                details={"held": held},
             )
-    return bool(changed)
+    return held is not None
 
 
 def callback_template_resume_deliveries(
     *, template: CallbackTemplate, actor: Actor | None = None
 ) -> int | None:
-    """Resume a template that endpoint health paused (postbacks/health.py): it is active
-    again and every postback it held is sent, oldest first. Returns how many postbacks were
-    released, or None when the template was not paused (two clicks resume once)."""
+    """Resume a paused template (by endpoint health or its publisher): it is active again and
+    every postback it held is sent, oldest first. Returns how many postbacks were released,
+    or None when the template was not paused (two clicks resume once)."""
     with transaction.atomic():
         locked = CallbackTemplate.objects.select_for_update().filter(pk=template.pk).first()
         if locked is None or locked.paused_at is None:
             return None
         paused_at, reason = locked.paused_at, locked.paused_reason
-        released = health.endpoint_resume(template.pk)
+        released = _pause_switch(template, active=True) or 0
         audit_record(
             publisher=template.publisher,
             actor=actor,
-            action=Action.ENDPOINT_RESUMED,
+            action=Action.CALLBACK_RESUMED
+            if reason == CallbackTemplate.PausedReason.MANUAL
+            else Action.ENDPOINT_RESUMED,
             target=locked,
             details={
                 "paused_at": paused_at.isoformat(),
@@ -171,7 +199,6 @@ def callback_template_resume_deliveries(
                 "released": released,
             },
         )
-    template.refresh_from_db()
     return released
 
 
@@ -378,7 +405,7 @@ def callback_template_delete(*, template: CallbackTemplate, actor: Actor | None 
 def callback_test_record(
     *, template: CallbackTemplate, result: dict, actor: Actor | None = None
 ) -> None:
-    """Record a test postback (`postbacks.services.postback_send_test`) and how it went. The
+    """Record a test postback (`postbacks.sample.postback_send_test`) and how it went. The
     template may be unsaved (the editor tests what is typed): then only its URL is named."""
     response = result.get("response") or {}
     error = result.get("error") or {}

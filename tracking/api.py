@@ -8,7 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.api import APIError
-from postbacks.services import format_amount
+from postbacks.values import format_amount
 from tracking import selectors
 from tracking.models import Advertiser, AdvertiserAPIKey, Conversion
 from tracking.services import ConversionOutcome, IntakeError, conversion_record

@@ -1,15 +1,16 @@
-"""Batch delivery: one Celery task claims a batch of due postbacks in one statement and sends
-them concurrently, paying Celery's per-task cost once per batch instead of once per postback.
+"""Delivery, the one engine: a Celery task claims a batch of due postbacks in one statement and
+sends them concurrently, paying Celery's per-task cost once per batch instead of once per
+postback.
 
-The guarantees of `services.postback_deliver` all hold, row by row:
+The guarantees, row by row:
 - The claim is a compare-and-swap on many rows at once (PostgreSQL `UPDATE … WHERE id IN
   (SELECT … FOR UPDATE SKIP LOCKED LIMIT n) RETURNING`): each row gets a lease and its attempt
   number, concurrent claims skip each other's rows, and a row whose worker died is claimed
   again once its lease has expired.
 - Every request goes through `http.vet_destination` (the SSRF guard); the connection then goes
-  only to the vetted addresses (`_VettedResolver`), keeping the URL's host for the Host header
-  and TLS, with the same timeouts, no redirects and the same capped read as `http.send_get`.
-- Each answer goes through `services.attempt_decide` (the same retry policy); attempt rows are
+  only to the vetted addresses (`http.VettedResolver`), keeping the URL's host for the Host
+  header and TLS, with no redirects and a capped read (`http.fetch`).
+- Each answer goes through `rows.attempt_decide` (the retry policy); attempt rows are
   inserted and row states updated in one statement, each guarded by its attempt number;
   retries wait in `next_attempt_at` (short ones also get a countdown kick).
 - Results are recorded as they arrive (a group commit each time the task looks up), not at the
@@ -34,35 +35,29 @@ Lanes: the FIRST lane claims only postbacks never tried (attempts = 0) and runs 
 Celery queue, so first attempts never wait behind retries; the RETRY lane claims anything due
 (retries, replays, resumed templates). Retries also get at most a share of each host's cap.
 
-Wake-ups: new postbacks "kick" their lane on commit; kicks are coalesced through a Redis flag
-(a queued kick covers every row committed before it starts), a full batch kicks a successor
-before sending (so other worker processes join in), and the beat sweeper kicks whatever is due.
+Wake-ups are kicks (dispatch/kicks.py); requests still in flight when a task returns are
+finished by the process's recorder (dispatch/recorder.py).
 """
 
 import concurrent.futures
-import contextlib
 import dataclasses
 import logging
 import math
-import os
-import queue
 import random
-import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, close_old_connections, connections
 from django.db.models import Q
 from django.utils import timezone
-from redis.exceptions import RedisError
-from yarl import URL
 
 from config.outage import DATABASE_OUTAGE_ERRORS
-from postbacks import fairness, http, services
+from postbacks import fairness, http, signing
+from postbacks.dispatch.kicks import clear_kick, kick, kick_if_due, schedule_wakeups
+from postbacks.dispatch.recorder import get_recorder, record, split_done, tallies
 from postbacks.dispatch.rows import (
     Claimed,
     DispatchConfig,
@@ -70,7 +65,6 @@ from postbacks.dispatch.rows import (
     Outcome,
     WakeUp,
     claim_batch,
-    due_rows,
     record_outcomes,
 )
 from postbacks.dispatch.sender import HostGroup, Job, Sender, get_sender
@@ -81,11 +75,14 @@ __all__ = [
     "Lane",
     "Sender",
     "claim_batch",
+    "clear_kick",
     "drain",
+    "get_recorder",
     "kick",
     "kick_if_due",
     "postbacks_dispatch",
     "record_outcomes",
+    "signed_headers",
 ]
 
 logger = logging.getLogger(__name__)
@@ -99,158 +96,6 @@ class DispatchReport:
     recorded: int = 0  # outcomes recorded before the task returned
     handed_off: int = 0  # still in flight when the task returned (the recorder finishes them)
     batches: int = 0
-
-
-class Recorder:
-    """Records the outcomes of requests still in flight when their task returned (a hanging
-    endpoint, a slow one), in a thread of the worker process with its own database connection,
-    and gives their slots back. If the process dies first, their leases expire and the rows
-    are claimed again: delivered at least once.
-
-    It also writes the outcomes whose recording met a database outage (`record_later`), as
-    soon as the database answers again: a postback sent just before an outage is recorded
-    after it instead of being sent a second time when its lease runs out. A late write is
-    safe: each row's update is fenced by its attempt number."""
-
-    def __init__(self) -> None:
-        self.pid = os.getpid()
-        self._handoffs: queue.SimpleQueue[tuple[list[Job], list[HostGroup], list[Outcome]]] = (
-            queue.SimpleQueue()
-        )
-        self._outstanding = 0  # jobs handed off and outcomes not recorded yet
-        self._changed = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="postback-recorder", daemon=True)
-        self._thread.start()
-
-    def hand_off(self, jobs: list[Job], groups: list[HostGroup]) -> None:
-        with self._changed:
-            self._outstanding += len(jobs)
-        self._handoffs.put((jobs, groups, []))
-
-    def record_later(self, outcomes: list[Outcome]) -> None:
-        with self._changed:
-            self._outstanding += len(outcomes)
-        self._handoffs.put(([], [], outcomes))
-
-    def wait_idle(self, timeout: float) -> bool:
-        """Wait until everything handed off is recorded (tests, benchmarks, shutdown)."""
-        with self._changed:
-            return self._changed.wait_for(lambda: self._outstanding == 0, timeout)
-
-    def _run(self) -> None:
-        pending: dict[concurrent.futures.Future, Job] = {}
-        groups: list[HostGroup] = []
-        # Batches of outcomes waiting for the database, each written on its own: one that did
-        # commit before its connection broke must not take fresh outcomes down with it.
-        waiting: list[list[Outcome]] = []
-
-        def take(item: tuple[list[Job], list[HostGroup], list[Outcome]]) -> None:
-            jobs, new_groups, outcomes = item
-            pending.update((job.future, job) for job in jobs)
-            groups.extend(new_groups)
-            if outcomes:
-                waiting.append(outcomes)
-
-        while True:
-            if not pending:
-                if not waiting:
-                    # Idle: give the connection back (a worker reconnects on the next
-                    # straggler, a few ms; a test database can be dropped).
-                    connections.close_all()
-                with contextlib.suppress(queue.Empty):
-                    take(self._handoffs.get(timeout=_OUTAGE_RETRY_SECONDS if waiting else None))
-            while not self._handoffs.empty():
-                take(self._handoffs.get())
-            done, _ = concurrent.futures.wait(
-                list(pending), timeout=0.05, return_when=concurrent.futures.FIRST_COMPLETED
-            )
-            outcomes = [pending.pop(future).future.result() for future in done]
-            groups[:], finished = _split_done(groups)
-            written, still_waiting = 0, []
-            for batch in [*waiting, outcomes]:
-                if not batch:
-                    continue
-                if self._write(batch):
-                    written += len(batch)
-                else:
-                    still_waiting.append(batch)
-            waiting[:] = still_waiting
-            try:
-                fairness.get_gate().settle(_tallies(finished))
-            except Exception:
-                logger.exception("Could not give back the slots of %d host groups", len(finished))
-            with self._changed:
-                self._outstanding -= written
-                self._changed.notify_all()
-
-    @staticmethod
-    def _write(outcomes: list[Outcome]) -> bool:
-        """Record one batch of outcomes; False when the database is unreachable (try again)."""
-        try:
-            close_old_connections()
-            schedule_wakeups(record_outcomes(outcomes))
-        except DATABASE_OUTAGE_ERRORS:
-            return False
-        except IntegrityError:
-            # Its attempt rows exist: an earlier try committed before its connection broke.
-            logger.warning("%d postback outcomes were recorded already", len(outcomes))
-        except Exception:
-            # The rows stay leased; when the leases expire they are sent again.
-            logger.exception("Could not record %d postback outcomes", len(outcomes))
-        return True
-
-
-def _split_done(groups: list[HostGroup]) -> tuple[list[HostGroup], list[HostGroup]]:
-    """(still running, finished). One look per group: a group finishing meanwhile must land
-    in exactly one of the two, or its slots would never be given back."""
-    running, finished = [], []
-    for group in groups:
-        done = all(job.future.done() for job in group.jobs)
-        (finished if done else running).append(group)
-    return running, finished
-
-
-def _tallies(groups: Iterable[HostGroup]) -> dict[str, fairness.HostTally]:
-    """Per host, for the gate: several batches' groups of one host may end together."""
-    merged: dict[str, fairness.HostTally] = {}
-    for group in groups:
-        tally = group.tally()
-        if group.host in merged:
-            total = merged[group.host]
-            total.ok += tally.ok
-            total.failed += tally.failed
-            total.tokens += tally.tokens
-        else:
-            merged[group.host] = tally
-    return merged
-
-
-_recorder_lock = threading.Lock()
-_recorder: Recorder | None = None
-
-
-def get_recorder() -> Recorder:
-    """This worker process's recorder (a forked child starts its own)."""
-    global _recorder
-    with _recorder_lock:
-        if _recorder is None or _recorder.pid != os.getpid():
-            _recorder = Recorder()
-        return _recorder
-
-
-# While outcomes wait for the database, the recorder tries them again this often.
-_OUTAGE_RETRY_SECONDS = 0.5
-
-
-def _record(outcomes: list[Outcome]) -> list[WakeUp]:
-    """`record_outcomes`, except that outcomes meeting a database outage are left to the
-    recorder, which writes them once the database answers (not sent again meanwhile)."""
-    try:
-        return record_outcomes(outcomes)
-    except DATABASE_OUTAGE_ERRORS:
-        logger.warning("Database unavailable; %d postback outcomes recorded later", len(outcomes))
-        get_recorder().record_later(outcomes)
-        return []
 
 
 # --- The batch --------------------------------------------------------------------------------
@@ -322,7 +167,7 @@ def postbacks_dispatch(
                 report.sent += sum(len(g.jobs) for g in sending)
                 report.deferred += sum(1 for o in immediate if o.defer_until is not None)
                 report.recorded += len(immediate)
-                wakeups += _record(immediate)
+                wakeups += record(immediate)
                 pending.update((job.future, job) for g in sending for job in g.jobs)
                 open_groups += sending
                 last_start = time.monotonic()
@@ -353,10 +198,10 @@ def postbacks_dispatch(
         outcomes = [pending.pop(future).future.result() for future in done]
         report.recorded += len(outcomes)
         report.deferred += sum(1 for o in outcomes if o.defer_until is not None)
-        wakeups += _record(outcomes)
-        open_groups, finished = _split_done(open_groups)
+        wakeups += record(outcomes)
+        open_groups, finished = split_done(open_groups)
         if finished:
-            gate.settle(_tallies(finished))
+            gate.settle(tallies(finished))
     if pending:
         get_recorder().hand_off(list(pending.values()), open_groups)
     if kicks:
@@ -423,6 +268,18 @@ def _start(
     return sending, immediate
 
 
+def signed_headers(
+    *, event_id: str, path_qs: str, secrets: list[str], timestamp: int
+) -> dict[str, str]:
+    """Our headers for one request (a postback, or a test postback with one more)."""
+    return {
+        "User-Agent": settings.POSTBACKS_USER_AGENT,
+        "Roundtrip-Event-Id": event_id,
+        "Roundtrip-Timestamp": str(timestamp),
+        "Roundtrip-Signature": signing.signature_header(secrets, event_id, timestamp, path_qs),
+    }
+
+
 def _prepare(
     rows: Sequence[Claimed], conf: DispatchConfig
 ) -> tuple[list[Outcome], list[HostGroup]]:
@@ -449,134 +306,19 @@ def _prepare(
         except http.DeliveryError as exc:
             immediate.append(Outcome(row, started_at=timezone.now(), error=exc))
             continue
-        headers = services.signed_headers(
+        headers = signed_headers(
             event_id=row.event_id,
             path_qs=target,
             secrets=secrets[row.publisher_id],
             timestamp=timestamp,
         )
-        # http.send_get sends no compression offer either; we want the body as the server has it.
-        headers["Accept-Encoding"] = "identity"
-        literal = f"[{name}]" if ":" in name else name
-        default_port = 443 if scheme == "https" else 80
-        netloc = literal if port == default_port else f"{literal}:{port}"
-        # encoded=True: the path and query go out byte for byte as signed.
-        job = Job(row, URL(f"{scheme}://{netloc}{target}", encoded=True), headers)
+        job = Job(row, http.request_url(scheme, name, port, target), headers)
         host = f"{name}:{port}"
         group = groups.get(host)
         if group is None:
             group = groups[host] = HostGroup(host, scheme, name, port, row.url, [])
         group.jobs.append(job)
     return immediate, list(groups.values())
-
-
-# --- Kicks ------------------------------------------------------------------------------------
-
-# A queued immediate kick's flag lives this long at most; while it is set, commits add at most
-# one countdown kick a second (see kick()).
-_KICK_FLAG_SECONDS = 5
-_SAFETY_KICK_SECONDS = 1.0
-# Rows put back (host busy, breaker open) get a countdown kick when due within this long;
-# later ones are left to the sweeper.
-_DEFERRED_HORIZON_SECONDS = 60.0
-
-
-def queue_for(lane: Lane) -> str:
-    return settings.POSTBACKS_QUEUE if lane is Lane.FIRST else settings.POSTBACKS_RETRY_QUEUE
-
-
-def _kick_key(lane: Lane, bucket: str) -> str:
-    return f"{settings.POSTBACKS_REDIS_PREFIX}kick:{lane}:{bucket}"
-
-
-def kick(lane: Lane, *, countdown: float | None = None, coalesce: bool = True) -> bool:
-    """Publish a `dispatch_postbacks` task for `lane`. Returns False only if the broker could
-    not be reached (the caller then leaves the rows to the sweeper).
-
-    Coalesced through Redis: an immediate kick is skipped while another one is queued and not
-    yet started (that one claims every row committed before it starts). Countdown kicks are
-    coalesced per lane and second, and fire on the second's boundary, so one covers every row
-    due within that second.
-    """
-    from config.redis import get_redis
-    from postbacks.tasks import dispatch_postbacks
-
-    client = get_redis() if coalesce else None
-    key = None
-    if client is not None:
-        if countdown:
-            due = math.ceil(time.time() + countdown)
-            countdown = max(due - time.time(), 0.0)
-            key = _kick_key(lane, str(due))
-        else:
-            key = _kick_key(lane, "now")
-        try:
-            expiry = math.ceil(countdown or 0) + _KICK_FLAG_SECONDS
-            if not client.set(key, b"1", nx=True, ex=expiry):
-                if countdown:
-                    return True
-                # A kick is queued and will cover this commit, unless its flag is stale (its
-                # dispatch never started, or cleared another Redis): one kick a second at most
-                # makes sure no commit waits for the sweeper.
-                return kick(lane, countdown=_SAFETY_KICK_SECONDS)
-        except RedisError:
-            key = None
-    try:
-        dispatch_postbacks.apply_async(
-            kwargs={"lane": str(lane)},
-            queue=queue_for(lane),
-            countdown=countdown,
-            retry_policy=services.PUBLISH_RETRY_POLICY,
-        )
-        return True
-    except Exception:
-        logger.exception("Could not publish a %s postback dispatch; the sweeper will", lane)
-        if key is not None and client is not None:
-            with contextlib.suppress(RedisError):
-                client.delete(key)
-        return False
-
-
-def clear_kick(lane: Lane) -> None:
-    """A dispatch starting now covers every row committed so far: the next commit may kick."""
-    from config.redis import get_redis
-
-    client = get_redis()
-    if client is not None:
-        with contextlib.suppress(RedisError):
-            client.delete(_kick_key(lane, "now"))
-
-
-def schedule_wakeups(wakeups: Iterable[WakeUp]) -> None:
-    """Countdown kicks for rows due again soon: at the first and the last such time per lane.
-    Retries count as soon up to POSTBACKS_MAX_COUNTDOWN_SECONDS, rows put back up to a minute;
-    longer waits are left to the sweeper."""
-    now = timezone.now()
-    by_lane: dict[Lane, list[float]] = defaultdict(list)
-    for wakeup in wakeups:
-        delay = (wakeup.at - now).total_seconds()
-        horizon = (
-            settings.POSTBACKS_MAX_COUNTDOWN_SECONDS if wakeup.retry else _DEFERRED_HORIZON_SECONDS
-        )
-        if delay <= horizon:
-            by_lane[wakeup.lane].append(max(delay, 0.0))
-    for lane, delays in by_lane.items():
-        for delay in sorted({min(delays), max(delays)}):
-            kick(lane, countdown=max(delay, 0.01))
-
-
-def kick_if_due(*, now: datetime | None = None) -> list[Lane]:
-    """Kick every lane that has due rows (the beat sweeper calls this in batch mode, so rows
-    whose kick was lost — Redis restarted — go out within one sweep period)."""
-    now = now or timezone.now()
-    kicked = []
-    for lane, due in (
-        (Lane.FIRST, due_rows(Lane.FIRST, now)),
-        (Lane.RETRY, due_rows(Lane.RETRY, now).filter(attempts__gt=0)),
-    ):
-        if due.exists() and kick(lane):
-            kicked.append(lane)
-    return kicked
 
 
 def drain(lane: Lane = Lane.RETRY, *, until: Callable[[], bool] | None = None, **options) -> int:

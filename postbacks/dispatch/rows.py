@@ -7,6 +7,7 @@ lease expired belongs to its new holder, and a late writer's update matches noth
 import enum
 import json
 import logging
+import random
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from postbacks import health, http, services
+from postbacks import health, http, metrics, retry
 from postbacks.models import Postback, PostbackAttempt
 
 logger = logging.getLogger(__name__)
@@ -110,13 +111,80 @@ class Outcome:
     defer_until: datetime | None = None
 
     def breaker_verdict(self) -> str | None:
-        """ "ok", "failed" or None (no request was made, or the URL itself was refused)."""
+        """What this outcome says about its host (retry.host_verdict), or None when no request
+        was made (put back, or the URL itself was refused)."""
         if self.result is not None:
-            code = self.result.status_code
-            return "failed" if code >= 500 or code in (408, 429) else "ok"
-        if self.error is not None and not self.error.permanent:
-            return "failed"
+            return retry.host_verdict(retry.classify_status(self.result.status_code), answered=True)
+        if self.error is not None:
+            verdict = retry.classify_error(self.error.kind, self.error.permanent)
+            return retry.host_verdict(verdict, answered=False)
         return None
+
+
+@dataclass(frozen=True)
+class AttemptDecision:
+    """What one attempt's answer (or error) means for its postback."""
+
+    verdict: retry.Verdict
+    outcome: str  # PostbackAttempt.Outcome
+    retry_in: float | None  # seconds until the next attempt, when there is one
+    error_text: str
+    changes: dict  # Postback fields to write, guarded by the attempt number
+    gone: bool  # 410: the template is paused too
+
+
+def attempt_decide(
+    *,
+    attempt_number: int,
+    result: http.DeliveryResult | None,
+    error: http.DeliveryError | None,
+    finished: datetime,
+    rng: random.Random | None = None,
+    has_template: bool = True,
+) -> AttemptDecision:
+    """Apply the retry policy to one attempt.
+
+    A 410 Gone pauses the template (`gone`), and a pause holds rather than drops: the row
+    stays pending on its schedule and the pause holds it until the template is resumed
+    (should the pause not happen, the row is simply retried). Without a template (deleted)
+    there is nothing to resume, and the 410 fails the row."""
+    if result is not None:
+        verdict = retry.classify_status(result.status_code)
+    else:
+        assert error is not None
+        verdict = retry.classify_error(error.kind, error.permanent)
+    gone = verdict is retry.Verdict.STOP and result is not None and has_template
+    retry_in: float | None = None
+    if verdict is retry.Verdict.SUCCESS:
+        outcome = PostbackAttempt.Outcome.SUCCESS
+    elif (verdict is retry.Verdict.STOP and not gone) or (
+        verdict is retry.Verdict.LIMITED and attempt_number >= retry.LIMITED_MAX_ATTEMPTS
+    ):
+        outcome = PostbackAttempt.Outcome.FAILED
+    else:
+        retry_after = retry.parse_retry_after(result.retry_after if result else None, finished)
+        retry_in = retry.retry_delay(
+            attempt_number, settings.POSTBACKS_RETRY_SCHEDULE, rng=rng, retry_after=retry_after
+        )
+        outcome = (
+            PostbackAttempt.Outcome.FAILED if retry_in is None else PostbackAttempt.Outcome.RETRY
+        )
+
+    error_text = error.message[:500] if error else ""
+    if result and outcome != PostbackAttempt.Outcome.SUCCESS:
+        error_text = f"HTTP {result.status_code}"
+    changes: dict = {
+        "leased_until": None,
+        "last_status_code": result.status_code if result else None,
+        "last_error": error_text,
+    }
+    if outcome == PostbackAttempt.Outcome.SUCCESS:
+        changes |= {"status": Postback.Status.SUCCEEDED, "delivered_at": finished}
+    elif outcome == PostbackAttempt.Outcome.FAILED:
+        changes |= {"status": Postback.Status.FAILED}
+    else:
+        changes |= {"next_attempt_at": finished + timedelta(seconds=retry_in or 0)}
+    return AttemptDecision(verdict, outcome, retry_in, error_text, changes, gone)
 
 
 # --- Claim ------------------------------------------------------------------------------------
@@ -124,10 +192,8 @@ class Outcome:
 # One statement, so one round trip in autocommit (it is atomic on its own). The `relaxed`
 # CTE turns off the commit's WAL-flush wait for this statement's transaction (see RELAXED).
 _CLAIM_SQL = """
-WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
-UPDATE {postback} AS p
-SET leased_until = %(lease)s, attempts = p.attempts + 1, dispatched_at = NULL
-WHERE EXISTS (SELECT 1 FROM relaxed) AND p.id IN (
+WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
+picked AS MATERIALIZED (
     SELECT q.id FROM {postback} AS q
     WHERE q.status = %(pending)s
       AND q.next_attempt_at <= %(now)s
@@ -140,8 +206,14 @@ WHERE EXISTS (SELECT 1 FROM relaxed) AND p.id IN (
     LIMIT %(limit)s
     FOR UPDATE OF q SKIP LOCKED
 )
+UPDATE {postback} AS p
+SET leased_until = %(lease)s, attempts = p.attempts + 1
+FROM picked
+WHERE EXISTS (SELECT 1 FROM relaxed) AND p.id = picked.id
 RETURNING p.id, p.attempts, p.url, p.event_id, p.publisher_id, p.template_id, p.next_attempt_at
 """
+# The pick is a materialized CTE, evaluated once: as an `IN (SELECT … LIMIT n)` the planner
+# may run it more than once in one statement and lease more than n rows.
 
 
 def due_rows(lane: Lane, now: datetime):
@@ -184,9 +256,7 @@ def claim_batch(*, lane: Lane, limit: int, now: datetime, lease: float) -> list[
             due_rows(lane, now).order_by("next_attempt_at", "pk").values_list("pk", flat=True)
         )
         ids = ids[:limit]
-        Postback.objects.filter(pk__in=ids).update(
-            leased_until=until, attempts=F("attempts") + 1, dispatched_at=None
-        )
+        Postback.objects.filter(pk__in=ids).update(leased_until=until, attempts=F("attempts") + 1)
         found = Postback.objects.filter(pk__in=ids).values_list(
             "pk", "attempts", "url", "event_id", "publisher_id", "template_id", "next_attempt_at"
         )
@@ -240,11 +310,12 @@ states AS (
         AS v(id bigint, attempt integer, status text, next_at timestamptz,
              delivered_at timestamptz, code integer, error text)
     WHERE p.id = v.id AND p.attempts = v.attempt
+    RETURNING p.id
 )""",
     "given_back": """
 given_back AS (
     UPDATE {postback} AS p
-    SET attempts = p.attempts - 1, leased_until = NULL, dispatched_at = NULL,
+    SET attempts = p.attempts - 1, leased_until = NULL,
         next_attempt_at = v.due
     FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, attempt integer, due timestamptz)
     WHERE p.id = v.id AND p.attempts = v.attempt
@@ -289,6 +360,7 @@ def record_outcomes(outcomes: Sequence[Outcome]) -> list[WakeUp]:
     given_back: list[tuple[Claimed, datetime]] = []
     tallies: dict[int, health.Tally] = defaultdict(health.Tally)
     gone: set[int] = set()
+    judged: list[tuple[Claimed, AttemptDecision]] = []
     wakeups: list[WakeUp] = []
     for outcome in outcomes:
         row = outcome.row
@@ -298,8 +370,12 @@ def record_outcomes(outcomes: Sequence[Outcome]) -> list[WakeUp]:
             continue
         result, error = outcome.result, outcome.error
         finished = (outcome.started_at or now) + timedelta(milliseconds=outcome.duration_ms)
-        decision = services.attempt_decide(
-            attempt_number=row.attempt, result=result, error=error, finished=finished
+        decision = attempt_decide(
+            attempt_number=row.attempt,
+            result=result,
+            error=error,
+            finished=finished,
+            has_template=row.template_id is not None,
         )
         attempts.append(
             {
@@ -327,27 +403,38 @@ def record_outcomes(outcomes: Sequence[Outcome]) -> list[WakeUp]:
         if row.template_id and (
             decision.outcome != PostbackAttempt.Outcome.SUCCESS or row.template_failing
         ):
-            tallies[row.template_id].add(decision.outcome)
-            if decision.gone:
-                gone.add(row.template_id)
+            judged.append((row, decision))
     if connection.vendor == "postgresql" and _bulk_ready(updates):
-        _record_in_one_statement(attempts, updates, given_back)
+        current = _record_in_one_statement(attempts, updates, given_back)
     else:
+        current = set()
         with transaction.atomic():
             if attempts:
                 PostbackAttempt.objects.bulk_create(PostbackAttempt(**v) for v in attempts)
             for row, changes in updates:
-                Postback.objects.filter(pk=row.pk, attempts=row.attempt).update(**changes)
+                if Postback.objects.filter(pk=row.pk, attempts=row.attempt).update(**changes):
+                    current.add(row.pk)
             for row, due in given_back:
                 Postback.objects.filter(pk=row.pk, attempts=row.attempt).update(
                     attempts=F("attempts") - 1,
                     leased_until=None,
-                    dispatched_at=None,
                     next_attempt_at=due,
                 )
+    # Bug 5: a late answer from a worker fenced out (the row was claimed again since) says
+    # nothing about the endpoint now: it must not count toward health nor pause on a 410.
+    for row, decision in judged:
+        if row.pk in current:
+            tallies[row.template_id].add(decision.verdict)
+            if decision.gone:
+                gone.add(row.template_id)
     if tallies or gone:
         with transaction.atomic():
             health.endpoint_outcomes_record(tallies, gone=gone, now=now)
+    # The documented per-attempt metrics, once each attempt row is written.
+    for attempt in attempts:
+        metrics.attempt_observe(
+            outcome=attempt["outcome"], duration_seconds=attempt["duration_ms"] / 1000
+        )
     return wakeups
 
 
@@ -373,9 +460,10 @@ def _record_in_one_statement(
     attempts: list[dict],
     updates: list[tuple[Claimed, dict]],
     given_back: list[tuple[Claimed, datetime]],
-) -> None:
+) -> set[int]:
     """Attempt rows, row states and give-backs in one statement: atomic on its own, and one
-    round trip (the group commits that follow each other while requests complete are many)."""
+    round trip (the group commits that follow each other while requests complete are many).
+    Returns the ids whose state was written (the others were fenced out)."""
     parts = [RELAXED]
     params: list[str] = []
     if attempts:
@@ -411,6 +499,12 @@ def _record_in_one_statement(
         params.append(
             _document([{"id": r.pk, "attempt": r.attempt, "due": due} for r, due in given_back])
         )
-    sql = "WITH " + ",".join(parts) + "\nSELECT setting FROM relaxed"
+    final = (
+        "SELECT states.id FROM relaxed LEFT JOIN states ON true"
+        if updates
+        else ("SELECT NULL FROM relaxed")
+    )
+    sql = "WITH " + ",".join(parts) + "\n" + final
     with _server_cursor() as cursor:
         cursor.execute(sql, params)
+        return {pk for (pk,) in cursor.fetchall() if pk is not None}

@@ -1,7 +1,6 @@
-"""The sending side of batch dispatch: an asyncio event loop per worker process, in a thread,
-with one pooled aiohttp session whose connections only ever go to addresses the SSRF guard
-(`http.vet_destination`) approved; the same timeouts, no redirects and the same capped read as
-`http.send_get`.
+"""The sending side of dispatch: an asyncio event loop per worker process, in a thread, with
+one pooled session (`http.new_session`) whose connections only ever go to addresses the SSRF
+guard (`http.vet_destination`) approved; every request is `http.fetch`.
 """
 
 import asyncio
@@ -10,16 +9,12 @@ import contextlib
 import logging
 import os
 import random
-import socket
-import ssl
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-import aiohttp
-import certifi
 from django.conf import settings
 from django.utils import timezone
 from yarl import URL
@@ -70,63 +65,6 @@ class HostGroup:
         return tally
 
 
-class _VettedResolver(aiohttp.abc.AbstractResolver):
-    """aiohttp asks this for addresses when it opens a connection: it only ever answers with
-    addresses `http.vet_destination` approved for that host (never a fresh DNS lookup), so a
-    name that re-resolves elsewhere after the check (DNS rebinding) can't redirect us."""
-
-    def __init__(self, pins: dict[tuple[str, int], tuple[str, ...]]):
-        self.pins = pins
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[aiohttp.abc.ResolveResult]:
-        addresses = self.pins.get((host, port))
-        if not addresses:
-            raise OSError(f"{host}:{port} was not vetted")
-        results: list[aiohttp.abc.ResolveResult] = []
-        for address in addresses:
-            bare = address.split("%", 1)[0]
-            results.append(
-                {
-                    "hostname": host,
-                    "host": bare,
-                    "port": port,
-                    "family": socket.AF_INET6 if ":" in bare else socket.AF_INET,
-                    "proto": 0,
-                    "flags": socket.AI_NUMERICHOST,
-                }
-            )
-        return results
-
-    async def close(self) -> None:
-        return None
-
-
-def _delivery_error(exc: BaseException, *, resolved_ip: str | None) -> http.DeliveryError | None:
-    """aiohttp's exceptions as `http.DeliveryError` kinds (see http.ERROR_KINDS); None for
-    anything else (a bug of ours)."""
-    kind = None
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        kind = "connect_timeout"
-    elif isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
-        kind = "timeout"
-    elif isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError | ssl.CertificateError):
-        kind = "tls_error"
-    elif isinstance(exc, aiohttp.ClientConnectorDNSError):
-        kind = "dns_error"
-    elif isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ClientOSError | OSError):
-        kind = "connection_error"
-    elif isinstance(exc, aiohttp.InvalidURL):
-        kind = "invalid_url"
-    elif isinstance(exc, aiohttp.ClientError | aiohttp.http_exceptions.HttpProcessingError):
-        kind = "protocol_error"
-    if kind is None:
-        return None
-    text = str(exc) or type(exc).__name__
-    return http.DeliveryError(kind, text[:300], resolved_ip=resolved_ip)
-
-
 class Sender:
     """One asyncio event loop per worker process, in a thread, with one pooled aiohttp session.
 
@@ -141,7 +79,7 @@ class Sender:
         self.loop = asyncio.new_event_loop()
         self._pins: dict[tuple[str, int], tuple[str, ...]] = {}
         self._vetted: dict[tuple, tuple[float, tuple[str, ...] | tuple[str, str, str | None]]] = {}
-        self._session: aiohttp.ClientSession | None = None
+        self._session: http.ClientSession | None = None
         self._waiting: dict[str, list[HostGroup]] = {}  # groups waiting for a host's slots
         self._lock = threading.Lock()
         self._in_flight = 0
@@ -309,67 +247,31 @@ class Sender:
             slots.release()
         self._finish(group, job, outcome)
 
-    def _get_session(self) -> aiohttp.ClientSession:
+    def _get_session(self) -> "http.ClientSession":
         if self._session is None:
-            context = ssl.create_default_context(cafile=self.ca_certs or certifi.where())
-            connector = aiohttp.TCPConnector(
-                limit=self.concurrency,
-                limit_per_host=0,  # the gate caps hosts, across all workers
-                resolver=_VettedResolver(self._pins),
-                use_dns_cache=False,  # every new connection asks _VettedResolver
-                ssl=context,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                auto_decompress=False,
-                trust_env=False,  # no proxies or .netrc from the environment
-                cookie_jar=aiohttp.DummyCookieJar(),
-                timeout=aiohttp.ClientTimeout(total=None),
+            self._session = http.new_session(
+                self._pins, limit=self.concurrency, ca_certs=self.ca_certs
             )
         return self._session
 
     async def _send(self, job: Job, conf: DispatchConfig) -> Outcome:
-        session = self._get_session()
         started_at = timezone.now()
         started = time.monotonic()
-        peer_ip = None
         try:
-            async with asyncio.timeout(conf.total_timeout):
-                async with session.get(
-                    job.target,
-                    headers=job.headers,
-                    allow_redirects=False,
-                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=conf.connect_timeout),
-                ) as response:
-                    transport = response.connection.transport if response.connection else None
-                    peer = transport.get_extra_info("peername") if transport else None
-                    peer_ip = peer[0] if peer else None
-                    body = bytearray()
-                    while len(body) < conf.max_bytes:
-                        chunk = await response.content.read(
-                            min(64 * 1024, conf.max_bytes - len(body))
-                        )
-                        if not chunk:
-                            break
-                        body += chunk
-                    if len(body) >= conf.max_bytes:
-                        response.close()  # the rest stays unread: don't reuse the connection
-                    excerpt = bytes(body[: conf.excerpt_bytes]).decode("utf-8", "replace")
-                    result = http.DeliveryResult(
-                        status_code=response.status,
-                        duration_ms=int((time.monotonic() - started) * 1000),
-                        body_excerpt=excerpt.replace("\x00", "\ufffd"),  # PostgreSQL text
-                        resolved_ip=peer_ip or self._pins.get(_pin_key(job), ("",))[0],
-                        retry_after=response.headers.get("Retry-After"),
-                    )
-            return Outcome(job.row, started_at, result.duration_ms, result=result)
-        except Exception as exc:
-            ip = peer_ip or self._pins.get(_pin_key(job), (None,))[0]
-            error = _delivery_error(exc, resolved_ip=ip)
-            if error is None:
-                raise
+            result = await http.fetch(
+                self._get_session(),
+                job.target,
+                headers=job.headers,
+                connect_timeout=conf.connect_timeout,
+                total_timeout=conf.total_timeout,
+                max_bytes=conf.max_bytes,
+                excerpt_bytes=conf.excerpt_bytes,
+                fallback_ip=self._pins.get(_pin_key(job), ("",))[0],
+            )
+        except http.DeliveryError as error:
             duration = int((time.monotonic() - started) * 1000)
             return Outcome(job.row, started_at, duration, error=error)
+        return Outcome(job.row, started_at, result.duration_ms, result=result)
 
 
 # How often a batch asks again for the slots of a host at its cap.

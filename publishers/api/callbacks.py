@@ -10,7 +10,7 @@ from rest_framework.response import Response
 
 from config.api import APIError
 from postbacks.placeholders import CALLBACK_PLACEHOLDERS
-from postbacks.services import postback_send_test
+from postbacks.sample import postback_send_test
 from publishers import services
 from publishers.api.base import PublisherScopedView
 from publishers.api.openapi import errors

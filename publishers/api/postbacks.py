@@ -94,15 +94,15 @@ class PostbackDetailView(_PostbackObjectView):
 
 
 class PostbackRetryView(_PostbackObjectView):
-    """`POST /api/v1/postbacks/{event_id}/retry`: send a failed or waiting postback now."""
+    """`POST /api/v1/postbacks/{event_id}/retry`: send a postback (again) now."""
 
     @extend_schema(
         operation_id="postbacks_retry",
         summary="Send one postback again now",
-        description="For a failed or still-waiting postback. A delivered one is not re-sent "
-        "(409 `already_delivered`), nor one a worker is sending right now (409 `in_flight`), "
-        "nor one held because deliveries to its callback are paused (409 `held`: resume the "
-        "callback).",
+        description="For a failed or still-waiting postback, or a delivered one (re-sent with "
+        "the same event id as a new attempt, recorded in the activity log). Not for one a "
+        "worker is sending right now (409 `in_flight`), nor one held because deliveries to its "
+        "callback are paused (409 `held`: resume the callback).",
         tags=["postbacks"],
         request=None,
         parameters=[EVENT_ID_PARAMETER],
@@ -118,8 +118,6 @@ class PostbackRetryView(_PostbackObjectView):
             actor=Actor.api(request),
         )
         if not queued:
-            if postback.status == Postback.Status.SUCCEEDED:
-                raise APIError(409, "already_delivered", "This postback was delivered.")
             if postback.template and postback.template.paused_at:
                 raise APIError(
                     409,

@@ -30,7 +30,7 @@ from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from postbacks.models import Postback
-from postbacks.services import format_amount
+from postbacks.values import format_amount
 from publishers.models import Publisher
 from tracking.models import Conversion
 from tracking.selectors import local_day_range

@@ -11,7 +11,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from postbacks.models import Postback, PostbackAttempt
-from postbacks.services import format_amount
+from postbacks.values import format_amount
 from publishers.models import CallbackTemplate, Publisher
 from tracking.models import Campaign, Conversion
 from tracking.selectors import REPORT_FILTERS, REPORT_GROUPS, REPORT_TIMEZONES
@@ -136,6 +136,10 @@ class PostbackSummarySerializer(serializers.ModelSerializer):
     # Declared for a backend-independent schema (see AttemptSerializer).
     attempts = serializers.IntegerField(min_value=0)
     last_status_code = serializers.IntegerField(allow_null=True)
+    held = serializers.SerializerMethodField(
+        help_text='Why this pending postback waits for its callback to be resumed: "gone" '
+        '(410), "failing" or "manual"; null when it is not held.'
+    )
 
     class Meta:
         model = Postback
@@ -144,6 +148,7 @@ class PostbackSummarySerializer(serializers.ModelSerializer):
             "callback_id",
             "conversion_status",
             "status",
+            "held",
             "attempts",
             "last_status_code",
             "last_error",
@@ -151,6 +156,15 @@ class PostbackSummarySerializer(serializers.ModelSerializer):
             "created_at",
             "delivered_at",
         ]
+
+    @extend_schema_field(
+        serializers.ChoiceField(choices=CallbackTemplate.PausedReason.values, allow_null=True)
+    )
+    def get_held(self, postback: Postback) -> str | None:
+        template = postback.template
+        if postback.status != Postback.Status.PENDING or template is None:
+            return None
+        return template.paused_reason or None
 
 
 class PostbackWithAttemptsSerializer(PostbackSummarySerializer):
@@ -297,11 +311,12 @@ class RetryResultSerializer(serializers.Serializer):
 
 class ReplayRequestSerializer(serializers.Serializer):
     status = serializers.ListField(
-        child=serializers.ChoiceField(choices=["failed", "pending"]),
+        child=serializers.ChoiceField(choices=["failed", "pending", "succeeded"]),
         default=["failed"],
         min_length=1,
-        max_length=2,
-        help_text="Postback statuses to send again (delivered ones are never re-sent).",
+        max_length=3,
+        help_text='Postback statuses to send again; "succeeded" re-sends delivered ones (same '
+        "event ids).",
     )
     callback_id = serializers.CharField(
         required=False, max_length=32, help_text="Only postbacks of this callback."
@@ -359,7 +374,7 @@ class CallbackSerializer(serializers.ModelSerializer):
     paused_reason = serializers.ChoiceField(
         choices=[("", "Not paused"), *CallbackTemplate.PausedReason.choices],
         read_only=True,
-        help_text='Why: "gone" (410) or "failing"; "" when not paused.',
+        help_text='Why: "gone" (410), "failing" or "manual" (you paused it); "" when not paused.',
     )
 
     class Meta:
@@ -380,8 +395,13 @@ class CallbackSerializer(serializers.ModelSerializer):
         read_only_fields = ["paused_at", "paused_reason", "created_at", "updated_at"]
         extra_kwargs = {
             "paused_at": {
-                "help_text": "Set when we paused deliveries to this endpoint (410 Gone, or "
-                "failing for days): its postbacks are held until you resume it."
+                "help_text": "Set while deliveries to this endpoint are paused (410 Gone, "
+                "failing for days, or is_active set to false): its postbacks, those of new "
+                "conversions too, are held until you resume it."
+            },
+            "is_active": {
+                "help_text": "false pauses the callback (its postbacks are held, not dropped); "
+                "true resumes it, whatever paused it, and sends what it held, oldest first."
             },
         }
 

@@ -16,7 +16,8 @@ from postbacks.placeholders import (
     placeholders_in,
     validate_template,
 )
-from postbacks.services import SAMPLE_VALUES, postback_send_test
+from postbacks.sample import postback_send_test
+from postbacks.values import SAMPLE_VALUES
 from publishers import selectors, services
 from publishers.audit import Actor
 from publishers.forms import CallbackTemplateForm

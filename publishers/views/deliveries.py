@@ -1,4 +1,5 @@
-"""Deliveries: failing and pending postbacks, and replay of one, a selection or a range."""
+"""Deliveries: failing and pending postbacks, and replay of one (delivered ones too: a
+re-send), a selection or a range."""
 
 import re
 
@@ -110,4 +111,7 @@ def deliveries_retry(request: HttpRequest) -> HttpResponse:
         messages.info(request, "Nothing to retry.")
     if len(ids) == MAX_RANGE_RETRY:
         messages.info(request, f"At most {MAX_RANGE_RETRY} per replay; run it again for more.")
+    if scope == "one" and request.POST.get("back") == "trace":
+        # The trace page's Retry / Re-send button: back to the postback's journey.
+        return redirect(reverse("trace") + "?" + urlencode({"q": details["event_ids"][0]}))
     return redirect(back)

@@ -1,13 +1,16 @@
 """The delivery log: list, one postback with attempts, retry one, replay a range."""
 
+import math
 from datetime import timedelta
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 
-from postbacks import signing
+from postbacks import dispatch, signing
+from postbacks.dispatch import Lane
 from postbacks.models import Postback
-from postbacks.services import postback_deliver
+from publishers.models import AuditEvent
 from tests.api.conftest import browser_click, record_conversion
 
 pytestmark = pytest.mark.django_db
@@ -55,7 +58,7 @@ def test_it_retries_a_failed_postback_which_then_really_goes_out(api, world, rec
     assert response.json()["queued"] == 1
     assert response.json()["postback"]["status"] == "pending"
     # What the task sent on commit would do:
-    assert postback_deliver(world.failed.pk).outcome == "success"
+    assert dispatch.drain(Lane.RETRY, wait=math.inf, kicks=False) == 1
     [request] = receiver.requests
     assert request.headers["Roundtrip-Event-Id"] == world.failed.event_id
     assert signing.verify(
@@ -67,10 +70,65 @@ def test_it_retries_a_failed_postback_which_then_really_goes_out(api, world, rec
     )
 
 
-def test_it_does_not_retry_a_delivered_postback(api, world):
-    response = api.post(f"/api/v1/postbacks/{world.delivered.event_id}/retry")
-    assert response.status_code == 409
-    assert response.json()["error"]["code"] == "already_delivered"
+def resend_and_deliver(send, postback: Postback, receiver) -> None:
+    """Re-send a delivered postback with `send()`, deliver what is due, and check the promise:
+    the same event id, one new request and one new attempt, and an audit event."""
+    sent_before = len(receiver.requests)
+    send()
+    dispatch.drain(Lane.RETRY, wait=math.inf, kicks=False)
+    postback.refresh_from_db()
+    assert postback.status == "succeeded" and postback.attempts == 2
+    assert list(postback.attempt_log.values_list("number", "outcome")) == [
+        (1, "success"),
+        (2, "success"),
+    ]
+    [request] = receiver.requests[sent_before:]
+    assert request.headers["Roundtrip-Event-Id"] == postback.event_id
+    [event] = AuditEvent.objects.filter(action=AuditEvent.Action.POSTBACKS_RETRIED)
+    assert event.details["event_ids"] == [postback.event_id] and event.details["queued"] == 1
+
+
+def test_it_re_sends_a_delivered_postback(api, world, receiver):
+    def send() -> None:
+        response = api.post(f"/api/v1/postbacks/{world.delivered.event_id}/retry")
+        assert response.status_code == 202, response.content
+        assert response.json()["postback"]["event_id"] == world.delivered.event_id
+
+    resend_and_deliver(send, world.delivered, receiver)
+
+
+def test_the_dashboard_re_sends_a_delivered_postback(member_client, world, receiver):
+    trace = member_client.get(reverse("trace"), {"q": world.delivered.event_id}).content.decode()
+    assert "Re-send</button>" in trace
+
+    def send() -> None:
+        response = member_client.post(
+            reverse("deliveries_retry"), {"event_id": world.delivered.event_id, "back": "trace"}
+        )
+        assert response.status_code == 302 and "trace" in response["Location"]
+
+    resend_and_deliver(send, world.delivered, receiver)
+
+
+def test_the_admin_re_sends_a_delivered_postback(admin_client, world, receiver):
+    def send() -> None:
+        response = admin_client.post(
+            "/admin/postbacks/postback/",
+            {"action": "retry_selected", "_selected_action": [world.delivered.pk]},
+        )
+        assert response.status_code == 302
+
+    resend_and_deliver(send, world.delivered, receiver)
+
+
+def test_a_range_replay_re_sends_delivered_postbacks_when_asked(api, world):
+    hour = timedelta(hours=1)
+    body = {"from": (timezone.now() - hour).isoformat(), "to": (timezone.now() + hour).isoformat()}
+    assert api.post("/api/v1/postbacks/replay", body, format="json").json()["queued"] == 1
+    body["status"] = ["succeeded"]
+    assert api.post("/api/v1/postbacks/replay", body, format="json").json()["queued"] == 1
+    world.delivered.refresh_from_db()
+    assert world.delivered.status == "pending"
 
 
 def test_it_does_not_retry_a_postback_a_worker_holds(api, world):
@@ -136,7 +194,7 @@ def test_it_caps_a_replay_and_says_how_many_remain(api, world, failures, setting
 @pytest.mark.parametrize(
     "body",
     [
-        {"status": ["succeeded"]},
+        {"status": ["delivered"]},
         {"status": []},
         {"callback_id": "nope"},
         {"from": "2026-01-02T00:00:00Z", "to": "2026-01-01T00:00:00Z"},

@@ -5,14 +5,15 @@ the API, and the publisher's callback carries the smart ad's values.
 Headless Chromium is Debian's (`/usr/bin/chromium`), driven by Playwright for Python.
 """
 
+import math
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 from playwright.sync_api import sync_playwright
 
-from postbacks.models import Postback
-from postbacks.services import postback_deliver
+from postbacks import dispatch
+from postbacks.dispatch import Lane
 from publishers.models import CallbackTemplate
 from tests.receiver import Receiver
 from tests.tracking.helpers import build_country_mmdb, isolate_tracking_state
@@ -121,8 +122,7 @@ def test_it_carries_smart_ad_values_from_an_iframe_click_to_the_callback(
     assert response.status_code == 201, response.text
     assert response.json()["status"] == "approved"
     # Deliver as the worker would (no worker runs in this test).
-    for postback_id in Postback.objects.values_list("pk", flat=True):
-        postback_deliver(postback_id)
+    dispatch.drain(Lane.RETRY, wait=math.inf, kicks=False)
     clean_up()
 
     [callback] = [r for r in receiver.requests if r.path.startswith("/cb")]

@@ -62,7 +62,6 @@ def stack_env(*, database_url: str, redis_url: str, **extra: str) -> dict[str, s
             "POSTBACKS_ALLOW_PRIVATE_DESTINATIONS": "true",
             "POSTBACKS_RETRY_SCHEDULE": FAST_RETRY_SCHEDULE,
             "POSTBACKS_SWEEP_INTERVAL": "1",
-            "POSTBACKS_SWEEP_GRACE_SECONDS": "1",
             # Retries are left to the database and the beat sweeper (no Celery countdowns), so
             # a delivered retry proves the whole beat → sweeper → worker path.
             "POSTBACKS_MAX_COUNTDOWN_SECONDS": "0",
@@ -165,7 +164,15 @@ def running_stack(services: list[Service], port: int) -> Iterator[Stack]:
 
 
 @pytest.fixture
-def roundtrip_stack(transactional_db, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack_settings() -> dict[str, str]:
+    """Extra environment for the stack's processes; a test module overrides this fixture."""
+    return {}
+
+
+@pytest.fixture
+def roundtrip_stack(
+    transactional_db, tmp_path_factory: pytest.TempPathFactory, stack_settings: dict[str, str]
+) -> Iterator[Stack]:
     """Fresh processes for each test, stopped before pytest-django empties the database:
     TRUNCATE under a running worker and beat can deadlock with their transactions."""
     from django.db import connection
@@ -177,7 +184,9 @@ def roundtrip_stack(transactional_db, tmp_path_factory: pytest.TempPathFactory) 
     port = free_port()
     logs = tmp_path_factory.mktemp("e2e-logs")
     env = stack_env(
-        database_url=database_url_for(connection.settings_dict["NAME"]), redis_url=redis_url
+        database_url=database_url_for(connection.settings_dict["NAME"]),
+        redis_url=redis_url,
+        **stack_settings,
     )
     with running_stack(stack_services(env, logs, port), port) as stack:
         yield stack

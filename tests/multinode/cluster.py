@@ -47,8 +47,6 @@ WEB_PORT = 8000  # the unit's --port; every host has its own port space
 # worker is claimable again after 8 s, a click read by a killed flusher after 2 s.
 TEST_TIMINGS = {
     "POSTBACKS_SWEEP_INTERVAL": "1",
-    "POSTBACKS_SWEEP_GRACE_SECONDS": "2",
-    "POSTBACKS_REDISPATCH_SECONDS": "5",
     "POSTBACKS_CONNECT_TIMEOUT": "1",
     "POSTBACKS_TOTAL_TIMEOUT": "3",
     "POSTBACKS_TASK_TIME_LIMIT": "6",

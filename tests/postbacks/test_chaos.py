@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from django.db import transaction
 
-from postbacks import services
+from postbacks import tasks
 from postbacks.models import Postback, PostbackAttempt
 from publishers.models import CallbackTemplate
 from tests.chaos.infra import CeleryWorker, CountingReceiver, RedisCopy, use_broker, wait_until
@@ -26,14 +26,13 @@ pytestmark = [pytest.mark.chaos, pytest.mark.django_db(transaction=True)]
 # not yet recorded), a count set by its concurrency, not by volume; 4,000 keeps two kills of a
 # busy batch worker (up to ~8 in flight each on a loaded 2-core box) clear of the 0.5 % line.
 CONVERSIONS = 4000
-BATCH = 250  # conversions per transaction: a commit queues this many tasks at once
+BATCH = 250  # conversions per transaction
 SWEEP_EVERY = 1.0  # seconds between sweeps run from the test loop
 DEADLINE = 180.0  # seconds for the whole run, chaos included
 
 # Short timings so recovery happens within the test: a row held by a killed worker is free
-# again after LEASE seconds; a task lost with Redis is re-sent after REDISPATCH seconds.
+# again after LEASE seconds; a kick lost with Redis is replaced by the next sweep.
 LEASE = 8
-REDISPATCH = 6
 WORKER_ENV = {
     "POSTBACKS_LEASE_SECONDS": str(LEASE),
     "POSTBACKS_TASK_TIME_LIMIT": "5",
@@ -50,19 +49,13 @@ def counting_receiver():
     server.stop()
 
 
-# "batch": the default dispatcher (rows claimed from the database by batch tasks); "single":
-# one task per postback, where the Redis crash loses real messages the sweeper must replace.
-@pytest.mark.parametrize("mode", ["batch", "single"])
 def test_it_delivers_every_postback_through_worker_kills_and_a_redis_crash(
-    link, campaign, counting_receiver, settings, mode
+    link, campaign, counting_receiver, settings
 ):
     receiver = counting_receiver
     CallbackTemplate.objects.create(
         publisher=link.publisher, url_template=f"{receiver.base_url}/cb?id=[spid]&e=[event_id]"
     )
-    settings.POSTBACKS_DISPATCH_MODE = mode
-    settings.POSTBACKS_SWEEP_GRACE_SECONDS = 2
-    settings.POSTBACKS_REDISPATCH_SECONDS = REDISPATCH
     clicks = Click.objects.bulk_create(
         Click(link=link, publisher=link.publisher, campaign=campaign, spid=f"spid-{n}")
         for n in range(CONVERSIONS)
@@ -71,7 +64,6 @@ def test_it_delivers_every_postback_through_worker_kills_and_a_redis_crash(
     logs = Path(tempfile.mkdtemp(prefix="roundtrip-chaos-"))
     env = {
         **WORKER_ENV,
-        "POSTBACKS_DISPATCH_MODE": mode,
         "REDIS_URL": broker.url.replace("/0", "/1"),
     }
     spawned = 0
@@ -92,7 +84,7 @@ def test_it_delivers_every_postback_through_worker_kills_and_a_redis_crash(
         def sweep_if_due() -> None:
             nonlocal last_sweep
             if time.monotonic() - last_sweep >= SWEEP_EVERY:
-                services.postbacks_sweep()
+                tasks.sweep_due_postbacks()
                 last_sweep = time.monotonic()
 
         def kill_a_working_worker() -> None:
@@ -149,7 +141,7 @@ def test_it_delivers_every_postback_through_worker_kills_and_a_redis_crash(
     duplicates = sum(counts.values()) - len(counts)
     rate = duplicates / len(expected)
     print(
-        f"\nchaos ({mode}): {len(expected)} postbacks, {sum(counts.values())} requests received, "
+        f"\nchaos: {len(expected)} postbacks, {sum(counts.values())} requests received, "
         f"{duplicates} duplicates ({rate:.3%}), {PostbackAttempt.objects.count()} attempts, "
         f"{elapsed:.1f}s; faults: {'; '.join(faults)}"
     )

@@ -1,6 +1,9 @@
 """Start-up checks: settings rules, the broker's eviction policy on a real Redis, and a real
 worker that refuses to start."""
 
+import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -40,7 +43,8 @@ def test_it_finds_nothing_wrong_with_the_default_settings():
 def test_it_requires_a_visibility_timeout_longer_than_every_task_time_limit(transport_options):
     name, longest = checks.longest_time_limit(app)
     assert (
-        longest is not None and longest >= app.tasks["postbacks.tasks.deliver_postback"].time_limit
+        longest is not None
+        and longest >= app.tasks["postbacks.tasks.dispatch_postbacks"].time_limit
     )
     transport_options(visibility_timeout=int(longest))
     problems = checks.settings_problems(app)
@@ -115,3 +119,19 @@ def test_it_starts_a_worker_but_warns_loudly_about_eviction(lru_redis):
         finally:
             worker.kill()
     assert "postbacks.W001" in log and "allkeys-lru" in log and "!" * 78 in log
+
+
+def test_a_leftover_dispatch_mode_setting_is_refused_at_start_up():
+    """The one-task-per-postback mode is gone: a process configured for it must not start as
+    if nothing had changed."""
+    env = {**os.environ, "POSTBACKS_DISPATCH_MODE": "single"}
+    started = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert started.returncode != 0
+    assert "POSTBACKS_DISPATCH_MODE is no longer read" in started.stderr

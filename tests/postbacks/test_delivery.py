@@ -1,24 +1,25 @@
-"""Delivery against a real HTTP receiver on 127.0.0.1: `postbacks.services.postback_deliver`,
-the sweeper, replay, and the Celery task that wraps them (called directly, no broker)."""
+"""One postback at a time through the delivery engine (postbacks/dispatch/), against a real
+HTTP receiver on 127.0.0.1: what each answer means, signing, claims, replay."""
 
-import threading
+import math
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from email.utils import format_datetime
 from unittest import mock
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
-from django.db import connections
+from django.db.models import F
 from django.utils import timezone
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from postbacks import dispatch, http, services, signing
+from postbacks import dispatch, health, signing
+from postbacks.dispatch import Lane
 from postbacks.models import Postback, PostbackAttempt
-from postbacks.services import DeliveryOutcome, postback_deliver, postbacks_retry, postbacks_sweep
-from postbacks.tasks import deliver_postback
+from postbacks.services import postbacks_retry
 from publishers.models import CallbackTemplate
 from tests.receiver import Receiver
 from tracking.services import click_record, conversion_record
@@ -34,21 +35,40 @@ BROWSER = (
 
 
 @pytest.fixture(autouse=True)
-def task_sent():
-    """Nothing reaches a broker: per-postback delivery tasks (on commit, countdown retries,
-    sweeps, replays) are recorded here; batch mode's on-commit kick is stubbed out."""
-    with (
-        mock.patch.object(deliver_postback, "apply_async") as apply_async,
-        mock.patch.object(dispatch, "kick", return_value=True),
-    ):
-        yield apply_async
+def no_kicks():
+    """Nothing reaches a broker: the tests run the dispatcher themselves."""
+    with mock.patch.object(dispatch, "kick", return_value=True) as kick:
+        yield kick
 
 
-@pytest.fixture
-def single_mode(settings):
-    """The task under test is the one-postback-per-task path (POSTBACKS_DISPATCH_MODE=single);
-    in batch mode the same task hands over to postbacks.dispatch, tested on its own."""
-    settings.POSTBACKS_DISPATCH_MODE = "single"
+@dataclass(frozen=True)
+class Delivered:
+    outcome: str  # PostbackAttempt.Outcome
+    retry_in: float | None  # seconds from the answer to the next attempt, when there is one
+
+
+def postback_deliver(postback_id: int) -> Delivered | None:
+    """One pass of the engine over what is due, everything recorded before it returns: the
+    attempt it made on `postback_id`, or None when it made none (not due, held, leased)."""
+    attempts = PostbackAttempt.objects.filter(postback_id=postback_id)
+    before = attempts.count()
+    dispatch.postbacks_dispatch(Lane.RETRY, wait=math.inf, kicks=False)
+    if attempts.count() == before:
+        return None
+    attempt = attempts.order_by("-number").first()
+    retry_in = None
+    if attempt.outcome == PostbackAttempt.Outcome.RETRY:
+        finished = attempt.started_at + timedelta(milliseconds=attempt.duration_ms)
+        due = Postback.objects.values_list("next_attempt_at", flat=True).get(pk=postback_id)
+        retry_in = (due - finished).total_seconds()
+    return Delivered(attempt.outcome, retry_in)
+
+
+def claim(postback: Postback) -> None:
+    """Another worker claims the row (and holds its lease)."""
+    Postback.objects.filter(pk=postback.pk).update(
+        attempts=F("attempts") + 1, leased_until=timezone.now() + timedelta(minutes=1)
+    )
 
 
 @pytest.fixture
@@ -100,7 +120,7 @@ def test_it_delivers_and_records_the_attempt(receiver, make_postback):
     postback = make_postback()
     before = timezone.now()
     outcome = postback_deliver(postback.pk)
-    assert outcome == DeliveryOutcome(postback.pk, PostbackAttempt.Outcome.SUCCESS, None)
+    assert outcome == Delivered(PostbackAttempt.Outcome.SUCCESS, None)
 
     postback.refresh_from_db()
     assert (postback.status, postback.attempts, postback.leased_until) == ("succeeded", 1, None)
@@ -347,16 +367,18 @@ def test_it_never_follows_a_redirect(receiver, make_postback, status):
     assert attempt.status_code == status and attempt.outcome != "success"
 
 
-def test_it_fails_on_410_and_pauses_the_template(receiver, make_postback, template, publisher):
+def test_it_holds_on_410_and_pauses_the_template(receiver, make_postback, template, publisher):
     receiver.status = 410
     postback = make_postback()
     other = CallbackTemplate.objects.create(
         publisher=publisher, url_template="https://pub.example/cb?id=[spid]"
     )
     outcome = postback_deliver(postback.pk)
-    assert outcome == DeliveryOutcome(postback.pk, "failed", None)
+    assert outcome.outcome == "retry"
     postback.refresh_from_db()
-    assert (postback.status, postback.attempts, postback.last_status_code) == ("failed", 1, 410)
+    # Held with its template (not failed): resuming sends it again.
+    assert (postback.status, postback.attempts, postback.last_status_code) == ("pending", 1, 410)
+    assert postback.next_attempt_at == health.HELD_UNTIL
     template.refresh_from_db()
     other.refresh_from_db()
     assert template.is_active is False
@@ -440,15 +462,6 @@ def test_it_refuses_private_destinations_unless_allowed(
 # --- Claims and leases ----------------------------------------------------------------------
 
 
-def test_it_does_nothing_while_another_worker_holds_the_claim(receiver, make_postback):
-    postback = make_postback()
-    assert services._claim(postback.pk, timezone.now()) == 1
-    assert postback_deliver(postback.pk) is None
-    assert receiver.requests == []
-    postback.refresh_from_db()
-    assert postback.attempts == 1 and not postback.attempt_log.exists()
-
-
 @pytest.mark.parametrize(
     "state",
     [
@@ -468,46 +481,9 @@ def test_it_does_nothing_for_a_row_that_is_not_due(receiver, make_postback, stat
     assert not PostbackAttempt.objects.exists()
 
 
-def test_it_does_nothing_for_an_unknown_id(receiver):
-    assert postback_deliver(987654321) is None
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_concurrent_second_delivery_returns_none(receiver, make_postback):
-    postback = make_postback()
-    in_flight, release = threading.Event(), threading.Event()
-
-    def hold(handler):
-        in_flight.set()
-        release.wait(10)
-        reply(handler, 200, b"ok")
-
-    receiver.responder = hold
-    results: dict = {}
-
-    def first_worker():
-        try:
-            results["first"] = postback_deliver(postback.pk)
-        finally:
-            connections.close_all()
-
-    worker = threading.Thread(target=first_worker)
-    worker.start()
-    try:
-        assert in_flight.wait(10)
-        assert postback_deliver(postback.pk) is None  # the row is claimed: compare-and-swap
-    finally:
-        release.set()
-        worker.join(20)
-    assert results["first"].outcome == "success"
-    assert len(receiver.requests) == 1
-    assert PostbackAttempt.objects.count() == 1
-    assert Postback.objects.get(pk=postback.pk).attempts == 1
-
-
 def test_it_reclaims_a_row_whose_lease_expired(receiver, make_postback):
     postback = make_postback()
-    assert services._claim(postback.pk, timezone.now()) == 1  # a worker that then died
+    claim(postback)  # a worker that then died
     Postback.objects.filter(pk=postback.pk).update(
         leased_until=timezone.now() - timedelta(seconds=1)
     )
@@ -518,160 +494,14 @@ def test_it_reclaims_a_row_whose_lease_expired(receiver, make_postback):
     assert [a.number for a in postback.attempt_log.all()] == [2]
 
 
-def test_a_stale_worker_cannot_overwrite_the_newer_state(receiver, make_postback, monkeypatch):
-    postback = make_postback()
-    real_send_get = http.send_get
-    sent = []
-
-    def stalling_send_get(url, **kwargs):
-        sent.append(url)
-        if len(sent) == 1:
-            # Worker A stalls past its lease; worker B reclaims the row and delivers it...
-            Postback.objects.filter(pk=postback.pk).update(
-                leased_until=timezone.now() - timedelta(seconds=1)
-            )
-            assert postback_deliver(postback.pk).outcome == "success"
-            # ...then A's own request finally gets its (failed) answer.
-            receiver.status = 500
-        return real_send_get(url, **kwargs)
-
-    monkeypatch.setattr(http, "send_get", stalling_send_get)
-    stale = postback_deliver(postback.pk)
-    assert stale.outcome == "retry"  # what A saw, and logged...
-    postback.refresh_from_db()
-    # ...but the row keeps B's newer state.
-    assert (postback.status, postback.attempts) == ("succeeded", 2)
-    assert (postback.last_status_code, postback.last_error) == (200, "")
-    assert postback.delivered_at is not None and postback.leased_until is None
-    assert [(a.number, a.outcome) for a in postback.attempt_log.all()] == [
-        (1, "retry"),
-        (2, "success"),
-    ]
-
-
-def test_a_stale_410_does_not_pause_the_template(receiver, make_postback, monkeypatch):
-    postback = make_postback()
-    real_send_get = http.send_get
-    sent = []
-
-    def stalling_send_get(url, **kwargs):
-        sent.append(url)
-        if len(sent) == 1:
-            # A stalls past its lease, B reclaims and delivers; then A's late answer is a 410.
-            Postback.objects.filter(pk=postback.pk).update(
-                leased_until=timezone.now() - timedelta(seconds=1)
-            )
-            assert postback_deliver(postback.pk).outcome == "success"
-            receiver.status = 410
-        return real_send_get(url, **kwargs)
-
-    monkeypatch.setattr(http, "send_get", stalling_send_get)
-    assert postback_deliver(postback.pk).outcome == "failed"  # what A saw
-    postback.template.refresh_from_db()
-    assert postback.template.is_active and not postback.template.paused_at
-
-
 # --- Sweeper --------------------------------------------------------------------------------
-
-
-def test_the_sweeper_sends_due_and_never_sent_rows_only(make_postback, settings):
-    now = timezone.now()
-    grace = timedelta(seconds=settings.POSTBACKS_SWEEP_GRACE_SECONDS)
-    second = timedelta(seconds=1)
-    due = now - grace - second
-    rows = {
-        "never sent": {"next_attempt_at": now - timedelta(hours=1), "dispatched_at": None},
-        "retry due": {"next_attempt_at": due, "attempts": 2, "dispatched_at": None},
-        "lease expired": {"next_attempt_at": due, "attempts": 1, "leased_until": now - second},
-        "task long lost": {
-            "next_attempt_at": due,
-            "dispatched_at": now
-            - timedelta(seconds=settings.POSTBACKS_REDISPATCH_SECONDS)
-            - second,
-        },
-        "fresh, in the grace period": {
-            "next_attempt_at": now - grace + 2 * second,
-            "dispatched_at": None,
-        },
-        "retry not yet due": {"next_attempt_at": now + timedelta(minutes=5), "dispatched_at": None},
-        "leased": {"next_attempt_at": due, "leased_until": now + timedelta(seconds=30)},
-        "task just sent": {"next_attempt_at": due, "dispatched_at": now - 5 * second},
-        "succeeded": {"next_attempt_at": due, "status": Postback.Status.SUCCEEDED},
-        "failed": {"next_attempt_at": due, "status": Postback.Status.FAILED},
-    }
-    ids = {}
-    for name, changes in rows.items():
-        postback = make_postback(spid=name)
-        changes = {"dispatched_at": None, "leased_until": None, **changes}
-        Postback.objects.filter(pk=postback.pk).update(**changes)
-        ids[postback.pk] = name
-
-    received: list[int] = []
-
-    def enqueue(postback_ids):
-        received.extend(postback_ids)
-        return len(postback_ids)
-
-    assert postbacks_sweep(now=now, enqueue=enqueue) == 4
-    assert sorted(ids[pk] for pk in received) == [
-        "lease expired",
-        "never sent",
-        "retry due",
-        "task long lost",
-    ]
-    # Oldest first.
-    assert received[0] == next(pk for pk, name in ids.items() if name == "never sent")
-    # What was sent is not sent again by the next sweep.
-    received.clear()
-    assert postbacks_sweep(now=now + second, enqueue=enqueue) == 0
-    assert received == []
-
-
-def test_the_sweeper_sends_nothing_when_nothing_is_due(make_postback):
-    make_postback()  # fresh, and its task was sent on commit
-    enqueue = mock.Mock(return_value=0)
-    assert postbacks_sweep(enqueue=enqueue) == 0
-    enqueue.assert_not_called()
-
-
-def test_the_sweeper_sends_tasks_and_survives_a_broker_failure(make_postback, task_sent):
-    now = timezone.now()
-    postback = make_postback()
-    Postback.objects.filter(pk=postback.pk).update(
-        next_attempt_at=now - timedelta(minutes=5), dispatched_at=None
-    )
-    task_sent.side_effect = ConnectionError("broker down")
-    assert postbacks_sweep(now=now) == 0  # logged, not raised
-    task_sent.reset_mock(side_effect=True)
-    # The row was left for the next sweep, which sends it.
-    assert postbacks_sweep(now=now + timedelta(seconds=1)) == 1
-    assert [call.args[0] for call in task_sent.call_args_list] == [(postback.pk,)]
-
-
-def test_swept_rows_get_delivered(receiver, make_postback):
-    postbacks = [make_postback(spid=f"s{i}") for i in range(3)]
-    Postback.objects.update(
-        next_attempt_at=timezone.now() - timedelta(minutes=5), dispatched_at=None
-    )
-
-    def deliver_now(ids):
-        return sum(postback_deliver(pk) is not None for pk in ids)
-
-    assert postbacks_sweep(enqueue=deliver_now) == 3
-    assert sorted(parse_qs(urlsplit(r.path).query)["id"][0] for r in receiver.requests) == [
-        "s0",
-        "s1",
-        "s2",
-    ]
-    assert set(Postback.objects.values_list("status", flat=True)) == {"succeeded"}
-    assert len(postbacks) == PostbackAttempt.objects.count()
 
 
 # --- Replay ---------------------------------------------------------------------------------
 
 
 def test_retry_requeues_failed_rows(
-    receiver, make_postback, task_sent, django_capture_on_commit_callbacks
+    receiver, make_postback, no_kicks, django_capture_on_commit_callbacks
 ):
     receiver.status = 404
     failed = make_postback()
@@ -682,102 +512,36 @@ def test_retry_requeues_failed_rows(
     succeeded = make_postback(spid="delivered")
     postback_deliver(succeeded.pk)
     leased = make_postback(spid="in flight")
-    services._claim(leased.pk, timezone.now())
+    claim(leased)
     assert Postback.objects.get(pk=failed.pk).status == "failed"
-    task_sent.reset_mock()
+    no_kicks.reset_mock()
 
     before = timezone.now()
     with django_capture_on_commit_callbacks(execute=True):
-        assert postbacks_retry([failed.pk, succeeded.pk, leased.pk]) == 1
-    assert [call.args[0] for call in task_sent.call_args_list] == [(failed.pk,)]
+        # The delivered one is re-sent too (a publisher asked for it again).
+        assert postbacks_retry([failed.pk, succeeded.pk, leased.pk]) == 2
+    # One kick of the retry lane, however many rows (not a task per postback).
+    no_kicks.assert_called_once_with(Lane.RETRY)
     failed.refresh_from_db()
     assert failed.status == "pending" and failed.leased_until is None
     assert before <= failed.next_attempt_at <= timezone.now()
-    assert Postback.objects.get(pk=succeeded.pk).status == "succeeded"
 
     assert postback_deliver(failed.pk).outcome == "success"
     failed.refresh_from_db()
     assert (failed.status, failed.attempts) == ("succeeded", 4)
-    assert receiver.requests[-1].headers["Roundtrip-Event-Id"] == failed.event_id
+    resent = {r.headers["Roundtrip-Event-Id"] for r in receiver.requests[-2:]}
+    assert resent == {failed.event_id, succeeded.event_id}
 
 
 def test_retry_of_nothing_retryable_sends_nothing(
-    make_postback, task_sent, django_capture_on_commit_callbacks
+    make_postback, no_kicks, django_capture_on_commit_callbacks
 ):
     postback = make_postback()
-    Postback.objects.filter(pk=postback.pk).update(status=Postback.Status.SUCCEEDED)
-    task_sent.reset_mock()
+    claim(postback)
+    no_kicks.reset_mock()
     with django_capture_on_commit_callbacks(execute=True):
         assert postbacks_retry([postback.pk, 987654321]) == 0
-    task_sent.assert_not_called()
+    no_kicks.assert_not_called()
 
 
 # --- The Celery task ------------------------------------------------------------------------
-
-
-def test_the_task_is_acked_late_and_requeued_if_its_worker_dies():
-    assert deliver_postback.acks_late is True
-    assert deliver_postback.reject_on_worker_lost is True
-
-
-def test_the_task_delivers_and_returns_the_outcome(single_mode, receiver, make_postback, task_sent):
-    postback = make_postback()
-    task_sent.reset_mock()
-    assert deliver_postback(postback.pk) == "success"
-    task_sent.assert_not_called()
-    assert Postback.objects.get(pk=postback.pk).status == "succeeded"
-    assert len(receiver.requests) == 1
-
-
-def test_the_task_schedules_a_short_retry_as_a_countdown(
-    single_mode, receiver, make_postback, task_sent
-):
-    receiver.status = 500
-    postback = make_postback()
-    task_sent.reset_mock()
-    assert deliver_postback(postback.pk) == "retry"
-    [call] = task_sent.call_args_list
-    assert call.args[0] == (postback.pk,)
-    assert 4.0 <= call.kwargs["countdown"] <= 6.0
-    postback.refresh_from_db()
-    # The countdown is only a shortcut: the retry is also due in the database.
-    assert postback.status == "pending" and postback.next_attempt_at > timezone.now()
-
-
-def test_the_task_leaves_a_long_retry_to_the_sweeper(
-    single_mode, receiver, make_postback, task_sent, settings
-):
-    receiver.status = 429
-    receiver.extra_headers = {"Retry-After": str(settings.POSTBACKS_MAX_COUNTDOWN_SECONDS + 60)}
-    postback = make_postback()
-    task_sent.reset_mock()
-    assert deliver_postback(postback.pk) == "retry"
-    task_sent.assert_not_called()
-    postback.refresh_from_db()
-    assert postback.next_attempt_at >= timezone.now() + timedelta(
-        seconds=settings.POSTBACKS_MAX_COUNTDOWN_SECONDS
-    )
-
-
-def test_the_task_survives_a_broker_failure_when_scheduling_a_retry(
-    single_mode, receiver, make_postback, task_sent
-):
-    receiver.status = 503
-    postback = make_postback()
-    task_sent.side_effect = ConnectionError("broker down")
-    assert deliver_postback(postback.pk) == "retry"
-    postback.refresh_from_db()
-    assert postback.status == "pending" and postback.leased_until is None
-    assert postback.next_attempt_at > timezone.now()  # the sweeper will find it
-
-
-def test_the_task_does_nothing_for_a_row_it_cannot_claim(
-    single_mode, receiver, make_postback, task_sent
-):
-    postback = make_postback()
-    services._claim(postback.pk, timezone.now())
-    task_sent.reset_mock()
-    assert deliver_postback(postback.pk) is None
-    assert deliver_postback(987654321) is None
-    task_sent.assert_not_called()
-    assert receiver.requests == []

@@ -5,7 +5,7 @@ import pytest
 from django.utils import timezone
 
 from postbacks import dispatch, http
-from postbacks.dispatch import Lane, rows
+from postbacks.dispatch import Lane, recorder, rows
 from postbacks.models import Postback, PostbackAttempt
 from tests.outage import database_down
 from tests.postbacks.test_dispatch import make_postbacks
@@ -33,7 +33,7 @@ def test_it_records_outcomes_that_met_an_outage_once_the_database_is_back(templa
     claimed = rows.claim_batch(lane=Lane.FIRST, limit=10, now=timezone.now(), lease=60)
     outcomes = delivered(claimed)
     with database_down():
-        assert dispatch._record(outcomes) == []  # left to the recorder, no error
+        assert recorder.record(outcomes) == []  # left to the recorder, no error
         assert not dispatch.get_recorder().wait_idle(1.0)  # it can't write them yet
     assert dispatch.get_recorder().wait_idle(10.0)
     assert set(Postback.objects.values_list("status", "leased_until")) == {

@@ -119,7 +119,9 @@ def test_a_probe_that_never_reports_back_is_given_up(gates):
     ("result", "error", "verdict"),
     [
         (200, None, "ok"),
-        (404, None, "ok"),  # the host answers: it is healthy, the URL is not
+        (404, None, "ok"),  # the host answers: it is up, the URL is not
+        (425, None, "failed"),
+        (103, None, "failed"),
         (410, None, "ok"),
         (302, None, "ok"),
         (500, None, "failed"),
@@ -356,3 +358,21 @@ def test_a_hanging_endpoint_does_not_slow_the_healthy_ones(link, settings, prefi
     # Within 2x of the run without it; a 25 ms floor keeps scheduler noise on a shared 2-core
     # machine (a few ms) from failing a comparison of two tiny numbers.
     assert p95(with_hanging) <= 2 * max(p95(without), 25.0)
+
+
+def test_rows_waiting_for_a_probe_come_back_within_a_second(gates):
+    """Bug 5: while a probe was out, a host's other rows were put back until the probe's
+    give-up time (a slot's TTL, ~30 s), so a probe answered in milliseconds still stalled the
+    host's recovery that long."""
+    first, second = gates
+    now = 1000.0
+    first.settle({HOST: fairness.HostTally(failed=CONFIG.failures)}, now=now)
+    probe = first.admit({HOST: 1}, cap=4, now=now + CONFIG.cooldown + 1)[HOST]
+    assert probe.probe
+    waiting = second.admit({HOST: 5}, cap=4, now=now + CONFIG.cooldown + 1.1)[HOST]
+    assert waiting.granted == 0
+    assert waiting.retry_at is not None
+    assert waiting.retry_at <= now + CONFIG.cooldown + 1.1 + 1.0
+    # The probe answers: the next ask gets the full cap.
+    first.settle({HOST: fairness.HostTally(ok=1, tokens=list(probe.tokens))}, now=now + 11.2)
+    assert second.admit({HOST: 5}, cap=4, now=now + CONFIG.cooldown + 1.3)[HOST].granted == 4

@@ -10,9 +10,10 @@ from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from postbacks import dispatch, health, services
+from postbacks import dispatch, health
 from postbacks.dispatch import Lane
 from postbacks.models import Postback
+from publishers import services as publisher_services
 from tests.postbacks.test_dispatch import BROWSER, make_postbacks, own_redis_keys
 from tracking.services import click_record, conversion_record
 
@@ -118,7 +119,7 @@ def test_it_pauses_a_template_failing_for_three_days_and_holds_its_postbacks(
         deliver(limit=1)
     template.refresh_from_db()
     assert template.paused_reason == "failing" and template.paused_at is not None
-    assert template.is_active, "still creates postbacks (held), unlike a 410"
+    assert not template.is_active  # the switch shows the pause, whatever its reason
     assert [m.subject for m in mailoutbox] == [
         f"Roundtrip: callback 127.0.0.1:{receiver.port} paused"
     ]
@@ -179,23 +180,37 @@ def test_a_410_pauses_and_deactivates_and_resuming_reactivates(
     assert template.is_active and template.paused_at is None
 
 
-def test_the_one_at_a_time_path_feeds_health_too(template, link, receiver):
-    receiver.status = 500
-    (postback,) = make_postbacks(template, link, 1)
-    services.postback_deliver(postback.pk)
+@pytest.mark.parametrize("kind", ["gone", "failing", "manual"])
+def test_every_pause_holds_new_conversions_and_resume_sends_each_once(
+    template, link, receiver, settings, django_capture_on_commit_callbacks, kind
+):
+    """Bug: a 410 deactivated the template, and conversions during the pause got no postback,
+    not even after resume. Every kind of pause now holds them."""
+    settings.POSTBACKS_HEALTH_PAUSE_AFTER_SECONDS = 0
+    if kind == "manual":
+        assert publisher_services.callback_template_set_active(template=template, active=False)
+    else:
+        receiver.status = 410 if kind == "gone" else 500
+        make_postbacks(template, link, 1)
+        with django_capture_on_commit_callbacks(execute=True):
+            deliver()
     template.refresh_from_db()
-    assert template.consecutive_failures == 1 and template.failing_since is not None
+    assert (template.paused_reason, template.is_active) == (kind, False)
+
+    for n in range(3):
+        click = click_record(link=link, spid=f"paused-{n}", user_agent=BROWSER)
+        with django_capture_on_commit_callbacks(execute=True):
+            conversion_record(advertiser=link.campaign.advertiser, click_id=click.click_id)
+    held = Postback.objects.filter(template=template)
+    assert held.count() == (3 if kind == "manual" else 4)
+    assert set(held.values_list("status", "next_attempt_at")) == {("pending", health.HELD_UNTIL)}
+    assert deliver(Lane.RETRY) == 0
+
     receiver.status = 200
-    Postback.objects.filter(pk=postback.pk).update(next_attempt_at=timezone.now())
-    services.postback_deliver(postback.pk)
-    template.refresh_from_db()
-    assert template.consecutive_failures == 0 and template.failing_since is None
-
-
-def test_a_paused_template_is_not_claimed_by_the_one_at_a_time_path(template, link, receiver):
-    (postback,) = make_postbacks(template, link, 1)
-    type(template).objects.filter(pk=template.pk).update(
-        paused_at=timezone.now(), paused_reason="failing"
-    )
-    assert services.postback_deliver(postback.pk) is None
-    assert receiver.requests == []
+    sent_before = len(receiver.requests)
+    with django_capture_on_commit_callbacks(execute=True):
+        publisher_services.callback_template_set_active(template=template, active=True)
+    deliver(Lane.RETRY)
+    assert set(held.values_list("status", flat=True)) == {"succeeded"}
+    sent = [r.headers["Roundtrip-Event-Id"] for r in receiver.requests[sent_before:]]
+    assert sorted(sent) == sorted(held.values_list("event_id", flat=True))

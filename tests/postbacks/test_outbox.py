@@ -1,5 +1,6 @@
-"""The outbox end to end: a conversion and its postbacks commit together, the task goes out on
-commit, and the sweeper sends whatever the broker never got, once per redispatch interval."""
+"""The outbox end to end: a conversion and its postbacks commit together, a dispatch is kicked
+on commit, and the sweeper kicks whatever the broker never got. However many rows are due,
+sweeps and replays publish a bounded number of tasks, never one per postback."""
 
 import tempfile
 from datetime import timedelta
@@ -11,8 +12,10 @@ from django.conf import settings as django_settings
 from django.db import transaction
 from django.utils import timezone
 
-from postbacks import services
+from postbacks import dispatch, tasks
+from postbacks.dispatch import Lane, claim_batch
 from postbacks.models import Postback
+from publishers.services import postbacks_replay
 from tests.chaos.infra import CeleryWorker, free_port, use_broker, wait_until
 from tracking.models import Click, Conversion
 from tracking.services import conversion_record
@@ -58,19 +61,13 @@ def test_it_delivers_every_postback_when_the_broker_was_down_at_intake(
             )
             assert response.status_code == 201, response.content
     assert Postback.objects.filter(status=Postback.Status.PENDING).count() == 1000
-    # Every failed send was marked, so the sweeper does not wait a redispatch interval.
-    assert not Postback.objects.filter(dispatched_at__isnull=False).exists()
     assert queued_messages(broker) == 0
 
-    # Two sweeper periods with a batch smaller than the backlog send each row exactly once.
-    settings.POSTBACKS_SWEEP_BATCH = 600
-    period = timedelta(seconds=30)
-    first = timezone.now() + timedelta(seconds=settings.POSTBACKS_SWEEP_GRACE_SECONDS + 1)
-    assert services.postbacks_sweep(now=first) == 600
-    assert services.postbacks_sweep(now=first + period) == 400
-    # Nothing consumed them yet: a third period must not send the backlog again.
-    assert services.postbacks_sweep(now=first + 2 * period) == 0
-    assert queued_messages(broker) == 1000
+    # A thousand due rows: the sweeper publishes a task per lane, not a task per row, and a
+    # second sweep (nothing consumed yet) adds at most a coalesced wake-up.
+    assert tasks.sweep_due_postbacks() == 1
+    tasks.sweep_due_postbacks()
+    assert 1 <= queued_messages(broker) <= 2
 
     with tempfile.TemporaryDirectory() as logs:
         worker = CeleryWorker(
@@ -129,40 +126,30 @@ def make_postback(conversion_click, campaign, template, **fields) -> Postback:
     return postback
 
 
-def test_it_resends_a_backlog_only_after_the_redispatch_interval(
-    link, campaign, template, broker, settings
+def test_a_replay_of_many_rows_publishes_a_bounded_number_of_tasks(
+    link, campaign, template, publisher, broker, django_capture_on_commit_callbacks
 ):
-    settings.POSTBACKS_REDISPATCH_SECONDS = 300
-    now = timezone.now()
-    # Sent on commit (dispatched_at set at creation), never consumed: a backlog.
+    """Bug: a 10,000-row replay published 10,000 tasks that mostly claimed nothing."""
     postbacks = [
-        make_postback(click, campaign, template, next_attempt_at=now, dispatched_at=now)
-        for click in make_clicks(link, 3)
+        make_postback(click, campaign, template, status=Postback.Status.FAILED, attempts=3)
+        for click in make_clicks(link, 300)
     ]
-    later = now + timedelta(seconds=settings.POSTBACKS_SWEEP_GRACE_SECONDS + 1)
-    assert services.postbacks_sweep(now=later) == 0
-    # The message may have been lost (Redis restarted): after the interval, one new send each.
-    after_interval = now + timedelta(seconds=301)
-    assert services.postbacks_sweep(now=after_interval) == 3
-    assert services.postbacks_sweep(now=after_interval + timedelta(seconds=30)) == 0
-    assert queued_messages(broker) == 3
-    assert {p.dispatched_at for p in Postback.objects.filter(pk__in=[p.pk for p in postbacks])} == {
-        after_interval
-    }
+    with django_capture_on_commit_callbacks(execute=True):
+        queued = postbacks_replay(
+            publisher=publisher, postback_ids=[p.pk for p in postbacks], scope="range"
+        )
+    assert queued == 300
+    assert queued_messages(broker) == 1
 
 
-def test_it_resends_a_claimed_row_as_soon_as_its_lease_expires(
-    link, campaign, template, broker, settings
-):
+def test_the_sweeper_kicks_a_claimed_row_once_its_lease_expires(link, campaign, template, broker):
     now = timezone.now()
     (click,) = make_clicks(link, 1)
-    postback = make_postback(click, campaign, template, next_attempt_at=now, dispatched_at=now)
+    postback = make_postback(click, campaign, template, next_attempt_at=now)
     # A worker takes the row, then dies (no outcome is ever written).
-    assert services._claim(postback.pk, now) == 1
-    postback.refresh_from_db()
-    assert postback.dispatched_at is None and postback.leased_until is not None
-    assert services.postbacks_sweep(now=now + timedelta(seconds=30)) == 0  # lease still live
-    expired = postback.leased_until + timedelta(seconds=1)
-    assert expired - now < timedelta(seconds=settings.POSTBACKS_REDISPATCH_SECONDS)
-    assert services.postbacks_sweep(now=expired) == 1
+    [claimed] = claim_batch(lane=Lane.FIRST, limit=10, now=now, lease=60)
+    assert claimed.pk == postback.pk
+    assert dispatch.kick_if_due(now=now + timedelta(seconds=30)) == []  # lease still live
+    assert queued_messages(broker) == 0
+    assert dispatch.kick_if_due(now=now + timedelta(seconds=61)) == [Lane.RETRY]
     assert queued_messages(broker) == 1

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from postbacks import retry
+from postbacks import health, http, retry
+from postbacks.dispatch.rows import Claimed, Outcome
 from postbacks.http import ERROR_KINDS
 from postbacks.retry import (
     DEFAULT_SCHEDULE,
@@ -212,3 +213,50 @@ def test_the_schedule_holds_for_any_input(schedule, attempts, seed, retry_after)
 
 def test_its_doctests_hold():
     assert doctest.testmod(retry).failed == 0
+
+
+# --- One vocabulary: the retry policy, the breaker and endpoint health agree ----------------------
+
+
+def consumers(result_code=None, error_kind=None) -> tuple[str, str | None, bool]:
+    """(retry verdict, what the breaker counts, whether health counts a failure) for one
+    attempt, each read from its own consumer: the dispatcher's Outcome and health's Tally."""
+    row = Claimed(1, 1, "https://pub.example/cb", "evt", 1, None)
+    outcome = Outcome(
+        row,
+        result=http.DeliveryResult(result_code, 1, "", "203.0.113.1") if result_code else None,
+        error=http.DeliveryError(error_kind, "x") if error_kind else None,
+    )
+    if result_code is not None:
+        verdict = retry.classify_status(result_code)
+    else:
+        verdict = retry.classify_error(error_kind, ERROR_KINDS[error_kind])
+    tally = health.Tally()
+    tally.add(verdict)
+    return verdict, outcome.breaker_verdict(), tally.failed == 1
+
+
+@pytest.mark.parametrize("status", range(100, 600))
+def test_every_status_means_one_thing_to_retry_breaker_and_health(status):
+    verdict, host, endpoint_failing = consumers(result_code=status)
+    # Transient for the retry policy exactly when the host counts as failing for the breaker.
+    assert (verdict is retry.Verdict.RETRY) == (host == "failed")
+    assert host in ("ok", "failed")  # an answer always says something about the host
+    # Endpoint health counts every attempt that did not deliver.
+    assert endpoint_failing == (verdict is not retry.Verdict.SUCCESS)
+    assert endpoint_failing == (not 200 <= status <= 299)
+
+
+@pytest.mark.parametrize("status", [425, 100, 103, 199, 408, 429])
+def test_the_cases_that_once_disagreed_count_against_the_host(status):
+    assert consumers(result_code=status)[:2] == (retry.Verdict.RETRY, "failed")
+
+
+@pytest.mark.parametrize("kind", sorted(ERROR_KINDS))
+def test_every_error_kind_means_one_thing_to_retry_breaker_and_health(kind):
+    verdict, host, endpoint_failing = consumers(error_kind=kind)
+    assert endpoint_failing  # no answer never delivers
+    if ERROR_KINDS[kind]:
+        assert (verdict, host) == (retry.Verdict.STOP, None)  # refused before any request
+    else:
+        assert (verdict, host) == (retry.Verdict.RETRY, "failed")  # time-outs included

@@ -2,14 +2,16 @@
 failed) and an API key; publisher C with a little traffic of its own. Every value that belongs
 to A is distinctive, so a test can assert that none of them leaks into C's pages."""
 
+import math
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 
 from django.utils import timezone
 
+from postbacks import dispatch
+from postbacks.dispatch import Lane
 from postbacks.models import Postback
-from postbacks.services import postback_deliver
 from publishers.models import CallbackTemplate, Publisher
 from publishers.services import api_key_create
 from tests.receiver import Receiver
@@ -118,8 +120,7 @@ def build_dashboard_data(
         )
         data.conversions.append(outcome.conversion)
         data.postbacks.extend(outcome.postbacks)
-    for postback in data.postbacks:
-        postback_deliver(postback.pk)
+    dispatch.drain(Lane.RETRY, wait=math.inf, kicks=False)
     data.key_lookup = api_key_create(publisher=publisher, name="a-key")[0].lookup
 
     # Publisher C: its own link on the same campaign, one click, one conversion.

@@ -200,8 +200,10 @@ def test_it_records_dashboard_replays_with_their_count(member_client, dashboard_
 
 
 def test_it_records_nothing_for_a_replay_that_queued_nothing(member_client, dashboard_data):
-    delivered = Postback.objects.filter(template=dashboard_data.good_template).first()
-    member_client.post(reverse("deliveries_retry"), {"event_id": delivered.event_id})
+    # In flight: a worker holds it, so nothing is queued.
+    busy = Postback.objects.filter(template=dashboard_data.good_template).first()
+    Postback.objects.filter(pk=busy.pk).update(leased_until=timezone.now() + timedelta(minutes=1))
+    member_client.post(reverse("deliveries_retry"), {"event_id": busy.event_id})
     assert events(dashboard_data.publisher, Action.POSTBACKS_RETRIED) == []
 
 
@@ -275,7 +277,7 @@ def test_it_resumes_deliveries_from_the_dashboard(
 
 def test_it_shows_held_postbacks_as_held(member_client, held):
     page = member_client.get(reverse("deliveries")).content.decode()
-    assert "held: endpoint paused" in page and "9999" not in page
+    assert "held: The endpoint answered 410 Gone" in page and "9999" not in page
     assert 'id="paused-callbacks"' in page
 
 

@@ -13,9 +13,9 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from postbacks import dispatch
+from postbacks import dispatch, health
+from postbacks.health import HELD_UNTIL
 from postbacks.models import Postback
-from postbacks.tasks import deliver_postback
 from publishers.models import CallbackTemplate
 from tracking import selectors, services
 from tracking.models import Advertiser, AdvertiserAPIKey, Campaign, Click, Conversion, TrackingLink
@@ -34,39 +34,24 @@ OWN_KEY = object()
 
 
 class Published:
-    """What was handed to the broker, as ("deliver", postback id) per delivery task (single
-    mode) and ("kick", lane) per dispatch kick (batch mode)."""
+    """What was handed to the broker: ("kick", lane) per dispatch kick."""
 
-    def __init__(self, deliver: mock.Mock, kick: mock.Mock):
-        self.deliver, self.kick = deliver, kick
+    def __init__(self, kick: mock.Mock):
+        self.kick = kick
 
     def __call__(self) -> list[tuple]:
-        return [("deliver", c.args[0][0]) for c in self.deliver.call_args_list] + [
-            ("kick", str(c.args[0])) for c in self.kick.call_args_list
-        ]
+        return [("kick", str(c.args[0])) for c in self.kick.call_args_list]
 
 
 @pytest.fixture(autouse=True)
 def task_sent():
     """Nothing reaches the broker: what a commit publishes is recorded instead."""
-    with (
-        mock.patch.object(deliver_postback, "apply_async") as deliver,
-        mock.patch.object(dispatch, "kick", return_value=True) as kick,
-    ):
-        yield Published(deliver, kick)
+    with mock.patch.object(dispatch, "kick", return_value=True) as kick:
+        yield Published(kick)
 
 
-@pytest.fixture(params=["single", "batch"])
-def dispatch_mode(request, settings) -> str:
-    settings.POSTBACKS_DISPATCH_MODE = request.param
-    return request.param
-
-
-def on_commit_publish(mode: str, postback_ids: list[int]) -> list[tuple]:
-    """What one commit publishes for its new postbacks in each dispatch mode."""
-    if mode == "single":
-        return [("deliver", pk) for pk in postback_ids]
-    return [("kick", "first")]
+# One coalesced kick of the first-attempt lane per commit, however many postbacks.
+KICK = [("kick", "first")]
 
 
 class Intake:
@@ -234,20 +219,27 @@ def test_it_sends_no_postback_for_a_click_without_spid(intake, link, callback):
     assert Conversion.objects.count() == 1 and not Postback.objects.exists()
 
 
-def test_it_creates_one_postback_per_matching_active_template(intake, click, callback, publisher):
+def test_it_creates_one_postback_per_matching_template_held_if_paused(
+    intake, click, callback, publisher
+):
     second = CallbackTemplate.objects.create(
         publisher=publisher, url_template="https://pub.example/[spid]/?e=[event]"
     )
-    CallbackTemplate.objects.create(
-        publisher=publisher, url_template="https://pub.example/off?id=[spid]", is_active=False
+    paused = CallbackTemplate.objects.create(
+        publisher=publisher, url_template="https://pub.example/off?id=[spid]"
     )
+    health.endpoint_pause([paused.pk], reason=CallbackTemplate.PausedReason.MANUAL)
     CallbackTemplate.objects.create(
         publisher=publisher, url_template="https://pub.example/sales?id=[spid]", events=["sale"]
     )
     response = intake.send({"click_id": click.click_id})
     assert response.status_code == 201
-    assert {p.template_id for p in Postback.objects.all()} == {callback.pk, second.pk}
-    assert len(response.json()["postbacks"]) == 2
+    rows = {p.template_id: p for p in Postback.objects.all()}
+    assert set(rows) == {callback.pk, second.pk, paused.pk}
+    # The paused template's postback is kept, held until it is resumed.
+    assert rows[paused.pk].next_attempt_at == HELD_UNTIL
+    assert rows[callback.pk].next_attempt_at < HELD_UNTIL
+    assert len(response.json()["postbacks"]) == 3
 
 
 # --- Status changes -------------------------------------------------------------------------
@@ -280,7 +272,7 @@ def test_it_fires_a_new_postback_with_its_own_event_id_on_pending_to_approved(
 
 
 def test_it_sends_the_status_change_task_on_commit(
-    click, advertiser, callback, task_sent, dispatch_mode, django_capture_on_commit_callbacks
+    click, advertiser, callback, task_sent, django_capture_on_commit_callbacks
 ):
     callback.statuses = ["pending", "approved"]
     callback.save()
@@ -289,11 +281,8 @@ def test_it_sends_the_status_change_task_on_commit(
     with django_capture_on_commit_callbacks(execute=True):
         outcome = conversion_record(advertiser=advertiser, click_id=click.click_id)
     assert outcome.conversion.status == "approved"
-    pending, approved = (Postback.objects.get(conversion_status=s) for s in ("pending", "approved"))
-    assert task_sent() == [
-        *on_commit_publish(dispatch_mode, [pending.pk]),
-        *on_commit_publish(dispatch_mode, [approved.pk]),
-    ]
+    assert Postback.objects.filter(conversion_status__in=["pending", "approved"]).count() == 2
+    assert task_sent() == [*KICK, *KICK]  # one kick per commit
 
 
 @pytest.mark.parametrize(
@@ -559,18 +548,16 @@ def test_the_get_intake_ignores_unknown_parameters(postback_token, click):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_sends_the_delivery_task_only_after_commit(
-    click, advertiser, callback, task_sent, dispatch_mode
-):
+def test_it_sends_the_delivery_task_only_after_commit(click, advertiser, callback, task_sent):
     with transaction.atomic():
-        outcome = conversion_record(advertiser=advertiser, click_id=click.click_id)
+        conversion_record(advertiser=advertiser, click_id=click.click_id)
         assert task_sent() == []
-    assert task_sent() == on_commit_publish(dispatch_mode, [outcome.postbacks[0].pk])
+    assert task_sent() == KICK
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_rolled_back_conversion_creates_no_postback_and_sends_no_task(
-    click, advertiser, callback, task_sent, dispatch_mode
+    click, advertiser, callback, task_sent
 ):
     with pytest.raises(RuntimeError), transaction.atomic():
         outcome = conversion_record(advertiser=advertiser, click_id=click.click_id, txn_id="T")
@@ -581,7 +568,7 @@ def test_a_rolled_back_conversion_creates_no_postback_and_sends_no_task(
     # The same transaction id is free again: nothing of the rolled-back attempt remains.
     outcome = conversion_record(advertiser=advertiser, click_id=click.click_id, txn_id="T")
     assert outcome.created
-    assert task_sent() == on_commit_publish(dispatch_mode, [outcome.postbacks[0].pk])
+    assert task_sent() == KICK
 
 
 def _race(calls: list) -> list:
