@@ -150,6 +150,8 @@ MAILERS = {
         else {},
     }
 }
+# A team invitation's link works this many days (docs/security.md, "Team invitations").
+TEAM_INVITATION_DAYS = env.int("TEAM_INVITATION_DAYS", default=7)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Roundtrip <noreply@localhost>")
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/dashboard/"

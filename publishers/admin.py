@@ -9,6 +9,7 @@ from publishers.audit import Actor
 from publishers.models import (
     AuditEvent,
     CallbackTemplate,
+    Invitation,
     Membership,
     Publisher,
     PublisherAPIKey,
@@ -136,6 +137,22 @@ class MembershipAdmin(admin.ModelAdmin):
     list_filter = ["role"]
     search_fields = ["user__username", "user__email", "publisher__name"]
     raw_id_fields = ["user", "publisher"]
+
+
+@admin.register(Invitation)
+class InvitationAdmin(admin.ModelAdmin):
+    """Invitations are answered by the invited person's link; staff only look."""
+
+    list_display = ["email", "publisher", "role", "status", "created_at", "expires_at"]
+    list_filter = ["status"]
+    search_fields = ["email", "publisher__name"]
+    list_select_related = ["publisher"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None) -> list[str]:
+        return [field.name for field in Invitation._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
 
 
 @admin.register(AuditEvent)

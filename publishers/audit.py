@@ -16,6 +16,7 @@ from django.http import HttpRequest
 from publishers.models import (
     AuditEvent,
     CallbackTemplate,
+    Invitation,
     Membership,
     Publisher,
     PublisherAPIKey,
@@ -34,11 +35,19 @@ class Actor:
     user: Any = None
     api_key: PublisherAPIKey | None = None
     ip: str | None = None
+    # A person acting without an account or signed out (answering an invitation by its link).
+    name: str = ""
 
     @classmethod
     def dashboard(cls, request: HttpRequest, *, user: Any = None) -> "Actor":
         """The signed-in user, or `user` on pages used signed out (password reset)."""
         return cls(AuditEvent.Via.DASHBOARD, user=user or request.user, ip=_client_ip(request))
+
+    @classmethod
+    def invitee(cls, request: HttpRequest, *, email: str) -> "Actor":
+        """Whoever holds an invitation's link (sent to `email`), signed in or not."""
+        user = request.user if request.user.is_authenticated else None
+        return cls(AuditEvent.Via.DASHBOARD, user=user, ip=_client_ip(request), name=email)
 
     @classmethod
     def admin(cls, request: HttpRequest) -> "Actor":
@@ -77,6 +86,8 @@ def describe(target: object) -> tuple[str, str, str]:
     if isinstance(target, Membership):
         user = target.user
         return "member", user.get_username()[:64], (user.email or user.get_username())[:200]
+    if isinstance(target, Invitation):
+        return "invitation", target.email[:64], target.email[:200]
     if isinstance(target, Publisher):
         return "publisher", target.public_id, target.name[:200]
     if isinstance(target, Postback):
@@ -104,7 +115,7 @@ def audit_record(
         action=action,
         via=actor.via,
         actor=user,
-        actor_name=user.get_username() if user else "",
+        actor_name=user.get_username() if user else actor.name[:150],
         api_key_label=key_label(actor.api_key) if actor.api_key else "",
         target_type=target_type,
         target_id=target_id,

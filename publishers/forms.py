@@ -4,6 +4,7 @@ signed-in publisher's own rows, so a form can't be pointed at another publisher'
 from datetime import date, timedelta
 
 from django import forms
+from django.contrib.auth import get_user_model, password_validation
 
 from publishers import selectors
 from publishers.models import CallbackTemplate, Membership, Publisher
@@ -82,6 +83,27 @@ class ApiKeyForm(forms.Form):
 class InviteForm(forms.Form):
     email = forms.EmailField(widget=forms.EmailInput(attrs={"placeholder": "name@example.com"}))
     role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.MEMBER)
+
+
+class InvitationSignupForm(forms.Form):
+    """A password for the account an invitation creates (the address has none yet)."""
+
+    password1 = forms.CharField(label="Password", strip=False, widget=forms.PasswordInput)
+    password2 = forms.CharField(label="Password again", strip=False, widget=forms.PasswordInput)
+
+    def __init__(self, *args, email: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.email = email
+
+    def clean(self):
+        data = super().clean()
+        first, second = data.get("password1"), data.get("password2")
+        if first and second:
+            if first != second:
+                raise forms.ValidationError("The two passwords differ.")
+            candidate = get_user_model()(username=self.email, email=self.email)
+            password_validation.validate_password(first, candidate)
+        return data
 
 
 class DateRangeMixin:

@@ -296,7 +296,15 @@ def test_it_records_invitations_removals_and_role_changes(owner_client, publishe
     owner_client.post(reverse("member_invite"), {"email": "new@example.com", "role": "member"})
     invited = only(publisher, Action.MEMBER_INVITED)
     assert_by_owner(invited)
-    assert invited.details == {"email": "new@example.com", "role": "member", "new_account": True}
+    # Nothing says whether the address had an account.
+    assert invited.details == {"email": "new@example.com", "role": "member"}
+    [invitation] = publisher.invitations.all()
+    services.invitation_accept(invitation=invitation, password="a-Long-new-pass-42")
+    joined = only(publisher, Action.INVITATION_ACCEPTED)
+    assert (joined.target_id, joined.details) == (
+        "new@example.com",
+        {"email": "new@example.com", "role": "member"},
+    )
 
     owner_client.post(reverse("member_role"), {"username": "new@example.com", "role": "owner"})
     changed = only(publisher, Action.MEMBER_ROLE_CHANGED)
