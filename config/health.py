@@ -4,7 +4,9 @@
   processes restarted).
 - `/readyz`: the database and the broker answer; JSON, 503 when either does not (take the node
   out of rotation, don't restart it).
-- `/metrics`: Prometheus text format (postbacks/metrics.py), optionally behind a bearer token.
+- `/metrics`: Prometheus text format (postbacks/metrics.py) behind a bearer token. It names
+  every publisher's callback hosts, so with DEBUG off it is refused (403) until
+  `METRICS_BEARER_TOKEN` is set, and `check --deploy` reports the missing token as an error.
 """
 
 import hmac
@@ -77,6 +79,12 @@ def readyz(request: HttpRequest) -> JsonResponse:
 @never_cache
 def metrics_view(request: HttpRequest) -> HttpResponse:
     token = settings.METRICS_BEARER_TOKEN
+    if not token and not settings.DEBUG:
+        return HttpResponse(
+            "metrics are off: set METRICS_BEARER_TOKEN to serve them\n",
+            status=403,
+            content_type="text/plain",
+        )
     if token:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(
