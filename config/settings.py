@@ -63,6 +63,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # NUL characters anywhere in a request: 400 before any view or query (config/hostile.py).
+    "config.hostile.HostileInputMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -129,7 +131,11 @@ AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15
 AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
 AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "tracking.views.client_ip"
+AXES_USERNAME_CALLABLE = "config.hostile.sign_in_username"
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+# Views (by URL name) that answer NUL characters in their input themselves instead of
+# config.hostile's middleware: the click path names the reason in its rejection counters.
+HOSTILE_INPUT_OWN_VALIDATION = ["click", "smart-ad"]
 # Password reset and invitation mail: printed on the console in local mode, otherwise sent
 # through EMAIL_URL (e.g. smtp+tls://user:password@smtp.example.com:587).
 _email = env.email_url(
@@ -190,8 +196,9 @@ X_FRAME_OPTIONS = "DENY"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # Both refuse or escape what PostgreSQL and UTF-8 can't take (config/hostile.py).
+    "DEFAULT_RENDERER_CLASSES": ["config.hostile.SafeJSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["config.hostile.StrictJSONParser"],
     "EXCEPTION_HANDLER": "config.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

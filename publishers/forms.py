@@ -6,6 +6,7 @@ from datetime import date, timedelta
 from django import forms
 from django.contrib.auth import get_user_model, password_validation
 
+from config.hostile import validate_day
 from publishers import selectors
 from publishers.models import CallbackTemplate, Membership, Publisher
 from tracking.models import Conversion
@@ -106,6 +107,13 @@ class InvitationSignupForm(forms.Form):
         return data
 
 
+class DayField(forms.DateField):
+    """Every date the dashboard's forms accept: a calendar picker, within bounds."""
+
+    default_validators = [validate_day]
+    widget = forms.DateInput(attrs={"type": "date"})
+
+
 class DateRangeMixin:
     def clean(self):
         data = super().clean()
@@ -119,8 +127,8 @@ class DateRangeMixin:
 
 
 class ReportForm(DateRangeMixin, forms.Form):
-    start = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
-    end = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
+    start = DayField()
+    end = DayField()
     group_by = forms.ChoiceField(choices=list(REPORT_GROUPS.items()), initial="day")
     tz = forms.ChoiceField(choices=TIMEZONE_CHOICES, initial="UTC", label="Time zone")
     attribution = forms.ChoiceField(
@@ -172,13 +180,13 @@ class ConversionFilterForm(DateRangeMixin, forms.Form):
     click_id = forms.CharField(required=False, max_length=32, label="Click id")
     status = forms.ChoiceField(choices=[("", "Any"), *Conversion.Status.choices], required=False)
     event = forms.CharField(required=False, max_length=50)
-    start = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    end = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    start = DayField(required=False)
+    end = DayField(required=False)
 
 
 class RetryRangeForm(DateRangeMixin, forms.Form):
-    start = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
-    end = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
+    start = DayField()
+    end = DayField()
     states = forms.MultipleChoiceField(
         choices=[("failing", "Failing"), ("pending", "Pending")],
         initial=["failing"],
