@@ -176,7 +176,8 @@ class ReportForm(DateRangeMixin, forms.Form):
 
 
 class ConversionFilterForm(DateRangeMixin, forms.Form):
-    spid = forms.CharField(required=False, max_length=255)
+    # Not stripped: a spid is matched exactly as it was sent, spaces included.
+    spid = forms.CharField(required=False, max_length=255, strip=False)
     click_id = forms.CharField(required=False, max_length=32, label="Click id")
     status = forms.ChoiceField(choices=[("", "Any"), *Conversion.Status.choices], required=False)
     event = forms.CharField(required=False, max_length=50)

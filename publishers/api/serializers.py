@@ -61,7 +61,8 @@ class PageQuerySerializer(serializers.Serializer):
 
 
 class ConversionQuerySerializer(PageQuerySerializer):
-    spid = serializers.CharField(required=False, max_length=255)
+    # Not trimmed: a spid is matched exactly as it was sent, spaces included.
+    spid = serializers.CharField(required=False, max_length=255, trim_whitespace=False)
     click_id = serializers.CharField(required=False, max_length=32)
     status = serializers.ChoiceField(choices=Conversion.Status.choices, required=False)
     event = serializers.CharField(required=False, max_length=50)
@@ -79,7 +80,11 @@ class PostbackQuerySerializer(PageQuerySerializer):
 
 
 class TraceQuerySerializer(serializers.Serializer):
-    spid = serializers.CharField(max_length=255, help_text="The spid exactly as you sent it.")
+    spid = serializers.CharField(
+        max_length=255,
+        trim_whitespace=False,
+        help_text="The spid exactly as you sent it, spaces included.",
+    )
 
 
 class StatsQuerySerializer(serializers.Serializer):
