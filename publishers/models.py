@@ -266,6 +266,7 @@ class AuditEvent(models.Model):
         MEMBER_REMOVED = "member.removed", "Team member removed"
         MEMBER_ROLE_CHANGED = "member.role_changed", "Team member's role changed"
         PASSWORD_CHANGED = "account.password_changed", "Password changed"
+        STAFF_EDITED = "staff.edited", "Edited by Roundtrip staff"
 
     class Via(models.TextChoices):
         DASHBOARD = "dashboard"
