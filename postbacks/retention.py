@@ -18,6 +18,7 @@ from django.db.models import DateTimeField, Exists, ExpressionWrapper, F, OuterR
 from django.utils import timezone
 
 from postbacks.models import Postback, PostbackAttempt
+from publishers.models import AuditEvent
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +79,6 @@ def prunable_clicks(now: datetime, days: int) -> QuerySet:
 
 def prunable_audit_events(now: datetime, days: int) -> QuerySet:
     """Activity-trail events older than `days`."""
-    from publishers.models import AuditEvent
-
     return AuditEvent.objects.filter(created_at__lt=now - timedelta(days=days))
 
 
