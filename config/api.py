@@ -6,15 +6,26 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from config.outage import UNAVAILABLE_MESSAGE, is_database_outage, log_outage, retry_after_header
+
 
 class APIError(exceptions.APIException):
     """An API error with our own machine-readable code, raised by views."""
 
-    def __init__(self, status_code: int, code: str, message: str, fields: dict | None = None):
+    def __init__(
+        self,
+        status_code: int,
+        code: str,
+        message: str,
+        fields: dict | None = None,
+        *,
+        retry_after: int | None = None,
+    ):
         self.status_code = status_code
         self.code = code
         self.message = message
         self.fields = fields or {}
+        self.retry_after = retry_after  # seconds; sent as Retry-After (503, 429)
         super().__init__(detail=message, code=code)
 
 
@@ -35,6 +46,7 @@ _DEFAULT_CODES = {
     status.HTTP_406_NOT_ACCEPTABLE: "not_acceptable",
     status.HTTP_415_UNSUPPORTED_MEDIA_TYPE: "unsupported_media_type",
     status.HTTP_429_TOO_MANY_REQUESTS: "rate_limited",
+    status.HTTP_503_SERVICE_UNAVAILABLE: "unavailable",
 }
 
 
@@ -43,8 +55,18 @@ def error_body(code: str, message: str, fields: dict | None = None) -> dict:
 
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
+    if is_database_outage(exc):
+        log_outage(context["request"], exc)
+        return Response(
+            error_body("unavailable", UNAVAILABLE_MESSAGE),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": retry_after_header()},
+        )
     if isinstance(exc, APIError):
-        return Response(error_body(exc.code, exc.message, exc.fields), status=exc.status_code)
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return Response(
+            error_body(exc.code, exc.message, exc.fields), status=exc.status_code, headers=headers
+        )
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

@@ -15,10 +15,11 @@ from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(environ.Env().str("ROUNDTRIP_VAR_DIR", default=str(BASE_DIR / "var")))
 
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+# Read after .env, so a ROUNDTRIP_VAR_DIR set there counts too.
+VAR_DIR = Path(env.str("ROUNDTRIP_VAR_DIR", default=str(BASE_DIR / "var")))
 
 LOCAL_MODE = "DATABASE_URL" not in env
 DEBUG = env.bool("DEBUG", default=LOCAL_MODE)
@@ -68,6 +69,8 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # A view's database outage becomes 503 + Retry-After, not a 500 (config/outage.py).
+    "config.outage.DatabaseOutageMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -104,6 +107,15 @@ DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=600)
 # database restart costs no failed request. Turning it off gains ~15 % on conversion intake;
 # each web process then fails one request after a database restart.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("CONN_HEALTH_CHECKS", default=True)
+# While PostgreSQL is unreachable, requests that need it answer 503 with this Retry-After
+# (seconds); the click redirect goes on from cached links (CLICKS_OUTAGE_STALE_SECONDS).
+DATABASE_OUTAGE_RETRY_AFTER = env.int("DATABASE_OUTAGE_RETRY_AFTER", default=10)
+if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
+    # A host that drops packets (rather than refusing) must not hold a request for the
+    # operating system's minutes-long TCP timeout. A DATABASE_URL ?connect_timeout= wins.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5)
+    )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the web server, the worker and beat read while one of them writes.
     DATABASES["default"]["OPTIONS"] = {
@@ -258,6 +270,10 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "store_processed": False,
     }
 else:
+    if CELERY_BROKER_URL.startswith("redis://"):
+        # kombu's Redis transport with a guard that keeps the worker alive when Redis dies
+        # under it (config/broker.py). rediss:// keeps kombu's own, which checks its TLS setup.
+        CELERY_BROKER_TRANSPORT = "config.broker:Transport"
     # Longer than any countdown we ever schedule (retries longer than a minute live in the
     # database as next_attempt_at), so Redis never redelivers a task that is merely waiting.
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -272,6 +288,12 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker whose broker is gone retries for ever (Celery's default gives up after 100 attempts
+# and exits), every BROKER_RECONNECT_SECONDS at most (config.celery.Consumer), so it consumes
+# again within seconds of Redis coming back, however long Redis was down.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_WORKER_CONSUMER = "config.celery:Consumer"
+BROKER_RECONNECT_SECONDS = env.float("BROKER_RECONNECT_SECONDS", default=2.0)
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 # Every task has a hard time limit (tasks may set a lower one) so the start-up check can
 # compare the longest one with the broker's visibility timeout (postbacks/checks.py).
@@ -292,6 +314,7 @@ CELERY_TASK_ROUTES = {
         "queue": env.str("POSTBACKS_RETRY_QUEUE", default="postbacks_retry")
     },
 }
+BEAT_HEARTBEAT_SECONDS = env.float("BEAT_HEARTBEAT_SECONDS", default=10.0)
 CELERY_BEAT_SCHEDULE = {
     "clicks-flush": {
         "task": "tracking.tasks.flush_click_buffer",
@@ -314,6 +337,13 @@ CELERY_BEAT_SCHEDULE = {
     "retention-prune": {
         "task": "postbacks.tasks.prune_old_records",
         "schedule": env.float("RETENTION_PRUNE_INTERVAL", default=3600.0),
+    },
+    # Liveness: the age of the last run of this task is /readyz's and /metrics' beat check;
+    # one that waited longer than a period in the queue is dropped, not run late.
+    "beat-heartbeat": {
+        "task": "config.celery.beat_heartbeat",
+        "schedule": BEAT_HEARTBEAT_SECONDS,
+        "options": {"expires": BEAT_HEARTBEAT_SECONDS},
     },
     # PostgreSQL: creates the coming days' click partitions, retires expired days.
     "clicks-partitions": {
@@ -434,14 +464,23 @@ STATS_REFRESH_LOOKBACK_MINUTES = env.int("STATS_REFRESH_LOOKBACK_MINUTES", defau
 METRICS_BEARER_TOKEN = env.str("METRICS_BEARER_TOKEN", default="")
 # /readyz gives the database and the broker this long each.
 READYZ_TIMEOUT_SECONDS = env.float("READYZ_TIMEOUT_SECONDS", default=2.0)
+# Worker and beat liveness (config/liveness.py): a consuming worker stamps Redis this often and
+# counts as consuming for three periods; beat's heartbeat task runs every BEAT_HEARTBEAT_SECONDS
+# (the beat schedule) and /readyz reports beat when its last run is older than this.
+WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=5.0)
+HEALTH_BEAT_MAX_AGE_SECONDS = env.float("HEALTH_BEAT_MAX_AGE_SECONDS", default=60.0)
+HEALTH_REDIS_PREFIX = env.str("HEALTH_REDIS_PREFIX", default="roundtrip:health:")
 
 # The built-in demo receiver (/demo/receiver/) stands in for a publisher's server locally.
 DEMO_RECEIVER_ENABLED = env.bool("DEMO_RECEIVER_ENABLED", default=LOCAL_MODE)
 
 # --- Clicks ---------------------------------------------------------------------------------
-CLICKS_SPID_MAX_LENGTH = 255
 # How long a web process reuses a tracking link it looked up (0: look up on every click).
 CLICKS_LINK_CACHE_SECONDS = env.float("CLICKS_LINK_CACHE_SECONDS", default=5.0)
+# During a database outage, /click and /smart keep using the links, smart ads and creatives a
+# web process last read as live, for up to this many seconds after that read; other refs get
+# 503. It bounds how long a link paused just before an outage can go on redirecting.
+CLICKS_OUTAGE_STALE_SECONDS = env.float("CLICKS_OUTAGE_STALE_SECONDS", default=900.0)
 # Verified advertiser API keys are cached per web process this long (seconds; 0 turns it off):
 # intake then authenticates without a query, and a revoked key stops working within it.
 CONVERSIONS_KEY_CACHE_SECONDS = env.float("CONVERSIONS_KEY_CACHE_SECONDS", default=10.0)
@@ -449,7 +488,9 @@ CONVERSIONS_KEY_CACHE_SECONDS = env.float("CONVERSIONS_KEY_CACHE_SECONDS", defau
 # flusher copies batches into the database. On by default whenever Redis is configured.
 CLICKS_BUFFERED = env.bool("CLICKS_BUFFERED", default=bool(REDIS_URL))
 CLICKS_BUFFER_BATCH = env.int("CLICKS_BUFFER_BATCH", default=2000)
-CLICKS_BUFFER_FLUSH_INTERVAL = env.float("CLICKS_BUFFER_FLUSH_INTERVAL", default=1.0)
+# /readyz answers 503 when the oldest buffered click is older than this (seconds): the flusher
+# is stopped or behind. /metrics and the admin status page show the age all the time.
+CLICKS_BUFFER_STALL_SECONDS = env.float("CLICKS_BUFFER_STALL_SECONDS", default=120.0)
 # How long a buffered click stays readable by id (for conversions before the flush).
 CLICKS_BUFFER_KEY_TTL = env.int("CLICKS_BUFFER_KEY_TTL", default=300)
 # Entries a flusher read but never acknowledged (it died) are taken over after this idle time.
@@ -485,4 +526,3 @@ LOGGING = {
 }
 
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
-ATTRIBUTION_WINDOW_DEFAULT = timedelta(days=30)

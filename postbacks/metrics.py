@@ -106,8 +106,10 @@ def event_registry() -> CollectorRegistry:
     return collected
 
 
-def exposition() -> bytes:
-    """The text exposition of everything: recorded metrics, then the shared-state figures."""
+def exposition(*collectors: Collector) -> bytes:
+    """The text exposition of everything: recorded metrics, then the shared-state figures and
+    those of `collectors` (read at scrape time; config/health.py adds the liveness gauges)."""
     shared = CollectorRegistry()
-    shared.register(SharedStateCollector())
+    for collector in (SharedStateCollector(), *collectors):
+        shared.register(collector)
     return generate_latest(event_registry()) + generate_latest(shared)

@@ -14,7 +14,7 @@ from publishers.models import (
     Publisher,
     PublisherAPIKey,
 )
-from tracking.models import Campaign, Conversion, Creative, TrackingLink
+from tracking.models import Campaign, Creative, TrackingLink
 from tracking.selectors import decode_cursor, encode_cursor
 
 
@@ -29,11 +29,6 @@ def membership_for_user(request: HttpRequest) -> Membership:
     if membership is None:
         raise Http404("You are not a member of any publisher.")
     return membership
-
-
-def publisher_for_user(request: HttpRequest) -> Publisher:
-    """The signed-in user's publisher (their first membership); 404 when they have none."""
-    return membership_for_user(request).publisher
 
 
 def links_for_publisher(publisher: Publisher) -> QuerySet[TrackingLink]:
@@ -117,22 +112,6 @@ def member_for_publisher(publisher: Publisher, username: str) -> Membership:
     if membership is None:
         raise Http404("No such team member.")
     return membership
-
-
-def recent_conversions(publisher: Publisher, limit: int = 20) -> QuerySet[Conversion]:
-    return (
-        Conversion.objects.filter(publisher=publisher)
-        .select_related("click", "campaign")
-        .order_by("-created_at")[:limit]
-    )
-
-
-def recent_postbacks(publisher: Publisher, limit: int = 20) -> QuerySet[Postback]:
-    return (
-        Postback.objects.filter(publisher=publisher)
-        .select_related("conversion__click")
-        .order_by("-created_at")[:limit]
-    )
 
 
 # --- Deliveries -----------------------------------------------------------------------------

@@ -10,7 +10,14 @@ from django.contrib.auth import get_user_model
 from publishers.models import CallbackTemplate, Membership, Publisher
 from publishers.services import api_key_create
 from tests.receiver import Receiver
-from tracking.models import Advertiser, AdvertiserAPIKey, Campaign, Creative, TrackingLink
+from tracking.models import (
+    Advertiser,
+    AdvertiserAPIKey,
+    Campaign,
+    Creative,
+    SmartAd,
+    TrackingLink,
+)
 from tracking.services import advertiser_key_create
 
 
@@ -67,6 +74,21 @@ def link(publisher, campaign) -> TrackingLink:
     return TrackingLink.objects.create(
         publisher=publisher, campaign=campaign, code="linka", default_placement="sidebar"
     )
+
+
+@pytest.fixture
+def travel_smart_ad(advertiser) -> SmartAd:
+    """A smart ad showing both creatives of the advertiser's "Travel" campaign."""
+    travel = Campaign.objects.create(
+        advertiser=advertiser,
+        name="Travel",
+        landing_url="https://travel.example/go?click_id=[click_id]&kw=[keyword]",
+    )
+    Creative.objects.create(campaign=travel, name="Flights", headline="Cheap flights")
+    Creative.objects.create(campaign=travel, name="Hotels", headline="Hotels")
+    unit = SmartAd.objects.create(name="Sidebar", width=300, height=250, slots=2)
+    unit.campaigns.add(travel)
+    return unit
 
 
 @pytest.fixture

@@ -3,11 +3,13 @@ from django.http import HttpRequest
 
 from postbacks.models import Postback
 from publishers.admin import APIKeyAdmin, StaffAuditedAdmin
+from tracking import clickbuffer
 from tracking.models import (
     Advertiser,
     AdvertiserAPIKey,
     Campaign,
     Click,
+    ClickDeadLetter,
     ClickRejection,
     Conversion,
     Creative,
@@ -202,3 +204,39 @@ class ClickRejectionAdmin(admin.ModelAdmin):
     list_display = ["day", "publisher", "reason", "count"]
     list_filter = ["reason"]
     readonly_fields = ["publisher", "day", "reason", "count"]
+
+
+@admin.register(ClickDeadLetter)
+class ClickDeadLetterAdmin(admin.ModelAdmin):
+    """Buffered clicks the database refused (tracking/clickbuffer.py). Nothing retries them on
+    its own: fix the cause (e.g. restore a deleted link), then retry them from here."""
+
+    list_display = ["created_at", "click_id", "publisher_id", "error_class", "short_error"]
+    list_filter = ["error_class"]
+    search_fields = ["click_id", "entry_id"]
+    readonly_fields = [
+        "entry_id",
+        "click_id",
+        "publisher_id",
+        "payload",
+        "error_class",
+        "error",
+        "created_at",
+    ]
+    actions = ["retry"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
+        extra_context = {**(extra_context or {}), "subtitle": "Also see /admin/status/"}
+        return super().changelist_view(request, extra_context)
+
+    @admin.display(description="Error")
+    def short_error(self, letter: ClickDeadLetter) -> str:
+        return letter.error[:120]
+
+    @admin.action(description="Retry selected clicks (store them if the database takes them)")
+    def retry(self, request: HttpRequest, queryset) -> None:
+        stored, refused = clickbuffer.dead_letters_retry(queryset)
+        self.message_user(request, f"Stored {stored} click(s); {refused} still refused.")

@@ -76,7 +76,9 @@ class _ConversionIntake(APIView):
         try:
             outcome = conversion_record(advertiser=advertiser, **serializer.validated_data)
         except IntakeError as exc:
-            raise APIError(exc.status, exc.code, exc.message, exc.fields) from None
+            raise APIError(
+                exc.status, exc.code, exc.message, exc.fields, retry_after=exc.retry_after
+            ) from None
         return Response(
             conversion_payload(outcome),
             status=status.HTTP_201_CREATED if outcome.created else status.HTTP_200_OK,

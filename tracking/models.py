@@ -12,6 +12,7 @@ from django.utils import timezone
 from postbacks.placeholders import LANDING_PLACEHOLDERS, TemplateError, validate_template
 from publishers.ids import new_click_id, new_conversion_id, new_public_id
 from publishers.models import APIKeyBase, Publisher
+from tracking import clickinput
 
 currency_validator = RegexValidator(r"^[A-Z]{3}$", "Use a three-letter ISO 4217 code, e.g. USD.")
 country_list_validator = RegexValidator(
@@ -203,17 +204,20 @@ class Click(models.Model):
     creative = models.ForeignKey(
         Creative, on_delete=models.SET_NULL, null=True, blank=True, related_name="clicks"
     )
-    spid = models.CharField(max_length=255, blank=True)
-    placement = models.CharField(max_length=100, blank=True)
-    smart_ad_id = models.CharField(max_length=32, blank=True)
-    keyword = models.CharField(max_length=100, blank=True)
+    spid = models.CharField(max_length=clickinput.SPID_MAX_LENGTH, blank=True)
+    placement = models.CharField(max_length=clickinput.PLACEMENT_MAX_LENGTH, blank=True)
+    smart_ad_id = models.CharField(max_length=clickinput.SMART_AD_ID_MAX_LENGTH, blank=True)
+    keyword = models.CharField(max_length=clickinput.KEYWORD_MAX_LENGTH, blank=True)
     country = models.CharField(max_length=2, blank=True)
     device = models.CharField(max_length=16, blank=True)
     os = models.CharField(max_length=50, blank=True)
     browser = models.CharField(max_length=50, blank=True)
     ip = models.GenericIPAddressField(null=True, blank=True)
-    user_agent = models.CharField(max_length=512, blank=True)
-    referer = models.CharField(max_length=1024, blank=True)
+    user_agent = models.CharField(max_length=clickinput.USER_AGENT_MAX_LENGTH, blank=True)
+    referer = models.CharField(max_length=clickinput.REFERER_MAX_LENGTH, blank=True)
+    # Fields the edge had to clean to store them (tracking/clickinput.py), comma-separated:
+    # "placement,user_agent". Empty for a click stored exactly as it came.
+    cleaned_fields = models.CharField(max_length=64, blank=True, default="")
     # Known bot or empty user agent (tracking/intelligence.py). Recorded, never refused.
     is_bot = models.BooleanField(default=False)
     # First click of this IP + user agent on this link within CLICKS_UNIQUE_WINDOW_SECONDS.
@@ -358,9 +362,10 @@ class ClickRejection(models.Model):
     """Clicks refused (bad spid, …), counted per publisher, day and reason: no row per click."""
 
     class Reason(models.TextChoices):
-        SPID_TOO_LONG = "spid_too_long"
-        SPID_CONTROL_CHARS = "spid_control_chars"
-        BAD_SIGNATURE = "bad_signature"
+        SPID_TOO_LONG = clickinput.SPID_TOO_LONG, "Spid longer than 255 characters"
+        SPID_CONTROL_CHARS = clickinput.SPID_CONTROL_CHARS, "Spid with control characters"
+        SPID_INVALID_UTF8 = clickinput.SPID_INVALID_UTF8, "Spid that is not valid UTF-8"
+        BAD_SIGNATURE = "bad_signature", "Smart-ad link altered (bad signature)"
 
     publisher = models.ForeignKey(Publisher, on_delete=models.CASCADE, related_name="rejections")
     day = models.DateField()
@@ -376,6 +381,41 @@ class ClickRejection(models.Model):
 
     def __str__(self) -> str:
         return f"{self.publisher} {self.day} {self.reason}: {self.count}"
+
+
+class ClickDeadLetter(models.Model):
+    """A buffered click the database refused: set aside with its error, never retried on its
+    own, so it can't hold up the clicks behind it (tracking/clickbuffer.py). Staff see them in
+    the admin and can retry them once the cause is fixed."""
+
+    # The buffer's stream entry id ("1733580000000-0"), or "" for a click set aside by the
+    # conversion intake, which reads it by click id.
+    entry_id = models.CharField(max_length=32, blank=True)
+    click_id = models.CharField(max_length=64, blank=True)
+    # Plain integer, no foreign key: the publisher may be what was deleted.
+    publisher_id = models.BigIntegerField(null=True, blank=True)
+    # The entry as it sat in the buffer (JSON, escaped: it may hold what the database refused).
+    payload = models.TextField()
+    error_class = models.CharField(max_length=100)
+    error = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # One letter per click: the flusher and the intake may both meet the same entry.
+            models.UniqueConstraint(
+                fields=["click_id"],
+                condition=~Q(click_id=""),
+                name="tracking_clickdeadletter_unique_click",
+            ),
+        ]
+        indexes = [
+            # The admin list and the status page: newest first.
+            models.Index(fields=["-created_at"], name="tracking_clickdeadletter_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.click_id or self.entry_id}: {self.error_class}"
 
 
 # --- Reporting rollups ----------------------------------------------------------------------

@@ -1,21 +1,20 @@
 """Writes for clicks and conversions."""
 
 import logging
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 from redis.exceptions import RedisError
 
+from config.outage import DATABASE_OUTAGE_ERRORS
 from postbacks.models import Postback
 from postbacks.services import postbacks_create_for_conversion
-from tracking import clickbuffer, intelligence
+from tracking import clickbuffer, clickinput, intelligence
 from tracking import smart as smart_ads
 from tracking.models import (
     Advertiser,
@@ -30,45 +29,37 @@ from tracking.partitions import click_first
 from tracking.rollups import stats_mark_conversion
 from tracking.smart import SmartClick
 
-MAX_PLACEMENT_LENGTH = 100
-
 logger = logging.getLogger(__name__)
 
 
 # --- Clicks ---------------------------------------------------------------------------------
 
 
-def spid_problem(spid: str) -> ClickRejection.Reason | None:
-    """Why a spid can't be recorded, or None. Anything printable up to 255 characters is fine."""
-    if len(spid) > settings.CLICKS_SPID_MAX_LENGTH:
-        return ClickRejection.Reason.SPID_TOO_LONG
-    if any(unicodedata.category(ch) == "Cc" for ch in spid):
-        return ClickRejection.Reason.SPID_CONTROL_CHARS
-    return None
-
-
-def normalize_placement(value: str) -> str:
-    return " ".join(value.split())[:MAX_PLACEMENT_LENGTH]
-
-
 def click_rejection_count(*, publisher_id: int, reason: str, now: datetime | None = None) -> None:
-    """Count a refused click without a row per click (one upsert per publisher, day, reason)."""
+    """Count a refused click without a row per click (one upsert per publisher, day, reason).
+
+    During a database outage the count is skipped: a count must never cost the visitor the
+    redirect (or the smart-ad unit its blank answer).
+    """
     day = timezone.localdate(now or timezone.now())
-    updated = ClickRejection.objects.filter(
-        publisher_id=publisher_id, day=day, reason=reason
-    ).update(count=F("count") + 1)
-    if updated:
-        return
     try:
-        with transaction.atomic():
-            ClickRejection.objects.create(
-                publisher_id=publisher_id, day=day, reason=reason, count=1
+        updated = ClickRejection.objects.filter(
+            publisher_id=publisher_id, day=day, reason=reason
+        ).update(count=F("count") + 1)
+        if updated:
+            return
+        try:
+            with transaction.atomic():
+                ClickRejection.objects.create(
+                    publisher_id=publisher_id, day=day, reason=reason, count=1
+                )
+        except IntegrityError:
+            # Another request created the row between our update and insert.
+            ClickRejection.objects.filter(publisher_id=publisher_id, day=day, reason=reason).update(
+                count=F("count") + 1
             )
-    except IntegrityError:
-        # Another request created the row between our update and insert.
-        ClickRejection.objects.filter(publisher_id=publisher_id, day=day, reason=reason).update(
-            count=F("count") + 1
-        )
+    except DATABASE_OUTAGE_ERRORS:
+        logger.warning("Database unavailable; refused click (%s) not counted", reason)
 
 
 def click_record(
@@ -82,8 +73,10 @@ def click_record(
     user_agent: str = "",
     referer: str = "",
     cdn_country: str = "",
+    cleaned: Iterable[str] = (),
 ) -> Click:
-    """Record one click on `link`. The spid must already have passed `spid_problem`.
+    """Record one click on `link`. The values must have passed tracking.clickinput (the spid
+    accepted, the rest storable); `cleaned` names the fields it had to clean.
 
     A verified smart-ad click (`smart`) is recorded on its creative's campaign, with its smart
     ad id and keyword. The click is enriched with country, device, OS, browser and the bot
@@ -97,8 +90,12 @@ def click_record(
         smart_ad_id, keyword = smart.smart_ad_id, smart.keyword
     elif creative_code:
         # A creative of another campaign is ignored rather than refused: the visitor's
-        # redirect matters more than a mislabelled link.
-        found = smart_ads.creative_for_click(creative_code[:32])
+        # redirect matters more than a mislabelled link. So is one that can't be looked up
+        # during a database outage (a creative served recently comes from the cache).
+        try:
+            found = smart_ads.creative_for_click(creative_code)
+        except DATABASE_OUTAGE_ERRORS:
+            found = None
         creative = found if found is not None and found.campaign_id == link.campaign_id else None
     intel = intelligence.click_intel(ip=ip, user_agent=user_agent, cdn_value=cdn_country)
     click = Click(
@@ -107,7 +104,9 @@ def click_record(
         campaign=campaign,
         creative=creative,
         spid=spid,
-        placement=normalize_placement(placement or link.default_placement),
+        placement=clickinput.normalize_label(
+            placement or link.default_placement, clickinput.PLACEMENT_MAX_LENGTH
+        ),
         smart_ad_id=smart_ad_id,
         keyword=keyword,
         country=intel.country,
@@ -116,8 +115,9 @@ def click_record(
         browser=intel.browser,
         is_bot=intel.is_bot,
         ip=ip,
-        user_agent=user_agent[:512],
-        referer=referer[:1024],
+        user_agent=user_agent[: clickinput.USER_AGENT_MAX_LENGTH],
+        referer=referer[: clickinput.REFERER_MAX_LENGTH],
+        cleaned_fields=",".join(cleaned),
     )
     if clickbuffer.buffering_enabled():
         try:
@@ -143,12 +143,21 @@ def click_record(
 class IntakeError(Exception):
     """A conversion that can't be recorded; maps to an HTTP status and an error code."""
 
-    def __init__(self, status: int, code: str, message: str, fields: dict | None = None):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        fields: dict | None = None,
+        *,
+        retry_after: int | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.fields = fields or {}
+        self.retry_after = retry_after  # seconds, for a 503: the request may be sent again
 
 
 @dataclass
@@ -199,6 +208,15 @@ def conversion_record(
         # The click was still in the write buffer (converted within seconds of the click).
         click = click_first(clicks, click_id)
     if click is None:
+        if clickbuffer.buffering_enabled() and clickbuffer.buffer_behind():
+            # The click may still wait in a buffer that fell behind (its copy by id expired):
+            # "not found" would be a lie the advertiser acts on.
+            raise IntakeError(
+                503,
+                "click_pipeline_delayed",
+                "Click recording is delayed; retry this request unchanged later.",
+                retry_after=60,
+            )
         # Another advertiser's click is "not found" too: ids must not leak across tenants.
         raise IntakeError(404, "click_not_found", f"No click with id {click_id!r}.")
 

@@ -20,23 +20,23 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from django.conf import settings
 from django.core import signing
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Q, Sum
 from django.urls import reverse
 from django.utils import timezone
 from redis.exceptions import RedisError
 
 from config.redis import get_redis
 from publishers.models import Publisher
+from tracking.cache import ProcessCache
+from tracking.clickinput import KEYWORD_MAX_LENGTH, PLACEMENT_MAX_LENGTH, normalize_label
 from tracking.models import (
     Campaign,
-    Click,
     Creative,
     ImpressionFlush,
     SmartAd,
@@ -46,33 +46,30 @@ from tracking.models import (
 
 logger = logging.getLogger(__name__)
 
-MAX_KEYWORD_LENGTH = 100
 # Ad rotation needs spread, not secrecy.
 _rng = random.Random()  # noqa: S311
 
 # --- Per-process cache of smart ads and creatives -------------------------------------------
 
-_cache: dict[tuple, tuple[float, Any]] = {}
-_CACHE_MAX_ENTRIES = 10_000
+# Smart ads and creatives by id; live ones are also kept for database outages.
+_cache = ProcessCache(10_000)
 
 
 def _cached(key: tuple, load: Callable[[], Any]) -> Any:
     """`load()`'s result, kept SMART_ADS_CACHE_SECONDS: smart ads are read on every served
-    unit and click, but change only when staff edit them."""
-    hit = _cache.get(key)
-    if hit is not None and hit[0] > time.monotonic():
-        return hit[1]
-    value = load()
-    _cache_put(key, value)
-    return value
+    unit and click, but change only when staff edit them. During a database outage the last
+    live value is served (tracking/cache.py)."""
+    return _cache.load(key, load, ttl=settings.SMART_ADS_CACHE_SECONDS)
 
 
 def _cache_put(key: tuple, value: Any) -> None:
-    ttl = settings.SMART_ADS_CACHE_SECONDS
-    if ttl > 0:
-        if len(_cache) >= _CACHE_MAX_ENTRIES:
-            _cache.clear()  # unknown ids probed at random must not grow it without bound
-        _cache[key] = (time.monotonic() + ttl, value)
+    _cache.keep(
+        key,
+        value,
+        clock=time.monotonic(),
+        ttl=settings.SMART_ADS_CACHE_SECONDS,
+        outage_ttl=settings.CLICKS_OUTAGE_STALE_SECONDS,
+    )
 
 
 def smart_cache_clear() -> None:
@@ -80,16 +77,6 @@ def smart_cache_clear() -> None:
 
 
 # --- Keywords and selection -----------------------------------------------------------------
-
-
-def normalize_query(query: str) -> str:
-    """The keyword as recorded and sent back in `[keyword]`: trimmed, inner whitespace
-    collapsed, case kept, at most 100 characters.
-
-    >>> normalize_query("  Cheap   Flights ")
-    'Cheap Flights'
-    """
-    return " ".join(query.split())[:MAX_KEYWORD_LENGTH]
 
 
 _NON_WORD = re.compile(r"[\W_]+")
@@ -283,7 +270,7 @@ def smart_click_verify(params: Mapping[str, str]) -> SmartClick | None:
     return SmartClick(
         creative=creative,
         smart_ad_id=values["smart_ad_id"][:32],
-        keyword=normalize_query(values["keyword"]),
+        keyword=normalize_label(values["keyword"], KEYWORD_MAX_LENGTH),
     )
 
 
@@ -321,13 +308,13 @@ def smart_ad_serve(
 ) -> ServedUnit | None:
     """Choose the ads for one unit view, count their impressions, and return them with their
     signed click links. None when the smart ad doesn't exist or is inactive."""
-    from tracking.services import normalize_placement
-
     pool = smart_ad_pool(smart_ad_id)
     if pool is None:
         return None
-    keyword = normalize_query(query)
-    placement = normalize_placement(placement)
+    # `query` and `placement` come from tracking.clickinput, already storable; normalising them
+    # again keeps every signed link's values in the form the click will store.
+    keyword = normalize_label(query, KEYWORD_MAX_LENGTH)
+    placement = normalize_label(placement, PLACEMENT_MAX_LENGTH)
     chosen = choose_creatives(pool, keyword=keyword, country=country, rng=rng or _rng)
     ads = []
     for candidate in chosen:
@@ -496,52 +483,3 @@ def impressions_flush() -> int:
     added = _apply_batch(batch.decode() if isinstance(batch, bytes) else str(batch), rows)
     client.delete(pending)
     return added
-
-
-# --- Reporting ------------------------------------------------------------------------------
-
-
-def smart_ad_report(*, publisher: Publisher, start: date, end: date) -> list[dict]:
-    """Impressions, clicks, unique clicks and CTR (%) per smart ad × creative for one
-    publisher, days `start`..`end` inclusive (UTC days, like the counters)."""
-    impressions = (
-        SmartAdImpression.objects.filter(publisher=publisher, day__gte=start, day__lte=end)
-        .values("smart_ad_id", "creative_id")
-        .annotate(total=Sum("impressions"))
-    )
-    start_at = datetime.combine(start, datetime.min.time(), tzinfo=timezone.get_current_timezone())
-    clicks = (
-        Click.objects.filter(
-            publisher=publisher,
-            created_at__gte=start_at,
-            created_at__lt=start_at + timedelta(days=(end - start).days + 1),
-        )
-        .exclude(smart_ad_id="")
-        .values("smart_ad_id", "creative_id")
-        .annotate(total=Count("pk"), unique=Count("pk", filter=Q(is_unique=True)))
-    )
-    rows: dict[tuple[str, int | None], dict] = {}
-    for row in impressions:
-        key = (str(row["smart_ad_id"]), row["creative_id"])
-        rows[key] = {"impressions": row["total"], "clicks": 0, "unique_clicks": 0}
-    for row in clicks:
-        key = (row["smart_ad_id"], row["creative_id"])
-        entry = rows.setdefault(key, {"impressions": 0, "clicks": 0, "unique_clicks": 0})
-        entry["clicks"], entry["unique_clicks"] = row["total"], row["unique"]
-    creatives = dict(
-        Creative.objects.filter(pk__in={k[1] for k in rows if k[1]}).values_list("pk", "public_id")
-    )
-    report = []
-    for (smart_ad_id, creative_pk), entry in sorted(rows.items(), key=lambda kv: str(kv[0])):
-        impressions_total = entry["impressions"]
-        report.append(
-            {
-                "smart_ad_id": smart_ad_id,
-                "creative_id": creatives.get(creative_pk, ""),
-                **entry,
-                "ctr": round(100 * entry["clicks"] / impressions_total, 2)
-                if impressions_total
-                else None,
-            }
-        )
-    return report

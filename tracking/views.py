@@ -7,20 +7,15 @@ import secrets
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
+from django.utils.cache import add_never_cache_headers
 from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.http import require_GET
 
+from config.outage import answers_outage_with
 from postbacks.placeholders import TemplateError, expand_placeholders
-from tracking import intelligence, selectors, services, smart
-from tracking.models import ClickRejection, SmartAd
-
-_REJECTION_MESSAGES = {
-    ClickRejection.Reason.SPID_TOO_LONG: (
-        f"The spid is longer than {settings.CLICKS_SPID_MAX_LENGTH} characters."
-    ),
-    ClickRejection.Reason.SPID_CONTROL_CHARS: "The spid contains control characters.",
-}
+from tracking import clickinput, intelligence, selectors, services, smart
+from tracking.models import Campaign, ClickRejection, SmartAd
 
 
 def client_ip(request: HttpRequest) -> str | None:
@@ -42,9 +37,17 @@ def client_ip(request: HttpRequest) -> str | None:
     return chain[0]
 
 
+def _landing_url(campaign: Campaign, values: dict[str, str]) -> str:
+    try:
+        return expand_placeholders(campaign.landing_url, values)
+    except TemplateError:
+        return campaign.landing_url
+
+
 @require_GET
 def click(request: HttpRequest) -> HttpResponse:
-    link = selectors.link_for_click(request.GET.get("ref", ""))
+    params = clickinput.click_params(request)
+    link = selectors.link_for_click(params.ref)
     if link is None:
         return render(
             request,
@@ -52,21 +55,18 @@ def click(request: HttpRequest) -> HttpResponse:
             {"title": "Link not found", "message": "This link is unknown or no longer active."},
             status=404,
         )
-    spid = request.GET.get("spid", "")
-    problem = services.spid_problem(spid)
-    if problem is not None:
-        services.click_rejection_count(publisher_id=link.publisher_id, reason=problem)
-        return render(
-            request,
-            "tracking/click_error.html",
-            {"title": "Invalid link", "message": _REJECTION_MESSAGES[problem]},
-            status=400,
+    if params.spid_problem is not None:
+        # The spid comes back byte-exact in callbacks, so it is never altered: the click is
+        # refused and counted with its reason, and the visitor still reaches the landing page.
+        services.click_rejection_count(publisher_id=link.publisher_id, reason=params.spid_problem)
+        return HttpResponseRedirect(
+            _landing_url(link.campaign, {"publisher_id": link.publisher.public_id})
         )
     smart_click = None
-    if smart.is_smart_click(request.GET):
+    if smart.is_smart_click(params.query):
         # A smart-ad link: its creative (hence campaign), smart ad and keyword are signed.
         try:
-            smart_click = smart.smart_click_verify(request.GET)
+            smart_click = smart.smart_click_verify(params.query)
         except smart.BadSmartLink:
             services.click_rejection_count(
                 publisher_id=link.publisher_id, reason=ClickRejection.Reason.BAD_SIGNATURE
@@ -86,14 +86,16 @@ def click(request: HttpRequest) -> HttpResponse:
             )
     recorded = services.click_record(
         link=link,
-        spid=spid,
-        placement=request.GET.get("placement", ""),
-        creative_code=request.GET.get("creative", ""),
+        spid=params.spid,
+        placement=params.placement,
+        creative_code=params.creative,
         smart=smart_click,
         ip=client_ip(request),
-        user_agent=request.META.get("HTTP_USER_AGENT", ""),
-        referer=request.META.get("HTTP_REFERER", ""),
+        user_agent=params.user_agent,
+        referer=params.referer,
         cdn_country=intelligence.cdn_country(request.META),
+        # A click's keyword comes signed in its link, never from `q`.
+        cleaned=[name for name in params.cleaned if name != "keyword"],
     )
     campaign = recorded.campaign  # the link's, or a smart ad's creative's
     values = {
@@ -108,11 +110,7 @@ def click(request: HttpRequest) -> HttpResponse:
         "device": recorded.device,
         "creative_id": recorded.creative.public_id if recorded.creative else "",
     }
-    try:
-        target = expand_placeholders(campaign.landing_url, values)
-    except TemplateError:
-        target = campaign.landing_url
-    return HttpResponseRedirect(target)
+    return HttpResponseRedirect(_landing_url(campaign, values))
 
 
 def _smart_response(
@@ -134,6 +132,15 @@ def _smart_response(
     return response
 
 
+def _smart_unavailable(request: HttpRequest) -> HttpResponse:
+    """The unit's answer when the database is down and nothing cached can serve it: blank."""
+    response = _smart_response(request, "tracking/smart_ad_blank.html", {}, status=503)
+    response.xframe_options_exempt = True  # type: ignore[attr-defined]
+    add_never_cache_headers(response)
+    return response
+
+
+@answers_outage_with(_smart_unavailable)
 @require_GET
 @xframe_options_exempt
 @never_cache
@@ -142,14 +149,18 @@ def smart_ad(request: HttpRequest) -> HttpResponse:
 
     Never an error page inside a publisher's site: an unknown ref or smart ad answers 404 and
     an invalid spid 400, each with an empty transparent document (nothing shows, the status
-    is there for monitoring); no eligible creative answers 200 with the same blank unit.
+    is there for monitoring); no eligible creative answers 200 with the same blank unit. During
+    a database outage the unit is served from the last known smart ad and creatives; when
+    there are none, 503 with the blank unit.
     """
-    link = selectors.link_for_click(request.GET.get("ref", ""))
-    smart_ad_id = smart.parse_smart_ad_id(request.GET.get("smart_ad_id", ""))
+    params = clickinput.click_params(request)
+    link = selectors.link_for_click(params.ref)
+    smart_ad_id = smart.parse_smart_ad_id(params.smart_ad_id)
     if link is None or smart_ad_id is None:
         return _smart_response(request, "tracking/smart_ad_blank.html", {}, status=404)
-    spid = request.GET.get("spid", "")
-    if services.spid_problem(spid) is not None:
+    if params.spid_problem is not None:
+        # Its ads' links would carry the spid: refused and counted as on /click.
+        services.click_rejection_count(publisher_id=link.publisher_id, reason=params.spid_problem)
         return _smart_response(request, "tracking/smart_ad_blank.html", {}, status=400)
     country = intelligence.visitor_country(
         client_ip(request), intelligence.cdn_country(request.META)
@@ -157,9 +168,9 @@ def smart_ad(request: HttpRequest) -> HttpResponse:
     unit = smart.smart_ad_serve(
         link=link,
         smart_ad_id=smart_ad_id,
-        query=request.GET.get("q", ""),
-        spid=spid,
-        placement=request.GET.get("placement", ""),
+        query=params.keyword,
+        spid=params.spid,
+        placement=params.placement,
         country=country,
     )
     if unit is None:

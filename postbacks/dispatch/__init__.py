@@ -14,7 +14,9 @@ The guarantees of `services.postback_deliver` all hold, row by row:
   retries wait in `next_attempt_at` (short ones also get a countdown kick).
 - Results are recorded as they arrive (a group commit each time the task looks up), not at the
   end of a batch, so a killed worker leaves at most its requests in flight sent-but-unrecorded
-  (per host at most the host's cap: each of those is delivered again).
+  (per host at most the host's cap: each of those is delivered again). Results that can't be
+  written because the database is unreachable are kept by the process's `Recorder` and
+  written when it answers again, so a database outage doesn't send them twice.
 
 A task is pipelined: it claims the next batch while the last one is in flight, for up to
 POSTBACKS_DISPATCH_TASK_SECONDS. Once it claims no more, it waits for its requests up to
@@ -53,12 +55,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.db import close_old_connections, connections
+from django.db import IntegrityError, close_old_connections, connections
 from django.db.models import Q
 from django.utils import timezone
 from redis.exceptions import RedisError
 from yarl import URL
 
+from config.outage import DATABASE_OUTAGE_ERRORS
 from postbacks import fairness, http, services
 from postbacks.dispatch.rows import (
     Claimed,
@@ -102,12 +105,19 @@ class Recorder:
     """Records the outcomes of requests still in flight when their task returned (a hanging
     endpoint, a slow one), in a thread of the worker process with its own database connection,
     and gives their slots back. If the process dies first, their leases expire and the rows
-    are claimed again: delivered at least once."""
+    are claimed again: delivered at least once.
+
+    It also writes the outcomes whose recording met a database outage (`record_later`), as
+    soon as the database answers again: a postback sent just before an outage is recorded
+    after it instead of being sent a second time when its lease runs out. A late write is
+    safe: each row's update is fenced by its attempt number."""
 
     def __init__(self) -> None:
         self.pid = os.getpid()
-        self._handoffs: queue.SimpleQueue[tuple[list[Job], list[HostGroup]]] = queue.SimpleQueue()
-        self._outstanding = 0  # jobs handed off and not recorded yet
+        self._handoffs: queue.SimpleQueue[tuple[list[Job], list[HostGroup], list[Outcome]]] = (
+            queue.SimpleQueue()
+        )
+        self._outstanding = 0  # jobs handed off and outcomes not recorded yet
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="postback-recorder", daemon=True)
         self._thread.start()
@@ -115,7 +125,12 @@ class Recorder:
     def hand_off(self, jobs: list[Job], groups: list[HostGroup]) -> None:
         with self._changed:
             self._outstanding += len(jobs)
-        self._handoffs.put((jobs, groups))
+        self._handoffs.put((jobs, groups, []))
+
+    def record_later(self, outcomes: list[Outcome]) -> None:
+        with self._changed:
+            self._outstanding += len(outcomes)
+        self._handoffs.put(([], [], outcomes))
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until everything handed off is recorded (tests, benchmarks, shutdown)."""
@@ -125,34 +140,64 @@ class Recorder:
     def _run(self) -> None:
         pending: dict[concurrent.futures.Future, Job] = {}
         groups: list[HostGroup] = []
+        # Batches of outcomes waiting for the database, each written on its own: one that did
+        # commit before its connection broke must not take fresh outcomes down with it.
+        waiting: list[list[Outcome]] = []
+
+        def take(item: tuple[list[Job], list[HostGroup], list[Outcome]]) -> None:
+            jobs, new_groups, outcomes = item
+            pending.update((job.future, job) for job in jobs)
+            groups.extend(new_groups)
+            if outcomes:
+                waiting.append(outcomes)
+
         while True:
             if not pending:
-                # Idle: give the connection back (a worker reconnects on the next straggler,
-                # a few ms; a test database can be dropped).
-                connections.close_all()
-                jobs, new_groups = self._handoffs.get()
-                pending.update((job.future, job) for job in jobs)
-                groups += new_groups
+                if not waiting:
+                    # Idle: give the connection back (a worker reconnects on the next
+                    # straggler, a few ms; a test database can be dropped).
+                    connections.close_all()
+                with contextlib.suppress(queue.Empty):
+                    take(self._handoffs.get(timeout=_OUTAGE_RETRY_SECONDS if waiting else None))
             while not self._handoffs.empty():
-                jobs, new_groups = self._handoffs.get()
-                pending.update((job.future, job) for job in jobs)
-                groups += new_groups
+                take(self._handoffs.get())
             done, _ = concurrent.futures.wait(
                 list(pending), timeout=0.05, return_when=concurrent.futures.FIRST_COMPLETED
             )
             outcomes = [pending.pop(future).future.result() for future in done]
-            groups, finished = _split_done(groups)
+            groups[:], finished = _split_done(groups)
+            written, still_waiting = 0, []
+            for batch in [*waiting, outcomes]:
+                if not batch:
+                    continue
+                if self._write(batch):
+                    written += len(batch)
+                else:
+                    still_waiting.append(batch)
+            waiting[:] = still_waiting
             try:
-                close_old_connections()
-                wakeups = record_outcomes(outcomes)
                 fairness.get_gate().settle(_tallies(finished))
-                schedule_wakeups(wakeups)
             except Exception:
-                # The rows stay leased; when the leases expire they are sent again.
-                logger.exception("Could not record %d postback outcomes", len(outcomes))
+                logger.exception("Could not give back the slots of %d host groups", len(finished))
             with self._changed:
-                self._outstanding -= len(outcomes)
+                self._outstanding -= written
                 self._changed.notify_all()
+
+    @staticmethod
+    def _write(outcomes: list[Outcome]) -> bool:
+        """Record one batch of outcomes; False when the database is unreachable (try again)."""
+        try:
+            close_old_connections()
+            schedule_wakeups(record_outcomes(outcomes))
+        except DATABASE_OUTAGE_ERRORS:
+            return False
+        except IntegrityError:
+            # Its attempt rows exist: an earlier try committed before its connection broke.
+            logger.warning("%d postback outcomes were recorded already", len(outcomes))
+        except Exception:
+            # The rows stay leased; when the leases expire they are sent again.
+            logger.exception("Could not record %d postback outcomes", len(outcomes))
+        return True
 
 
 def _split_done(groups: list[HostGroup]) -> tuple[list[HostGroup], list[HostGroup]]:
@@ -191,6 +236,21 @@ def get_recorder() -> Recorder:
         if _recorder is None or _recorder.pid != os.getpid():
             _recorder = Recorder()
         return _recorder
+
+
+# While outcomes wait for the database, the recorder tries them again this often.
+_OUTAGE_RETRY_SECONDS = 0.5
+
+
+def _record(outcomes: list[Outcome]) -> list[WakeUp]:
+    """`record_outcomes`, except that outcomes meeting a database outage are left to the
+    recorder, which writes them once the database answers (not sent again meanwhile)."""
+    try:
+        return record_outcomes(outcomes)
+    except DATABASE_OUTAGE_ERRORS:
+        logger.warning("Database unavailable; %d postback outcomes recorded later", len(outcomes))
+        get_recorder().record_later(outcomes)
+        return []
 
 
 # --- The batch --------------------------------------------------------------------------------
@@ -244,7 +304,13 @@ def postbacks_dispatch(
         )
         if may_claim and room > 0 and len(pending) <= batch_size // 2:
             size = min(batch_size, room)
-            rows = claim_batch(lane=lane, limit=size, now=timezone.now(), lease=conf.lease)
+            try:
+                rows = claim_batch(lane=lane, limit=size, now=timezone.now(), lease=conf.lease)
+            except DATABASE_OUTAGE_ERRORS:
+                if not pending:
+                    raise
+                # Claim no more; what is in flight is still recorded (now or by the recorder).
+                rows, size = [], 1
             more_due = len(rows) == size
             if more_due and kicks and not report.batches:
                 # A full first batch: more is due. Let another worker process start on it.
@@ -256,7 +322,7 @@ def postbacks_dispatch(
                 report.sent += sum(len(g.jobs) for g in sending)
                 report.deferred += sum(1 for o in immediate if o.defer_until is not None)
                 report.recorded += len(immediate)
-                wakeups += record_outcomes(immediate)
+                wakeups += _record(immediate)
                 pending.update((job.future, job) for g in sending for job in g.jobs)
                 open_groups += sending
                 last_start = time.monotonic()
@@ -287,7 +353,7 @@ def postbacks_dispatch(
         outcomes = [pending.pop(future).future.result() for future in done]
         report.recorded += len(outcomes)
         report.deferred += sum(1 for o in outcomes if o.defer_until is not None)
-        wakeups += record_outcomes(outcomes)
+        wakeups += _record(outcomes)
         open_groups, finished = _split_done(open_groups)
         if finished:
             gate.settle(_tallies(finished))

@@ -38,6 +38,9 @@ _ERROR_TEXT = {
     415: "Unsupported body media type (send JSON).",
     422: "Understood but refused.",
     429: "Rate limit for this key exceeded; see the Retry-After header (seconds).",
+    503: "`unavailable`: the database is briefly out of reach (a restart or failover). Nothing "
+    "is lost by sending the same request again, unchanged, after the Retry-After header "
+    "(seconds).",
 }
 
 
@@ -100,6 +103,7 @@ _INTAKE_RESPONSES = {
         ErrorSerializer, description="`txn_id_conflict` or `status_change_not_allowed`."
     ),
     422: OpenApiResponse(ErrorSerializer, description="`attribution_window_expired`."),
+    503: OpenApiResponse(ErrorSerializer, description=_ERROR_TEXT[503]),
 }
 
 

@@ -1,7 +1,9 @@
 """Deliveries: failing and pending postbacks, and replay of one, a selection or a range."""
 
+import re
+
 from django.contrib import messages
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import urlencode
@@ -15,6 +17,9 @@ from tracking.selectors import local_day_range
 
 # A range replay is bounded so one click can't enqueue millions of requests at once.
 MAX_RANGE_RETRY = 10_000
+# A selection is made on one page of the Deliveries list.
+MAX_SELECTION = 100
+_EVENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @member_view
@@ -53,8 +58,15 @@ def deliveries(request: HttpRequest) -> HttpResponse:
 @member_view
 def deliveries_retry(request: HttpRequest) -> HttpResponse:
     publisher = request.publisher
+    # Validate everything before acting: an error answer must mean nothing was queued. The
+    # page to go back to is one of ours, so the redirect stays short whatever was posted.
     state = request.POST.get("state", "failing")
+    if state not in selectors.DELIVERY_STATES:
+        state = "failing"
     back = reverse("deliveries") + "?" + urlencode({"state": state})
+    wanted = set(request.POST.getlist("event_id"))
+    if len(wanted) > MAX_SELECTION or not all(_EVENT_ID.fullmatch(e) for e in wanted):
+        return HttpResponseBadRequest("Choose at most 100 postbacks from the Deliveries page.")
     if request.POST.get("scope") == "range":
         form = RetryRangeForm(request.POST)
         if not form.is_valid():
@@ -78,7 +90,6 @@ def deliveries_retry(request: HttpRequest) -> HttpResponse:
             "tz": chosen_timezone(request),
         }
     else:
-        wanted = set(request.POST.getlist("event_id"))
         ids = selectors.postback_ids_for_publisher(publisher, sorted(wanted))
         if len(ids) != len(wanted):
             # Someone else's postback (or none at all): the same answer as for a missing one.

@@ -1,14 +1,17 @@
 """Links & ads: text links and smart-ad embed codes, ready to copy."""
 
+from datetime import timedelta
 from urllib.parse import quote
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils import timezone
 
 from publishers import selectors
 from publishers.forms import EmbedForm
 from publishers.views.common import member_view
+from tracking import selectors as tracking_selectors
 
 
 def text_link(code: str, spid: str = "YOUR_SPID") -> str:
@@ -55,5 +58,8 @@ def links(request: HttpRequest) -> HttpResponse:
             "options": options,
             "smart_ads": smart_ads,
             "example_link": text_link(rows[0]["link"].code, "123456789") if rows else "",
+            "refusals": tracking_selectors.click_refusals(
+                request.publisher, since=timezone.now().date() - timedelta(days=29)
+            ),
         },
     )

@@ -5,8 +5,10 @@ database of their own. It brings `transactional_db`: the test's data is committe
 the subprocesses see it.
 """
 
+import contextlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -46,6 +48,9 @@ def database_url_for(name: str) -> str:
     return urlsplit(os.environ["DATABASE_URL"])._replace(path=f"/{name}").geturl()
 
 
+METRICS_TOKEN = "e2e-metrics-token"
+
+
 def stack_env(*, database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
@@ -72,6 +77,13 @@ def stack_env(*, database_url: str, redis_url: str, **extra: str) -> dict[str, s
             # a lost breaker probe or slot holds a host (derived from them).
             "POSTBACKS_CONNECT_TIMEOUT": "2",
             "POSTBACKS_TOTAL_TIMEOUT": "5",
+            # Liveness heartbeats (config/liveness.py) every second: a stopped worker or beat
+            # shows on /readyz within seconds.
+            "WORKER_HEARTBEAT_SECONDS": "1",
+            "BEAT_HEARTBEAT_SECONDS": "1",
+            # Production refuses /metrics without a token (DEBUG is off here too).
+            "METRICS_BEARER_TOKEN": METRICS_TOKEN,
+            "HEALTH_BEAT_MAX_AGE_SECONDS": "5",
             "PYTHONUNBUFFERED": "1",
             "PATH": f"{SCRIPTS_DIR}{os.pathsep}{os.environ.get('PATH', '')}",
         }
@@ -80,36 +92,35 @@ def stack_env(*, database_url: str, redis_url: str, **extra: str) -> dict[str, s
     return env
 
 
-@pytest.fixture
-def roundtrip_stack(transactional_db, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Fresh processes for each test, stopped before pytest-django empties the database:
-    TRUNCATE under a running worker and beat can deadlock with their transactions."""
-    from django.db import connection
-
-    redis_url = e2e_redis_url()
-    # Tasks, buffered clicks or an open circuit breaker left by an earlier run must not leak in.
-    redis.Redis.from_url(redis_url).flushdb()
-
-    port = free_port()
-    logs = tmp_path_factory.mktemp("e2e-logs")
-    env = stack_env(
-        database_url=database_url_for(connection.settings_dict["NAME"]), redis_url=redis_url
-    )
+def stack_services(
+    env: dict[str, str], logs: Path, port: int, *, web: str = "gunicorn"
+) -> list[Service]:
+    """Web, worker and beat. `web="granian"` runs the production web server with the argv of
+    deploy/systemd/roundtrip-web.service (on 127.0.0.1 and the given port)."""
     node = f"e2e-{os.getpid()}@%h"
-    services = [
-        Service(
-            "web",
-            [
-                "gunicorn",
-                "config.wsgi:application",
-                f"--bind=127.0.0.1:{port}",
-                "--workers=2",
-                "--threads=4",
-                "--log-level=info",
-            ],
-            env,
-            logs,
-        ),
+    if web == "granian":
+        web_argv = [
+            "granian",
+            "--interface=wsgi",
+            "--host=127.0.0.1",
+            f"--port={port}",
+            "--workers=2",
+            "--blocking-threads=2",
+            "--no-ws",
+            "--respawn-failed-workers",
+            "config.wsgi:application",
+        ]
+    else:
+        web_argv = [
+            "gunicorn",
+            "config.wsgi:application",
+            f"--bind=127.0.0.1:{port}",
+            "--workers=2",
+            "--threads=4",
+            "--log-level=info",
+        ]
+    return [
+        Service("web", web_argv, env, logs),
         Service(
             "worker",
             [
@@ -141,6 +152,11 @@ def roundtrip_stack(transactional_db, tmp_path_factory: pytest.TempPathFactory) 
             logs,
         ),
     ]
+
+
+@contextlib.contextmanager
+def running_stack(services: list[Service], port: int) -> Iterator[Stack]:
+    """Start the services, wait until each is ready, and stop them all afterwards."""
     stack = Stack(base_url=f"http://127.0.0.1:{port}", services=services)
     try:
         for service in services:
@@ -151,3 +167,22 @@ def roundtrip_stack(transactional_db, tmp_path_factory: pytest.TempPathFactory) 
         yield stack
     finally:
         stop_all(services)
+
+
+@pytest.fixture
+def roundtrip_stack(transactional_db, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Fresh processes for each test, stopped before pytest-django empties the database:
+    TRUNCATE under a running worker and beat can deadlock with their transactions."""
+    from django.db import connection
+
+    redis_url = e2e_redis_url()
+    # Tasks, buffered clicks or an open circuit breaker left by an earlier run must not leak in.
+    redis.Redis.from_url(redis_url).flushdb()
+
+    port = free_port()
+    logs = tmp_path_factory.mktemp("e2e-logs")
+    env = stack_env(
+        database_url=database_url_for(connection.settings_dict["NAME"]), redis_url=redis_url
+    )
+    with running_stack(stack_services(env, logs, port), port) as stack:
+        yield stack

@@ -133,6 +133,13 @@ class Service:
             return set()
         return {self.process.pid} | descendant_groups(self.process.pid)
 
+    def pids(self) -> set[int]:
+        """The command's process and all its descendants (web and pool workers): a set that
+        changes when any of them exits and is replaced."""
+        if self.process is None:
+            return set()
+        return {self.process.pid} | {pid for pid, _ in descendants(self.process.pid)}
+
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the whole process group: politely first, then by force. Safe to call twice."""
         stop_all([self], timeout=timeout)
@@ -150,21 +157,26 @@ class Stack:
             service.check_alive()
 
 
-def descendant_groups(root: int) -> set[int]:
-    """Process group ids of every descendant of `root`, read from /proc (Linux)."""
+def descendants(root: int) -> set[tuple[int, int]]:
+    """(pid, process group id) of every descendant of `root`, read from /proc (Linux)."""
     children: dict[int, list[tuple[int, int]]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError, IndexError):
             # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
             fields = stat.read_text().rsplit(")", 1)[1].split()
             children.setdefault(int(fields[1]), []).append((int(stat.parent.name), int(fields[2])))
-    groups: set[int] = set()
+    found: set[tuple[int, int]] = set()
     pending = [root]
     while pending:
         for pid, pgrp in children.get(pending.pop(), []):
-            groups.add(pgrp)
+            found.add((pid, pgrp))
             pending.append(pid)
-    return groups
+    return found
+
+
+def descendant_groups(root: int) -> set[int]:
+    """Process group ids of every descendant of `root`."""
+    return {pgrp for _, pgrp in descendants(root)}
 
 
 def signal_groups(groups: set[int], sig: signal.Signals) -> None:

@@ -1,13 +1,16 @@
 """/healthz, /readyz and /metrics against real PostgreSQL, Redis and worker processes."""
 
+import re
 import subprocess
 import sys
+import time
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
+from config import liveness
 from postbacks import fairness, services
 from postbacks.models import Postback
 from tests.chaos.infra import REPO_ROOT, free_port, use_broker
@@ -43,10 +46,64 @@ def test_it_answers_healthz_without_touching_the_database(client, django_assert_
     assert (response.status_code, response.content) == (200, b"ok\n")
 
 
-def test_it_is_ready_when_database_and_broker_answer(client):
+@pytest.fixture(autouse=True)
+def health_keys(settings):
+    """Heartbeats of this test only (another test's, or a worker's, must not count)."""
+    settings.HEALTH_REDIS_PREFIX = f"roundtrip:test-health-{free_port()}:"
+
+
+def test_it_is_ready_when_database_and_broker_answer_and_worker_and_beat_live(client):
+    liveness.worker_stamp("worker@test")
+    liveness.beat_stamp()
     response = client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+    assert response.json() == {
+        "status": "ok",
+        "checks": {
+            "database": "ok",
+            "broker": "ok",
+            "click_buffer": "ok",
+            "workers": "ok",
+            "beat": "ok",
+        },
+        "click_pipeline": {"buffered": None, "dead_letters": 0, "oldest_buffered_seconds": None},
+    }
+    samples = scrape(client)
+    assert samples["roundtrip_workers_consuming", ()] == 1
+    assert 0 <= samples["roundtrip_beat_heartbeat_age_seconds", ()] < 5
+
+
+def test_it_stays_ready_but_degraded_without_a_worker_or_a_beat(client, settings):
+    response = client.get("/readyz")
+    assert response.status_code == 200  # the node serves clicks and intake all the same
+    body = response.json()
+    assert body["status"] == "degraded"
+    assert body["checks"]["workers"] == "no worker has consumed in the last 15 s"
+    assert body["checks"]["beat"] == "no beat heartbeat recorded"
+    samples = scrape(client)
+    assert samples["roundtrip_workers_consuming", ()] == 0
+    assert samples["roundtrip_beat_heartbeat_age_seconds", ()] == float("inf")
+
+
+def test_it_counts_a_worker_out_after_three_missed_heartbeats_and_a_beat_past_its_limit(
+    client, settings
+):
+    settings.WORKER_HEARTBEAT_SECONDS = 0.1
+    settings.HEALTH_BEAT_MAX_AGE_SECONDS = 0.3
+    liveness.worker_stamp("worker@test")
+    liveness.beat_stamp()
+    assert liveness.liveness_read().problems() == {"workers": None, "beat": None}
+    time.sleep(0.5)
+    checks = client.get("/readyz").json()["checks"]
+    assert checks["workers"] == "no worker has consumed in the last 0.3 s"
+    assert re.fullmatch(r"last beat heartbeat \d s ago \(limit 0.3 s\)", checks["beat"])
+
+
+def test_a_warm_shutdown_removes_the_worker_at_once(client):
+    liveness.worker_stamp("worker@a")
+    liveness.worker_stamp("worker@b")
+    liveness.worker_unstamp("worker@a")
+    assert liveness.liveness_read().workers == 1
 
 
 def test_it_is_not_ready_when_the_broker_is_down(client):

@@ -13,7 +13,7 @@ from django.utils import timezone
 from postbacks import signing
 from postbacks.models import Postback
 from publishers.keys import hash_key
-from publishers.models import CallbackTemplate, Membership, PublisherAPIKey
+from publishers.models import AuditEvent, CallbackTemplate, Membership, PublisherAPIKey
 from tracking.services import click_record
 
 pytestmark = pytest.mark.django_db
@@ -322,6 +322,26 @@ def test_it_lists_and_retries_deliveries(
     assert set(
         Postback.objects.filter(pk__in=[p.pk for p in rows]).values_list("status", flat=True)
     ) == {"pending"}
+
+
+def test_a_retry_answer_says_what_happened(member_client, dashboard_data):
+    """A 100,000-character `state` used to queue the retry, write the audit row and then answer
+    400 (the redirect back was too long): now the answer matches what was done."""
+    one = member_client.get(reverse("deliveries")).context["rows"][0]
+    audited = AuditEvent.objects.count()
+    response = member_client.post(
+        reverse("deliveries_retry"), {"event_id": one.event_id, "state": "x" * 100_000}
+    )
+    assert response.status_code == 302
+    assert response["Location"] == reverse("deliveries") + "?state=failing"
+    assert AuditEvent.objects.count() == audited + 1
+    one.refresh_from_db()
+    assert one.status == "pending"
+    # Refused as a whole, before anything is queued or audited.
+    for bad in ([f"evt_{n}" for n in range(101)], ["evt\x00"]):
+        response = member_client.post(reverse("deliveries_retry"), {"event_id": bad})
+        assert response.status_code == 400
+    assert AuditEvent.objects.count() == audited + 1
 
 
 def test_it_shows_copyable_links_and_embed_codes(member_client, dashboard_data, settings):

@@ -246,12 +246,6 @@ def is_admin(name: str, path: str) -> bool:
     return path.startswith("/admin/") and path != "/admin/login/"
 
 
-# Fixed by the click-edge validation (issue 19): /click and /smart answer NUL and invalid
-# spids themselves (HOSTILE_INPUT_OWN_VALIDATION), with a named reason the publisher sees.
-# Drop this set when that lands.
-AWAITING_CLICK_EDGE_VALIDATION = {"click", "smart-ad"}
-
-
 def test_it_never_answers_5xx_nor_writes_on_refusal(
     callers, dashboard_data, postback_token, settings
 ):
@@ -263,8 +257,6 @@ def test_it_never_answers_5xx_nor_writes_on_refusal(
     walked = set()
     try:
         for name, path in concrete_paths(lambda param: ids.get(param, "x1")):
-            if name in AWAITING_CLICK_EDGE_VALIDATION:
-                continue
             walked.add(name)
             light = is_admin(name, path)
             base = bases.get(path, "")
@@ -293,7 +285,7 @@ def test_it_never_answers_5xx_nor_writes_on_refusal(
         }
         for key, value in RAW_VALUES.items():
             for name, path in concrete_paths(lambda param, value=value: value):
-                if name not in with_params or name in AWAITING_CLICK_EDGE_VALIDATION:
+                if name not in with_params:
                     continue
                 light = is_admin(name, path)
                 if light and key != "nul":

@@ -62,11 +62,17 @@ def test_it_accepts_a_click_without_spid(client, link):
     assert Click.objects.get().spid == ""
 
 
-def test_it_refuses_a_spid_over_255_characters_and_counts_it(client, link):
-    response = client.get(click_url(link.code, "x" * 256))
-    assert response.status_code == 400
-    assert b"longer than 255 characters" in response.content
+def assert_refused_but_redirected(response) -> None:
+    """A refused click still sends the visitor to the landing page, without a click id (and
+    without the spid that was refused)."""
+    assert response.status_code == 302
+    landing = parse_qs(urlsplit(response["Location"]).query, keep_blank_values=True)
+    assert landing == {"click_id": [""], "s": [""]}
     assert not Click.objects.exists()
+
+
+def test_it_refuses_a_spid_over_255_characters_and_counts_it(client, link):
+    assert_refused_but_redirected(client.get(click_url(link.code, "x" * 256)))
     rejection = ClickRejection.objects.get()
     assert (rejection.publisher_id, rejection.reason, rejection.count) == (
         link.publisher_id,
@@ -83,11 +89,15 @@ def test_it_accepts_exactly_255_characters(client, link):
 
 @pytest.mark.parametrize("spid", ["a\nb", "tab\there", "nul\x00", "del\x7f", "c1\x85"])
 def test_it_refuses_control_characters(client, link, spid):
-    response = client.get(click_url(link.code, spid))
-    assert response.status_code == 400
-    assert b"control characters" in response.content
-    assert not Click.objects.exists()
+    assert_refused_but_redirected(client.get(click_url(link.code, spid)))
     assert ClickRejection.objects.get().reason == "spid_control_chars"
+
+
+@pytest.mark.parametrize("raw", ["%FF", "ok%C3", "%ED%A0%80", "%C0%AF"])
+def test_it_refuses_a_spid_that_is_not_utf8_instead_of_altering_it(client, link, raw):
+    """Django would hand the view U+FFFD for these bytes: stored, that is another spid."""
+    assert_refused_but_redirected(client.get(f"/click?ref={link.code}&spid={raw}"))
+    assert ClickRejection.objects.get().reason == "spid_invalid_utf8"
 
 
 def test_it_answers_404_for_an_unknown_ref(client, link):

@@ -461,8 +461,8 @@ def test_a_cached_key_still_needs_its_secret_and_a_revocation_lands_within_the_t
 
     AdvertiserAPIKey.objects.update(revoked_at=timezone.now())
     assert intake.send({"click_id": click.click_id, "txn_id": "D"}).status_code == 201  # cached
-    for entry_key, (_, row) in list(selectors.endpoints._KEY_CACHE.items()):
-        selectors.endpoints._KEY_CACHE[entry_key] = (0.0, row)  # the TTL ran out
+    for entry_key, (_, _, row) in list(selectors.endpoints._KEY_CACHE.items()):
+        selectors.endpoints._KEY_CACHE[entry_key] = (0.0, 0.0, row)  # the TTL ran out
     error_of(intake.send({"click_id": click.click_id, "txn_id": "E"}), 401, "unauthorized")
     assert not selectors.endpoints._KEY_CACHE
 

@@ -3,7 +3,15 @@ overview (`reports`); the conversion log and the spid trace (`logs`). Those for 
 and the API always take the publisher."""
 
 from tracking.selectors.endpoints import advertiser_for_key, link_for_click
-from tracking.selectors.logs import Trace, conversion_log, decode_cursor, encode_cursor, trace
+from tracking.selectors.logs import (
+    ClickRefusals,
+    Trace,
+    click_refusals,
+    conversion_log,
+    decode_cursor,
+    encode_cursor,
+    trace,
+)
 from tracking.selectors.reports import (
     ATTRIBUTIONS,
     REPORT_FILTERS,
@@ -28,12 +36,14 @@ __all__ = [
     "REPORT_MAX_ROWS",
     "REPORT_SORTS",
     "REPORT_TIMEZONES",
+    "ClickRefusals",
     "PeriodSummary",
     "Report",
     "ReportParams",
     "ReportRow",
     "Trace",
     "advertiser_for_key",
+    "click_refusals",
     "conversion_log",
     "daily_totals",
     "decode_cursor",

@@ -5,12 +5,14 @@ import binascii
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from django.db.models import Prefetch, Q
+from django.db.models import Prefetch, Q, Sum
 
 from postbacks.models import Postback, PostbackAttempt
 from publishers.models import Publisher
 from tracking.models import (
     Click,
+    ClickDeadLetter,
+    ClickRejection,
     Conversion,
 )
 
@@ -141,3 +143,32 @@ def trace(publisher: Publisher, query: str, *, limit: int = 50) -> Trace:
     ):
         postbacks.setdefault(postback.conversion_id, []).append(postback)
     return Trace(query, found, conversions, postbacks, truncated)
+
+
+# --- Clicks refused or set aside ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClickRefusals:
+    """Clicks of a publisher's links that were not stored as sent, since `since` (UTC days)."""
+
+    since: date
+    refused: list[tuple[str, int]]  # (reason, as a sentence; clicks) refused at the edge
+    set_aside: int  # stored clicks the database refused (dead letters; staff are alerted)
+
+
+def click_refusals(publisher: Publisher, *, since: date) -> ClickRefusals:
+    counts = (
+        ClickRejection.objects.filter(publisher=publisher, day__gte=since)
+        .values("reason")
+        .annotate(clicks=Sum("count"))
+        .order_by("-clicks")
+    )
+    labels = dict(ClickRejection.Reason.choices)
+    return ClickRefusals(
+        since=since,
+        refused=[(labels.get(row["reason"], row["reason"]), row["clicks"]) for row in counts],
+        set_aside=ClickDeadLetter.objects.filter(
+            publisher_id=publisher.pk, created_at__date__gte=since
+        ).count(),
+    )
