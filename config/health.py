@@ -9,7 +9,9 @@
   without them (postbacks wait in the database), and a load balancer must not take every node
   out for a stopped worker.
 - `/metrics`: Prometheus text format (postbacks/metrics.py, plus the liveness gauges and the
-  click pipeline's figures), optionally behind a bearer token.
+  click pipeline's figures) behind a bearer token. It names every publisher's callback hosts,
+  so with DEBUG off it is refused (403) until `METRICS_BEARER_TOKEN` is set, and
+  `check --deploy` reports the missing token as an error.
 - `/admin/status/`: the click pipeline's figures for staff, with the newest dead letters.
 """
 
@@ -123,6 +125,12 @@ def pipeline_status_page(request: HttpRequest) -> HttpResponse:
 @never_cache
 def metrics_view(request: HttpRequest) -> HttpResponse:
     token = settings.METRICS_BEARER_TOKEN
+    if not token and not settings.DEBUG:
+        return HttpResponse(
+            "metrics are off: set METRICS_BEARER_TOKEN to serve them\n",
+            status=403,
+            content_type="text/plain",
+        )
     if token:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(

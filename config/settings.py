@@ -65,6 +65,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # NUL characters anywhere in a request: 400 before any view or query (config/hostile.py).
+    "config.hostile.HostileInputMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -142,7 +144,11 @@ AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15
 AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
 AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "tracking.views.client_ip"
+AXES_USERNAME_CALLABLE = "config.hostile.sign_in_username"
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+# Views (by URL name) that answer NUL characters in their input themselves instead of
+# config.hostile's middleware: the click path names the reason in its rejection counters.
+HOSTILE_INPUT_OWN_VALIDATION = ["click", "smart-ad"]
 # Password reset and invitation mail: printed on the console in local mode, otherwise sent
 # through EMAIL_URL (e.g. smtp+tls://user:password@smtp.example.com:587).
 _email = env.email_url(
@@ -163,6 +169,8 @@ MAILERS = {
         else {},
     }
 }
+# A team invitation's link works this many days (docs/security.md, "Team invitations").
+TEAM_INVITATION_DAYS = env.int("TEAM_INVITATION_DAYS", default=7)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Roundtrip <noreply@localhost>")
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/dashboard/"
@@ -201,8 +209,9 @@ X_FRAME_OPTIONS = "DENY"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # Both refuse or escape what PostgreSQL and UTF-8 can't take (config/hostile.py).
+    "DEFAULT_RENDERER_CLASSES": ["config.hostile.SafeJSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["config.hostile.StrictJSONParser"],
     "EXCEPTION_HANDLER": "config.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -377,6 +386,8 @@ POSTBACKS_ATTEMPT_RETENTION_DAYS = env.int("POSTBACKS_ATTEMPT_RETENTION_DAYS", d
 POSTBACKS_SUCCEEDED_RETENTION_DAYS = env.int("POSTBACKS_SUCCEEDED_RETENTION_DAYS", default=90)
 # Off by default: dashboard rollups are rebuilt from raw clicks (see docs/operations.md).
 CLICKS_RETENTION_DAYS = env.int("CLICKS_RETENTION_DAYS", default=0)
+# The activity trail (publishers' AuditEvent rows: who changed what, staff edits included).
+AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=400)
 # Rows deleted per statement and statements per run: a run stays short and its locks small.
 RETENTION_BATCH_SIZE = env.int("RETENTION_BATCH_SIZE", default=5000)
 RETENTION_MAX_BATCHES = env.int("RETENTION_MAX_BATCHES", default=100)

@@ -186,3 +186,17 @@ def check_delivery_settings(
         (checks.Error if problem.is_error else checks.Warning)(problem.message, id=problem.id)
         for problem in settings_problems(app)
     ]
+
+
+@checks.register(checks.Tags.security, deploy=True)
+def check_metrics_token(app_configs: object = None, **kwargs: object) -> list[checks.CheckMessage]:
+    """`/metrics` lists every publisher's callback hosts: production must protect it."""
+    if settings.METRICS_BEARER_TOKEN:
+        return []
+    return [
+        checks.Error(
+            "METRICS_BEARER_TOKEN is not set: /metrics refuses every scrape (403) with DEBUG "
+            "off. Set a long random token and give it to Prometheus.",
+            id="postbacks.E101",
+        )
+    ]

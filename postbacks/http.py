@@ -168,7 +168,9 @@ def _normalise_host(host: str) -> str:
     except UnicodeError:
         raise _invalid(f"{host!r} is not a valid host name.") from None
     labels = ascii_host.removesuffix(".").split(".")
-    if _NUMERIC_LABEL.match(labels[-1]) and not _CANONICAL_IPV4.match(".".join(labels)):
+    # A trailing dot makes a dotted quad a "name" that resolvers answer with the same address.
+    canonical = _CANONICAL_IPV4.match(ascii_host) is not None
+    if _NUMERIC_LABEL.match(labels[-1]) and not canonical:
         raise _refuse(f"Host {host!r} is not a plain IPv4 address (like 93.184.216.34); refused.")
     if not all(_HOST_LABEL.match(label) for label in labels):
         raise _invalid(f"{host!r} is not a valid host name.")

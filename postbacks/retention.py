@@ -1,4 +1,4 @@
-"""Retention: delete old delivery history and clicks, in bounded batches.
+"""Retention: delete old delivery history, clicks and activity-trail events, in bounded batches.
 
 What is never pruned, whatever the settings: pending and failed postbacks and their attempts
 (they wait for delivery or a replay), conversions, and clicks that converted (the conversion
@@ -18,6 +18,7 @@ from django.db.models import DateTimeField, Exists, ExpressionWrapper, F, OuterR
 from django.utils import timezone
 
 from postbacks.models import Postback, PostbackAttempt
+from publishers.models import AuditEvent
 
 logger = logging.getLogger(__name__)
 
@@ -76,9 +77,14 @@ def prunable_clicks(now: datetime, days: int) -> QuerySet:
     return clicks
 
 
+def prunable_audit_events(now: datetime, days: int) -> QuerySet:
+    """Activity-trail events older than `days`."""
+    return AuditEvent.objects.filter(created_at__lt=now - timedelta(days=days))
+
+
 def retention_prune(*, now: datetime | None = None) -> dict[str, int]:
     """Delete what the retention settings allow, in bounded batches. Returns rows deleted per
-    kind ("attempts", "postbacks", "clicks"); a kind whose setting is 0 is skipped."""
+    kind ("attempts", "postbacks", "clicks", "audit"); a kind whose setting is 0 is skipped."""
     now = now or timezone.now()
     limits = {
         "batch_size": settings.RETENTION_BATCH_SIZE,
@@ -88,6 +94,7 @@ def retention_prune(*, now: datetime | None = None) -> dict[str, int]:
         "attempts": (settings.POSTBACKS_ATTEMPT_RETENTION_DAYS, prunable_attempts),
         "postbacks": (settings.POSTBACKS_SUCCEEDED_RETENTION_DAYS, prunable_postbacks),
         "clicks": (settings.CLICKS_RETENTION_DAYS, prunable_clicks),
+        "audit": (settings.AUDIT_RETENTION_DAYS, prunable_audit_events),
     }
     deleted = {}
     for kind, (days, candidates) in plan.items():

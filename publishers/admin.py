@@ -5,10 +5,11 @@ from django.db import models
 from django.http import HttpRequest
 from django.utils import timezone
 
-from publishers.audit import Actor
+from publishers.audit import Actor, staff_edit_record
 from publishers.models import (
     AuditEvent,
     CallbackTemplate,
+    Invitation,
     Membership,
     Publisher,
     PublisherAPIKey,
@@ -18,6 +19,52 @@ from publishers.services import (
     api_key_revoke,
     callback_template_resume_deliveries,
 )
+
+
+class StaffAuditedAdmin(admin.ModelAdmin):
+    """Every add, change and delete staff make in this admin (inlines included) goes into the
+    trail of the publisher the object belongs to (publishers.audit.staff_edit_record): the
+    publisher's team sees who at Roundtrip changed what, and when."""
+
+    # False where saving already goes through a service that records the addition.
+    audit_additions = True
+
+    def save_model(self, request: HttpRequest, obj, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if change or self.audit_additions:
+            staff_edit_record(
+                actor=Actor.admin(request),
+                obj=obj,
+                operation="changed" if change else "added",
+                form=form,
+            )
+
+    def delete_model(self, request: HttpRequest, obj) -> None:
+        staff_edit_record(actor=Actor.admin(request), obj=obj, operation="deleted")
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset) -> None:
+        actor = Actor.admin(request)
+        for obj in queryset:
+            staff_edit_record(actor=actor, obj=obj, operation="deleted")
+        super().delete_queryset(request, queryset)
+
+    def save_formset(self, request: HttpRequest, form, formset, change: bool) -> None:
+        actor = Actor.admin(request)
+        for deleted in formset.deleted_forms:
+            if deleted.instance.pk:
+                staff_edit_record(actor=actor, obj=deleted.instance, operation="deleted")
+        super().save_formset(request, form, formset, change)
+        for inline_form in formset.forms:
+            if inline_form in formset.deleted_forms or not inline_form.has_changed():
+                continue
+            added = inline_form.instance in formset.new_objects
+            staff_edit_record(
+                actor=actor,
+                obj=inline_form.instance,
+                operation="added" if added else "changed",
+                form=inline_form,
+            )
 
 
 class MembershipInline(admin.TabularInline):
@@ -34,7 +81,7 @@ class CallbackTemplateInline(admin.TabularInline):
 
 
 @admin.register(Publisher)
-class PublisherAdmin(admin.ModelAdmin):
+class PublisherAdmin(StaffAuditedAdmin):
     list_display = ["name", "public_id", "status", "created_at"]
     list_filter = ["status"]
     search_fields = ["name", "public_id"]
@@ -43,12 +90,13 @@ class PublisherAdmin(admin.ModelAdmin):
     inlines = [MembershipInline, CallbackTemplateInline]
 
 
-class APIKeyAdmin(admin.ModelAdmin):
+class APIKeyAdmin(StaffAuditedAdmin):
     """Admin for hashed keys (publisher and advertiser): a new key is generated on save and
     shown once in a message; only its digest is stored. Subclasses set `create_key`."""
 
     readonly_fields = ["lookup", "created_at", "last_used_at"]
     actions = ["revoke"]
+    audit_additions = False  # the key's service records its creation
     # (admin, unsaved obj) -> (saved key row, plaintext)
     create_key: Callable[..., tuple[models.Model, str]]
 
@@ -92,7 +140,7 @@ class PublisherAPIKeyAdmin(APIKeyAdmin):
 
 
 @admin.register(CallbackTemplate)
-class CallbackTemplateAdmin(admin.ModelAdmin):
+class CallbackTemplateAdmin(StaffAuditedAdmin):
     list_display = [
         "__str__",
         "publisher",
@@ -134,11 +182,27 @@ class CallbackTemplateAdmin(admin.ModelAdmin):
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(StaffAuditedAdmin):
     list_display = ["user", "publisher", "role", "created_at"]
     list_filter = ["role"]
     search_fields = ["user__username", "user__email", "publisher__name"]
     raw_id_fields = ["user", "publisher"]
+
+
+@admin.register(Invitation)
+class InvitationAdmin(admin.ModelAdmin):
+    """Invitations are answered by the invited person's link; staff only look."""
+
+    list_display = ["email", "publisher", "role", "status", "created_at", "expires_at"]
+    list_filter = ["status"]
+    search_fields = ["email", "publisher__name"]
+    list_select_related = ["publisher"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None) -> list[str]:
+        return [field.name for field in Invitation._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
 
 
 @admin.register(AuditEvent)

@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.db import models
 from django.db.models import Q
 from django.http import HttpRequest
 
 from publishers.models import (
     AuditEvent,
     CallbackTemplate,
+    Invitation,
     Membership,
     Publisher,
     PublisherAPIKey,
@@ -34,11 +36,19 @@ class Actor:
     user: Any = None
     api_key: PublisherAPIKey | None = None
     ip: str | None = None
+    # A person acting without an account or signed out (answering an invitation by its link).
+    name: str = ""
 
     @classmethod
     def dashboard(cls, request: HttpRequest, *, user: Any = None) -> "Actor":
         """The signed-in user, or `user` on pages used signed out (password reset)."""
         return cls(AuditEvent.Via.DASHBOARD, user=user or request.user, ip=_client_ip(request))
+
+    @classmethod
+    def invitee(cls, request: HttpRequest, *, email: str) -> "Actor":
+        """Whoever holds an invitation's link (sent to `email`), signed in or not."""
+        user = request.user if request.user.is_authenticated else None
+        return cls(AuditEvent.Via.DASHBOARD, user=user, ip=_client_ip(request), name=email)
 
     @classmethod
     def admin(cls, request: HttpRequest) -> "Actor":
@@ -77,10 +87,14 @@ def describe(target: object) -> tuple[str, str, str]:
     if isinstance(target, Membership):
         user = target.user
         return "member", user.get_username()[:64], (user.email or user.get_username())[:200]
+    if isinstance(target, Invitation):
+        return "invitation", target.email[:64], target.email[:200]
     if isinstance(target, Publisher):
         return "publisher", target.public_id, target.name[:200]
     if isinstance(target, Postback):
         return "postback", target.event_id, target.event_id
+    if isinstance(target, models.Model):  # anything else staff edit in the admin
+        return target._meta.model_name[:20], str(target.pk)[:64], str(target)[:200]
     raise TypeError(f"Can't describe {type(target).__name__} in the audit log")
 
 
@@ -104,7 +118,7 @@ def audit_record(
         action=action,
         via=actor.via,
         actor=user,
-        actor_name=user.get_username() if user else "",
+        actor_name=user.get_username() if user else actor.name[:150],
         api_key_label=key_label(actor.api_key) if actor.api_key else "",
         target_type=target_type,
         target_id=target_id,
@@ -112,6 +126,48 @@ def audit_record(
         details=details or {},
         ip=actor.ip,
     )
+
+
+# Never written to the trail, whatever a form changed.
+_SECRET_FIELDS = ("secret", "digest", "password", "token")
+
+
+def staff_edit_record(
+    *, actor: Actor, obj: models.Model, operation: str, form: Any = None
+) -> AuditEvent | None:
+    """Record a staff edit made in the admin ("added", "changed" or "deleted") in the trail of
+    the publisher the object belongs to, with each changed field's old and new value (never
+    a secret). Objects of no publisher are not recorded; a change form saved without
+    changes is not either."""
+    publisher = obj if isinstance(obj, Publisher) else getattr(obj, "publisher", None)
+    if not isinstance(publisher, Publisher):
+        return None
+    fields = {}
+    if form is not None:
+        for name in form.changed_data:
+            if any(part in name for part in _SECRET_FIELDS):
+                continue
+            before = _shown(form.initial.get(name)) if operation == "changed" else None
+            after = _shown(form.cleaned_data.get(name))
+            if before != after:  # a form may call "[]" and [] a change
+                fields[name] = {"from": before, "to": after}
+        if operation == "changed" and not fields:
+            return None
+    return audit_record(
+        publisher=publisher,
+        actor=actor,
+        action=Action.STAFF_EDITED,
+        target=obj,
+        details={"operation": operation, "model": obj._meta.verbose_name, "changed": fields},
+    )
+
+
+def _shown(value: object) -> object:
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_shown(item) for item in value][:20]
+    return str(value)[:200]
 
 
 # --- Reading --------------------------------------------------------------------------------

@@ -4,7 +4,9 @@ signed-in publisher's own rows, so a form can't be pointed at another publisher'
 from datetime import date, timedelta
 
 from django import forms
+from django.contrib.auth import get_user_model, password_validation
 
+from config.hostile import validate_day
 from publishers import selectors
 from publishers.models import CallbackTemplate, Membership, Publisher
 from tracking.models import Conversion
@@ -84,6 +86,34 @@ class InviteForm(forms.Form):
     role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.MEMBER)
 
 
+class InvitationSignupForm(forms.Form):
+    """A password for the account an invitation creates (the address has none yet)."""
+
+    password1 = forms.CharField(label="Password", strip=False, widget=forms.PasswordInput)
+    password2 = forms.CharField(label="Password again", strip=False, widget=forms.PasswordInput)
+
+    def __init__(self, *args, email: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.email = email
+
+    def clean(self):
+        data = super().clean()
+        first, second = data.get("password1"), data.get("password2")
+        if first and second:
+            if first != second:
+                raise forms.ValidationError("The two passwords differ.")
+            candidate = get_user_model()(username=self.email, email=self.email)
+            password_validation.validate_password(first, candidate)
+        return data
+
+
+class DayField(forms.DateField):
+    """Every date the dashboard's forms accept: a calendar picker, within bounds."""
+
+    default_validators = [validate_day]
+    widget = forms.DateInput(attrs={"type": "date"})
+
+
 class DateRangeMixin:
     def clean(self):
         data = super().clean()
@@ -97,8 +127,8 @@ class DateRangeMixin:
 
 
 class ReportForm(DateRangeMixin, forms.Form):
-    start = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
-    end = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
+    start = DayField()
+    end = DayField()
     group_by = forms.ChoiceField(choices=list(REPORT_GROUPS.items()), initial="day")
     tz = forms.ChoiceField(choices=TIMEZONE_CHOICES, initial="UTC", label="Time zone")
     attribution = forms.ChoiceField(
@@ -146,17 +176,18 @@ class ReportForm(DateRangeMixin, forms.Form):
 
 
 class ConversionFilterForm(DateRangeMixin, forms.Form):
-    spid = forms.CharField(required=False, max_length=255)
+    # Not stripped: a spid is matched exactly as it was sent, spaces included.
+    spid = forms.CharField(required=False, max_length=255, strip=False)
     click_id = forms.CharField(required=False, max_length=32, label="Click id")
     status = forms.ChoiceField(choices=[("", "Any"), *Conversion.Status.choices], required=False)
     event = forms.CharField(required=False, max_length=50)
-    start = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    end = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    start = DayField(required=False)
+    end = DayField(required=False)
 
 
 class RetryRangeForm(DateRangeMixin, forms.Form):
-    start = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
-    end = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
+    start = DayField()
+    end = DayField()
     states = forms.MultipleChoiceField(
         choices=[("failing", "Failing"), ("pending", "Pending")],
         initial=["failing"],

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from postbacks.http import DeliveryError, check_destination_allowed
@@ -74,6 +75,54 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} → {self.publisher} ({self.role})"
+
+
+class Invitation(models.Model):
+    """An owner's invitation to join a publisher's team, answered by the invited person through
+    the link we e-mail them. Nobody joins a team without accepting: an address that already
+    has an account is never added behind its owner's back, and the inviting team learns
+    nothing about the address (the answer, the e-mail and the team page are the same whether
+    an account exists or not). Only the SHA-256 digest of the link's token is stored."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        ACCEPTED = "accepted"
+        DECLINED = "declined"
+        REVOKED = "revoked"
+
+    publisher = models.ForeignKey(Publisher, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField()
+    role = models.CharField(max_length=16, choices=Membership.Role.choices)
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    answered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # One open invitation per address and team: inviting again renews it.
+            models.UniqueConstraint(
+                Lower("email"),
+                "publisher",
+                condition=Q(status="pending"),
+                name="publishers_invitation_one_pending",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.email} → {self.publisher} ({self.status})"
+
+    def is_open(self, now=None) -> bool:
+        """Pending and not yet expired: the only state in which it can be answered."""
+        return self.status == self.Status.PENDING and self.expires_at > (now or timezone.now())
 
 
 class APIKeyBase(models.Model):
@@ -216,9 +265,13 @@ class AuditEvent(models.Model):
         ENDPOINT_RESUMED = "callback.endpoint_resumed", "Deliveries resumed"
         POSTBACKS_RETRIED = "postbacks.retried", "Postbacks retried"
         MEMBER_INVITED = "member.invited", "Team member invited"
+        INVITATION_ACCEPTED = "member.joined", "Invitation accepted"
+        INVITATION_DECLINED = "member.declined", "Invitation declined"
+        INVITATION_REVOKED = "member.invitation_revoked", "Invitation withdrawn"
         MEMBER_REMOVED = "member.removed", "Team member removed"
         MEMBER_ROLE_CHANGED = "member.role_changed", "Team member's role changed"
         PASSWORD_CHANGED = "account.password_changed", "Password changed"
+        STAFF_EDITED = "staff.edited", "Edited by Roundtrip staff"
 
     class Via(models.TextChoices):
         DASHBOARD = "dashboard"

@@ -7,7 +7,13 @@ from django.db.models import Count, Q, QuerySet
 from django.http import Http404, HttpRequest
 
 from postbacks.models import Postback
-from publishers.models import CallbackTemplate, Membership, Publisher, PublisherAPIKey
+from publishers.models import (
+    CallbackTemplate,
+    Invitation,
+    Membership,
+    Publisher,
+    PublisherAPIKey,
+)
 from tracking.models import Campaign, Creative, TrackingLink
 from tracking.selectors import decode_cursor, encode_cursor
 
@@ -92,6 +98,13 @@ def members_for_publisher(publisher: Publisher) -> QuerySet[Membership]:
         .select_related("user")
         .order_by("created_at", "pk")
     )
+
+
+def invitations_for_publisher(publisher: Publisher) -> QuerySet[Invitation]:
+    """The team's open invitations (expired ones included, marked by their date)."""
+    return Invitation.objects.filter(
+        publisher=publisher, status=Invitation.Status.PENDING
+    ).order_by("created_at", "pk")
 
 
 def member_for_publisher(publisher: Publisher, username: str) -> Membership:

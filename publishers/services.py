@@ -4,20 +4,26 @@ Every change a person (or an API key) makes is recorded in the publisher's audit
 same transaction: the callers pass `actor` (publishers/audit.py), None meaning the system.
 """
 
+import secrets
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.mail import send_mail
 from django.db import transaction
+from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils import timezone
 
 from postbacks import dispatch, health
 from postbacks.models import Postback
 from postbacks.services import postbacks_retry
 from publishers.audit import Action, Actor, audit_record
-from publishers.keys import generate_key
+from publishers.keys import generate_key, hash_key
 from publishers.models import (
     CallbackTemplate,
+    Invitation,
     Membership,
     Publisher,
     PublisherAPIKey,
@@ -272,55 +278,162 @@ def member_invite(
     email: str,
     role: str = Membership.Role.MEMBER,
     actor: Actor | None = None,
-) -> tuple[Membership, bool]:
-    """Add a person to the publisher's team by email. A new person gets an account without a
-    password and an email with a link to choose one. Returns (membership, account_created)."""
+    now: datetime | None = None,
+) -> Invitation:
+    """Invite a person to the publisher's team by e-mail: they join only when they accept the
+    link we send (`invitation_accept`). Inviting an address again renews its open invitation
+    (a new link, a new expiry). Nothing here depends on whether the address has an account,
+    so the inviting team can't tell. Raises TeamError for someone already on the team."""
+    now = now or timezone.now()
     email = get_user_model().objects.normalize_email(email.strip())
-    user_model = get_user_model()
+    token = secrets.token_urlsafe(32)
     with transaction.atomic():
-        user = user_model.objects.filter(email__iexact=email).order_by("pk").first()
-        created = user is None
-        if created:
-            user = user_model.objects.create_user(username=email, email=email, password=None)
-        membership, added = Membership.objects.get_or_create(
-            publisher=publisher, user=user, defaults={"role": role}
-        )
-        if not added:
+        if Membership.objects.filter(publisher=publisher, user__email__iexact=email).exists():
             raise TeamError(f"{email} is already on the team.")
+        expires_at = now + timedelta(days=settings.TEAM_INVITATION_DAYS)
+        invitation = (
+            Invitation.objects.select_for_update()
+            .filter(publisher=publisher, email__iexact=email, status=Invitation.Status.PENDING)
+            .first()
+        )
+        if invitation is None:
+            invitation = Invitation(publisher=publisher, email=email)
+        invitation.role = role
+        invitation.digest = hash_key(token)
+        invitation.created_at = now
+        invitation.expires_at = expires_at
+        invitation.invited_by = actor.user if actor and actor.user else None
+        invitation.save()
         audit_record(
             publisher=publisher,
             actor=actor,
             action=Action.MEMBER_INVITED,
-            target=membership,
-            details={"email": email, "role": role, "new_account": created},
+            target=invitation,
+            details={"email": email, "role": role},
         )
-    if created:
-        _send_set_password_email(user, publisher)
-    return membership, created
+        transaction.on_commit(lambda: _send_invitation_email(invitation, token))
+    return invitation
 
 
-def _send_set_password_email(user, publisher: Publisher) -> None:
-    from django.contrib.auth.tokens import default_token_generator
-    from django.core.mail import send_mail
-    from django.template.loader import render_to_string
-    from django.urls import reverse
-    from django.utils.encoding import force_bytes
-    from django.utils.http import urlsafe_base64_encode
-
-    path = reverse(
-        "password_reset_confirm",
-        kwargs={
-            "uidb64": urlsafe_base64_encode(force_bytes(user.pk)),
-            "token": default_token_generator.make_token(user),
-        },
-    )
-    context = {"publisher": publisher, "user": user, "url": f"{settings.SITE_URL}{path}"}
+def _send_invitation_email(invitation: Invitation, token: str) -> None:
+    path = reverse("invitation", kwargs={"token": token})
+    context = {
+        "invitation": invitation,
+        "publisher": invitation.publisher,
+        "url": f"{settings.SITE_URL}{path}",
+    }
     send_mail(
-        subject=f"You've been invited to {publisher.name} on Roundtrip",
+        subject=f"You've been invited to {invitation.publisher.name} on Roundtrip",
         message=render_to_string("registration/invitation_email.txt", context),
         from_email=None,
-        recipient_list=[user.email],
+        recipient_list=[invitation.email],
     )
+
+
+def invitation_for_token(token: str) -> Invitation | None:
+    """The invitation a link's token names (answered and expired ones included), else None."""
+    if not token or len(token) > 100:
+        return None
+    return Invitation.objects.select_related("publisher").filter(digest=hash_key(token)).first()
+
+
+def invitation_account(invitation: Invitation):
+    """The account the invitation's address belongs to, or None when it has none yet."""
+    return get_user_model().objects.filter(email__iexact=invitation.email).order_by("pk").first()
+
+
+def _lock_open(invitation: Invitation, now: datetime) -> Invitation:
+    locked = Invitation.objects.select_for_update().get(pk=invitation.pk)
+    if locked.status != Invitation.Status.PENDING:
+        raise TeamError(f"This invitation was already {locked.status}.")
+    if not locked.is_open(now):
+        raise TeamError("This invitation has expired: ask the team's owner for a new one.")
+    return locked
+
+
+def invitation_accept(
+    *,
+    invitation: Invitation,
+    user=None,
+    password: str = "",
+    actor: Actor | None = None,
+    now: datetime | None = None,
+) -> Membership:
+    """Join the team. `user` is the signed-in account, which must own the invited address;
+    without one (the address has no account yet) an account is made with `password`, the
+    address as its username. Raises TeamError when the invitation is no longer open or is
+    for another address."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        locked = _lock_open(invitation, now)
+        if user is None:
+            if invitation_account(locked) is not None:
+                raise TeamError("Sign in to the account of this address to accept.")
+            user = get_user_model().objects.create_user(
+                username=locked.email, email=locked.email, password=password
+            )
+        elif (user.email or "").lower() != locked.email.lower():
+            raise TeamError("This invitation is for another address.")
+        membership, _ = Membership.objects.get_or_create(
+            publisher=locked.publisher, user=user, defaults={"role": locked.role}
+        )
+        Invitation.objects.filter(pk=locked.pk).update(
+            status=Invitation.Status.ACCEPTED, answered_at=now
+        )
+        audit_record(
+            publisher=locked.publisher,
+            actor=replace(actor, user=user) if actor else None,
+            action=Action.INVITATION_ACCEPTED,
+            target=membership,
+            details={"email": locked.email, "role": membership.role},
+        )
+    return membership
+
+
+def invitation_decline(
+    *, invitation: Invitation, actor: Actor | None = None, now: datetime | None = None
+) -> None:
+    """Say no: the invitation closes and the team's trail records it."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        locked = _lock_open(invitation, now)
+        Invitation.objects.filter(pk=locked.pk).update(
+            status=Invitation.Status.DECLINED, answered_at=now
+        )
+        audit_record(
+            publisher=locked.publisher,
+            actor=actor,
+            action=Action.INVITATION_DECLINED,
+            target=locked,
+            details={"email": locked.email},
+        )
+
+
+def invitation_revoke(
+    *, publisher: Publisher, email: str, actor: Actor | None = None, now: datetime | None = None
+) -> bool:
+    """Withdraw the team's open invitation to `email`; its link stops working. Returns
+    whether there was one."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        invitation = (
+            Invitation.objects.select_for_update()
+            .filter(publisher=publisher, email__iexact=email, status=Invitation.Status.PENDING)
+            .first()
+        )
+        if invitation is None:
+            return False
+        Invitation.objects.filter(pk=invitation.pk).update(
+            status=Invitation.Status.REVOKED, answered_at=now
+        )
+        audit_record(
+            publisher=publisher,
+            actor=actor,
+            action=Action.INVITATION_REVOKED,
+            target=invitation,
+            details={"email": invitation.email},
+        )
+    return True
 
 
 def _lock_owners(publisher: Publisher) -> list[int]:

@@ -34,9 +34,16 @@ urlpatterns = [
     path("dashboard/settings/secret/reveal/", views.secret_reveal, name="secret_reveal"),
     path("dashboard/settings/secret/rotate/", views.secret_rotate, name="secret_rotate"),
     path("dashboard/settings/team/invite/", views.member_invite, name="member_invite"),
+    path(
+        "dashboard/settings/team/invitations/revoke/",
+        views.member_invitation_revoke,
+        name="member_invitation_revoke",
+    ),
     path("dashboard/settings/team/remove/", views.member_remove, name="member_remove"),
     path("dashboard/settings/team/role/", views.member_role, name="member_role"),
     path("dashboard/activity/", views.activity, name="activity"),
+    # An invitation's link (publishers/views/invitations.py): accept or decline.
+    path("invitations/<str:token>/", views.invitation, name="invitation"),
     # Accounts: sign in (throttled by django-axes), sign out, password reset by email.
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

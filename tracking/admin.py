@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from postbacks.models import Postback
-from publishers.admin import APIKeyAdmin
+from publishers.admin import APIKeyAdmin, StaffAuditedAdmin
 from tracking import clickbuffer
 from tracking.models import (
     Advertiser,
@@ -121,7 +121,7 @@ class ImpressionFlushAdmin(admin.ModelAdmin):
 
 
 @admin.register(TrackingLink)
-class TrackingLinkAdmin(admin.ModelAdmin):
+class TrackingLinkAdmin(StaffAuditedAdmin):
     list_display = ["code", "name", "publisher", "campaign", "default_placement", "is_active"]
     list_filter = ["is_active"]
     search_fields = ["code", "name", "publisher__name", "campaign__name"]

@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.api import APIError
+from config.hostile import StrictJSONParser
 from postbacks.values import format_amount
 from tracking import selectors
 from tracking.models import Advertiser, AdvertiserAPIKey, Conversion
@@ -87,7 +88,7 @@ class _ConversionIntake(APIView):
 class ConversionCreateView(_ConversionIntake):
     """`POST /api/v1/conversions` with `Authorization: Bearer <advertiser API key>`."""
 
-    parser_classes = [parsers.JSONParser, parsers.FormParser]
+    parser_classes = [StrictJSONParser, parsers.FormParser]
 
     def authenticate_advertiser(self, request: Request) -> Advertiser:
         scheme, _, credential = request.headers.get("Authorization", "").partition(" ")

@@ -9,6 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from config.api import APIError
+from config.hostile import SafeJSONRenderer
 from publishers.api import reconciliation
 from publishers.api.base import PublisherScopedView, validated_query
 from publishers.api.openapi import FORMAT_PARAMETER, errors
@@ -91,7 +92,7 @@ class CSVRenderer(renderers.BaseRenderer):
 class ReconciliationView(PublisherScopedView):
     """`GET /api/v1/reconciliation?date=YYYY-MM-DD`: a signed file of the day's conversions."""
 
-    renderer_classes = [renderers.JSONRenderer, CSVRenderer]
+    renderer_classes = [SafeJSONRenderer, CSVRenderer]
 
     @extend_schema(
         operation_id="reconciliation_retrieve",

@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from config.hostile import validate_day
 from postbacks.models import Postback, PostbackAttempt
 from postbacks.values import format_amount
 from publishers.models import CallbackTemplate, Publisher
@@ -18,6 +19,18 @@ from tracking.selectors import REPORT_FILTERS, REPORT_GROUPS, REPORT_TIMEZONES
 
 MAX_PAGE_SIZE = 1000
 EVENT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,49}$"
+
+
+class Day(serializers.DateField):
+    """A date parameter, within the bounds every date input has (config/hostile.py)."""
+
+    default_validators = [validate_day]
+
+
+class Moment(serializers.DateTimeField):
+    """A date-time parameter, within the same bounds."""
+
+    default_validators = [validate_day]
 
 
 @extend_schema_field({"type": "string", "pattern": r"^\d+\.\d{2,6}$", "example": "2.50"})
@@ -48,11 +61,12 @@ class PageQuerySerializer(serializers.Serializer):
 
 
 class ConversionQuerySerializer(PageQuerySerializer):
-    spid = serializers.CharField(required=False, max_length=255)
+    # Not trimmed: a spid is matched exactly as it was sent, spaces included.
+    spid = serializers.CharField(required=False, max_length=255, trim_whitespace=False)
     click_id = serializers.CharField(required=False, max_length=32)
     status = serializers.ChoiceField(choices=Conversion.Status.choices, required=False)
     event = serializers.CharField(required=False, max_length=50)
-    updated_since = serializers.DateTimeField(
+    updated_since = Moment(
         required=False,
         help_text="Only conversions created or changed at or after this instant (ISO 8601).",
     )
@@ -61,18 +75,22 @@ class ConversionQuerySerializer(PageQuerySerializer):
 class PostbackQuerySerializer(PageQuerySerializer):
     status = serializers.ChoiceField(choices=Postback.Status.choices, required=False)
     conversion_id = serializers.CharField(required=False, max_length=40)
-    created_from = serializers.DateTimeField(required=False, help_text="Created at or after.")
-    created_to = serializers.DateTimeField(required=False, help_text="Created before.")
+    created_from = Moment(required=False, help_text="Created at or after.")
+    created_to = Moment(required=False, help_text="Created before.")
 
 
 class TraceQuerySerializer(serializers.Serializer):
-    spid = serializers.CharField(max_length=255, help_text="The spid exactly as you sent it.")
+    spid = serializers.CharField(
+        max_length=255,
+        trim_whitespace=False,
+        help_text="The spid exactly as you sent it, spaces included.",
+    )
 
 
 class StatsQuerySerializer(serializers.Serializer):
     group_by = serializers.ChoiceField(choices=sorted(REPORT_GROUPS), default="day")
     # `from` is a Python keyword: the field is declared below under its wire name.
-    to = serializers.DateField(help_text="Last day, inclusive (in `tz`).")
+    to = Day(help_text="Last day, inclusive (in `tz`).")
     tz = serializers.ChoiceField(choices=REPORT_TIMEZONES, default="UTC")
     attribution = serializers.ChoiceField(choices=["conversion", "click"], default="conversion")
     campaign = serializers.CharField(required=False, max_length=32)
@@ -86,7 +104,7 @@ class StatsQuerySerializer(serializers.Serializer):
 
     def get_fields(self) -> dict:
         fields = super().get_fields()
-        fields["from"] = serializers.DateField(help_text="First day (in `tz`).")
+        fields["from"] = Day(help_text="First day (in `tz`).")
         return fields
 
     def validate(self, attrs: dict) -> dict:
@@ -99,7 +117,7 @@ class StatsQuerySerializer(serializers.Serializer):
 
 
 class ReconciliationQuerySerializer(serializers.Serializer):
-    date = serializers.DateField(help_text="The day, YYYY-MM-DD (in `tz`).")
+    date = Day(help_text="The day, YYYY-MM-DD (in `tz`).")
     tz = serializers.ChoiceField(choices=REPORT_TIMEZONES, default="UTC")
 
 
@@ -325,8 +343,8 @@ class ReplayRequestSerializer(serializers.Serializer):
     def get_fields(self) -> dict:
         fields = super().get_fields()
         # Wire names `from`/`to`: a time range on the postbacks' creation time.
-        fields["from"] = serializers.DateTimeField(help_text="Created at or after (ISO 8601).")
-        fields["to"] = serializers.DateTimeField(help_text="Created before (ISO 8601).")
+        fields["from"] = Moment(help_text="Created at or after (ISO 8601).")
+        fields["to"] = Moment(help_text="Created before (ISO 8601).")
         return fields
 
     def validate(self, attrs: dict) -> dict:
@@ -468,8 +486,8 @@ class StatsSerializer(serializers.Serializer):
 
     def get_fields(self) -> dict:
         fields = super().get_fields()
-        fields["from"] = serializers.DateField()
-        fields["to"] = serializers.DateField()
+        fields["from"] = Day()
+        fields["to"] = Day()
         return fields
 
 

@@ -2,6 +2,7 @@
 
 from publishers.views.account import (
     PasswordResetConfirm,
+    member_invitation_revoke,
     member_invite,
     member_remove,
     member_role,
@@ -21,6 +22,7 @@ from publishers.views.callbacks import (
 )
 from publishers.views.conversions import conversions, trace
 from publishers.views.deliveries import deliveries, deliveries_retry
+from publishers.views.invitations import invitation
 from publishers.views.keys import api_key_create, api_key_revoke, api_keys
 from publishers.views.links import links
 from publishers.views.overview import dashboard, home
@@ -44,7 +46,9 @@ __all__ = [
     "deliveries",
     "deliveries_retry",
     "home",
+    "invitation",
     "links",
+    "member_invitation_revoke",
     "member_invite",
     "member_remove",
     "member_role",

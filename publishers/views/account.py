@@ -1,9 +1,10 @@
 """Settings: the signing secret (reveal, rotate with overlap), the team, and the password."""
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
@@ -31,10 +32,12 @@ def _page(
             "reveal": reveal,
             "rotating": len(secrets) > 1,
             "members": selectors.members_for_publisher(publisher),
+            "invitations": selectors.invitations_for_publisher(publisher),
             "roles": Membership.Role.choices,
             "invite_form": invite_form or InviteForm(),
             "can_manage": is_owner(request),
             "overlap_hours": ROTATION_OVERLAP_HOURS,
+            "invitation_days": settings.TEAM_INVITATION_DAYS,
         },
     )
     if reveal:
@@ -78,7 +81,7 @@ def member_invite(request: HttpRequest) -> HttpResponse:
     form = InviteForm(request.POST)
     if form.is_valid():
         try:
-            _, created = services.member_invite(
+            invitation = services.member_invite(
                 publisher=request.publisher,
                 email=form.cleaned_data["email"],
                 role=form.cleaned_data["role"],
@@ -87,13 +90,25 @@ def member_invite(request: HttpRequest) -> HttpResponse:
         except services.TeamError as exc:
             form.add_error("email", str(exc))
         else:
+            # The same words whether the address has an account or not.
             messages.success(
                 request,
-                f"{form.cleaned_data['email']} added"
-                + (": we emailed them a link to choose a password." if created else "."),
+                f"Invitation sent to {invitation.email}. They join the team when they accept it.",
             )
             return redirect("settings")
     return _page(request, invite_form=form)
+
+
+@require_POST
+@owner_view
+def member_invitation_revoke(request: HttpRequest) -> HttpResponse:
+    email = request.POST.get("email", "")
+    if not services.invitation_revoke(
+        publisher=request.publisher, email=email, actor=Actor.dashboard(request)
+    ):
+        raise Http404("No open invitation to this address.")
+    messages.success(request, f"Invitation to {email} withdrawn.")
+    return redirect("settings")
 
 
 @require_POST

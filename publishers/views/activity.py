@@ -38,8 +38,12 @@ def activity(request: HttpRequest) -> HttpResponse:
 def _details(event: AuditEvent) -> list[tuple[str, str]]:
     """The event's details as (label, text) lines; an edit lists each field as from → to."""
     details = event.details or {}
-    if event.action == AuditEvent.Action.CALLBACK_UPDATED:
+    if "changed" in details:  # a callback edit, or a staff edit in the admin
         return [
+            (name.replace("_", " "), _text(value))
+            for name, value in details.items()
+            if name != "changed"
+        ] + [
             (name, f"{_text(change.get('from'))} → {_text(change.get('to'))}")
             for name, change in (details.get("changed") or {}).items()
         ]

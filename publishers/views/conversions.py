@@ -56,7 +56,8 @@ def conversions(request: HttpRequest) -> HttpResponse:
 
 @member_view
 def trace(request: HttpRequest) -> HttpResponse:
-    query = request.GET.get("q", "").strip()[:255]
+    # Exactly as typed: spids may begin or end with spaces (tracking.selectors.trace).
+    query = request.GET.get("q", "")
     result = tracking_selectors.trace(request.publisher, query) if query else None
     for conversion in result.conversions if result else []:
         conversion.trace_postbacks = result.postbacks.get(conversion.pk, [])

@@ -6,10 +6,16 @@ import secrets
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import requests
 from django.db import connection
+
+from tests.chaos.infra import free_port
+from tests.multinode.cluster import render_nginx
+from tests.receiver import Receiver
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -64,8 +70,8 @@ def test_it_passes_systemd_verify(tmp_path, unit):
     assert str(ROOT / ".venv" / "bin") in text
 
 
-@pytest.mark.django_db
-def test_it_passes_django_deploy_checks_with_the_documented_settings(tmp_path):
+def deploy_check(tmp_path, **overrides: str | None) -> subprocess.CompletedProcess:
+    """`manage.py check --deploy` in a separate process with the documented environment."""
     settings_dict = connection.settings_dict
     env = {
         **os.environ,
@@ -83,14 +89,63 @@ def test_it_passes_django_deploy_checks_with_the_documented_settings(tmp_path):
     # Variables other tests (or the developer's shell) may have set that production never has.
     for name in ("DEBUG", "DJANGO_ALLOW_ASYNC_UNSAFE"):
         env.pop(name, None)
-    result = subprocess.run(
+    for name, value in overrides.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
     )
+
+
+@pytest.mark.django_db
+def test_it_passes_django_deploy_checks_with_the_documented_settings(tmp_path):
+    result = deploy_check(tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.django_db
+def test_it_fails_the_deploy_check_without_a_metrics_token(tmp_path):
+    result = deploy_check(tmp_path, METRICS_BEARER_TOKEN=None)
+    assert result.returncode != 0
+    assert "postbacks.E101" in result.stderr + result.stdout
+
+
+def test_it_keeps_metrics_off_the_public_server(tmp_path):
+    """The real nginx, with the deploy config and a stand-in web node: /metrics is answered
+    404 by nginx itself, everything else reaches the node."""
+    node = Receiver().start()
+    port = free_port()
+    config = render_nginx(
+        upstreams=[f"127.0.0.1:{node.port}"], listen=port, workdir=tmp_path, name="lb"
+    )
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    process = subprocess.Popen(
+        [nginx, "-c", str(config), "-g", "daemon off;"], stderr=subprocess.PIPE
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                healthz = requests.get(f"{base}/healthz", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and process.poll() is None, "nginx"
+                time.sleep(0.1)
+        assert healthz.status_code == 200
+        for path in ("/metrics", "/metrics?x=1"):
+            assert requests.get(base + path, timeout=2).status_code == 404
+        assert [r.path for r in node.requests] == ["/healthz"]
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        node.stop()
 
 
 def test_it_keeps_query_strings_out_of_the_access_log():

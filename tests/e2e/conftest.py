@@ -48,6 +48,9 @@ def database_url_for(name: str) -> str:
     return urlsplit(os.environ["DATABASE_URL"])._replace(path=f"/{name}").geturl()
 
 
+METRICS_TOKEN = "e2e-metrics-token"
+
+
 def stack_env(*, database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
@@ -77,6 +80,8 @@ def stack_env(*, database_url: str, redis_url: str, **extra: str) -> dict[str, s
             # shows on /readyz within seconds.
             "WORKER_HEARTBEAT_SECONDS": "1",
             "BEAT_HEARTBEAT_SECONDS": "1",
+            # Production refuses /metrics without a token (DEBUG is off here too).
+            "METRICS_BEARER_TOKEN": METRICS_TOKEN,
             "HEALTH_BEAT_MAX_AGE_SECONDS": "5",
             "PYTHONUNBUFFERED": "1",
             "PATH": f"{SCRIPTS_DIR}{os.pathsep}{os.environ.get('PATH', '')}",

@@ -24,7 +24,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from postbacks.models import Postback
 from publishers.models import CallbackTemplate
 from tests.chaos.infra import RedisCopy
-from tests.e2e.conftest import database_url_for, running_stack, stack_env, stack_services
+from tests.e2e.conftest import (
+    METRICS_TOKEN,
+    database_url_for,
+    running_stack,
+    stack_env,
+    stack_services,
+)
 from tests.e2e.processes import BROWSER_USER_AGENT, Stack, free_port, signal_groups, wait_until
 from tests.receiver import Receiver
 
@@ -227,7 +233,11 @@ def test_it_says_so_on_readyz_and_metrics_when_worker_and_beat_are_gone(roundtri
     # The web node still serves: a stopped worker is loud, not a reason to leave the rotation.
     assert body["status"] == "degraded"
     assert body["checks"]["database"] == body["checks"]["broker"] == "ok"
-    response = requests.get(f"{stack.base_url}/metrics", timeout=10)
+    response = requests.get(
+        f"{stack.base_url}/metrics",
+        headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
+        timeout=10,
+    )
     samples = {
         sample.name: sample.value
         for family in text_string_to_metric_families(response.text)

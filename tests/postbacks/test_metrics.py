@@ -21,8 +21,17 @@ from tracking.services import conversion_record
 
 pytestmark = pytest.mark.django_db
 
+TOKEN = "scrape-secret"
+
+
+@pytest.fixture(autouse=True)
+def metrics_token(settings):
+    # Production refuses /metrics without a token (DEBUG is off here, as in production).
+    settings.METRICS_BEARER_TOKEN = TOKEN
+
 
 def scrape(client, **headers) -> dict[tuple[str, tuple], float]:
+    headers.setdefault("HTTP_AUTHORIZATION", f"Bearer {TOKEN}")
     response = client.get("/metrics", **headers)
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/plain; version=")
@@ -145,12 +154,20 @@ def test_it_exposes_counts_lag_attempts_and_breakers(client, link, campaign, tem
     assert after[("roundtrip_breaker_state", (("host", "down.example"),))] == 2
 
 
-def test_it_requires_the_bearer_token_when_one_is_set(client, settings):
-    settings.METRICS_BEARER_TOKEN = "scrape-secret"
+def test_it_requires_the_bearer_token_when_one_is_set(client):
     assert client.get("/metrics").status_code == 401
     wrong = client.get("/metrics", HTTP_AUTHORIZATION="Bearer nope")
     assert (wrong.status_code, wrong["WWW-Authenticate"]) == (401, 'Bearer realm="metrics"')
     assert scrape(client, HTTP_AUTHORIZATION="Bearer scrape-secret")
+
+
+def test_it_refuses_metrics_without_a_token_unless_debug(client, settings):
+    settings.METRICS_BEARER_TOKEN = ""
+    refused = client.get("/metrics", HTTP_AUTHORIZATION="Bearer anything")
+    assert refused.status_code == 403 and b"METRICS_BEARER_TOKEN" in refused.content
+    assert b"roundtrip_" not in refused.content
+    settings.DEBUG = True  # local mode: open, nothing to protect
+    assert scrape(client, HTTP_AUTHORIZATION="")
 
 
 def test_it_sums_attempts_of_every_process_in_multiprocess_mode(client, tmp_path, monkeypatch):

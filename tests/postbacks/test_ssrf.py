@@ -132,6 +132,8 @@ DESTINATIONS = [
     ("http://093.184.216.34/", REFUSED),
     ("http://1.2.3.4.5/", REFUSED),
     ("http://example.0x1/", REFUSED),
+    ("http://127.0.0.1./", REFUSED),  # trailing dot: resolvers answer it as 127.0.0.1
+    ("http://93.184.216.34./", REFUSED),
     # Schemes and credentials.
     ("ftp://public.example/cb", REFUSED),
     ("file:///etc/passwd", REFUSED),
@@ -182,7 +184,13 @@ def test_it_resolves_localhost_for_real_and_refuses_it():
 def test_it_lets_the_operator_allow_private_destinations_but_never_odd_literals_or_schemes():
     assert vet_destination("http://127.0.0.1:8000/", allow_private=True).addresses == ("127.0.0.1",)
     assert vet_destination("http://[::1]/", allow_private=True).addresses == ("::1",)
-    for url in ("http://2130706433/", "http://0x7f.1/", "ftp://127.0.0.1/", "http://u@127.0.0.1/"):
+    for url in (
+        "http://2130706433/",
+        "http://0x7f.1/",
+        "http://127.0.0.1./",
+        "ftp://127.0.0.1/",
+        "http://u@127.0.0.1/",
+    ):
         with pytest.raises(DeliveryError):
             vet_destination(url, allow_private=True)
 
@@ -296,6 +304,7 @@ def test_check_destination_allowed_ignores_placeholders_and_unresolvable_names()
         ("http://localhost/cb?id=[spid]", "private or internal address"),
         ("http://169.254.169.254/latest?id=[spid]", "169.254.169.254"),
         ("http://2130706433/cb?id=[spid]", "not a plain IPv4 address"),
+        ("http://127.0.0.1.:9/cb?id=[spid]", "not a plain IPv4 address"),
     ],
 )
 def test_it_refuses_a_private_template_with_a_clear_error(

@@ -13,7 +13,7 @@ from postbacks import dispatch
 from postbacks.dispatch import Lane
 from postbacks.models import Postback
 from publishers.models import CallbackTemplate, Publisher
-from publishers.services import api_key_create
+from publishers.services import api_key_create, member_invite
 from tests.receiver import Receiver
 from tracking.models import Advertiser, Campaign, Click, Creative, TrackingLink
 from tracking.rollups import stats_rebuild
@@ -50,6 +50,7 @@ class DashboardData:
             "a-secret-placement",
             "a-secret-keyword",
             "a-smart-77",
+            "pending-a@example.com",
         ]
         ids += [c.click_id for c in self.clicks] + [c.spid for c in self.clicks]
         ids += [c.public_id for c in self.conversions]
@@ -122,6 +123,7 @@ def build_dashboard_data(
         data.postbacks.extend(outcome.postbacks)
     dispatch.drain(Lane.RETRY, wait=math.inf, kicks=False)
     data.key_lookup = api_key_create(publisher=publisher, name="a-key")[0].lookup
+    member_invite(publisher=publisher, email="pending-a@example.com")
 
     # Publisher C: its own link on the same campaign, one click, one conversion.
     other_link = TrackingLink.objects.create(publisher=other, campaign=campaign, code="linkc")

@@ -2,11 +2,14 @@
 what and from where; no secret in it; the Activity page; the same transaction as the change."""
 
 import json
+import re
 from datetime import timedelta
+from html import unescape
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core import mail
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -298,7 +301,15 @@ def test_it_records_invitations_removals_and_role_changes(owner_client, publishe
     owner_client.post(reverse("member_invite"), {"email": "new@example.com", "role": "member"})
     invited = only(publisher, Action.MEMBER_INVITED)
     assert_by_owner(invited)
-    assert invited.details == {"email": "new@example.com", "role": "member", "new_account": True}
+    # Nothing says whether the address had an account.
+    assert invited.details == {"email": "new@example.com", "role": "member"}
+    [invitation] = publisher.invitations.all()
+    services.invitation_accept(invitation=invitation, password="a-Long-new-pass-42")
+    joined = only(publisher, Action.INVITATION_ACCEPTED)
+    assert (joined.target_id, joined.details) == (
+        "new@example.com",
+        {"email": "new@example.com", "role": "member"},
+    )
 
     owner_client.post(reverse("member_role"), {"username": "new@example.com", "role": "owner"})
     changed = only(publisher, Action.MEMBER_ROLE_CHANGED)
@@ -462,3 +473,88 @@ def test_it_records_staff_actions_as_staff(admin_client, dashboard_data, held):
     for action in (Action.API_KEY_REVOKED, Action.ENDPOINT_RESUMED, Action.POSTBACKS_RETRIED):
         event = only(publisher, action)
         assert event.via == AuditEvent.Via.ADMIN and event.who == "Roundtrip staff (root)"
+
+
+def test_it_records_staff_edits_in_change_forms(admin_client, dashboard_data):
+    publisher = dashboard_data.publisher
+    template = dashboard_data.good_template
+    response = admin_client.post(
+        f"/admin/publishers/callbacktemplate/{template.pk}/change/",
+        {
+            "publisher": publisher.pk,
+            "name": "renamed-by-staff",
+            "url_template": template.url_template,
+            "events": "[]",
+            "statuses": '["approved", "pending"]',
+            "is_active": "on",
+        },
+    )
+    assert response.status_code == 302, response.content[:2000]
+    event = only(publisher, Action.STAFF_EDITED)
+    assert event.via == AuditEvent.Via.ADMIN and event.who == "Roundtrip staff (root)"
+    assert (event.target_type, event.target_id) == ("callback", template.public_id)
+    assert event.details["operation"] == "changed"
+    assert event.details["changed"]["name"] == {"from": "a-only-callback", "to": "renamed-by-staff"}
+    assert event.details["changed"]["statuses"]["to"] == ["approved", "pending"]
+    assert set(event.details["changed"]) == {"name", "statuses"}
+    # Shown on the publisher's Activity page, with who and when.
+    owner = Client()
+    owner.force_login(get_user_model().objects.get(username="owner-a"))
+    page = owner.get(reverse("activity") + "?action=staff.edited").content.decode()
+    assert "Edited by Roundtrip staff" in page and "Roundtrip staff (root)" in page
+    assert "a-only-callback → renamed-by-staff" in page
+
+    # Saving without a change records nothing more.
+    admin_client.post(
+        f"/admin/publishers/callbacktemplate/{template.pk}/change/",
+        {
+            "publisher": publisher.pk,
+            "name": "renamed-by-staff",
+            "url_template": template.url_template,
+            "events": "[]",
+            "statuses": '["approved", "pending"]',
+            "is_active": "on",
+        },
+    )
+    assert len(events(publisher, Action.STAFF_EDITED)) == 1
+
+
+def change_form(html: str) -> dict[str, str]:
+    """What a browser would post back from an admin change page, unchanged."""
+    data = {}
+    for tag in re.findall(r"<input[^>]*>", html):
+        name, value = re.search(r'name="([^"]*)"', tag), re.search(r'value="([^"]*)"', tag)
+        kind = re.search(r'type="([^"]*)"', tag)
+        if not name or "__prefix__" in name.group(1) or (kind and kind.group(1) == "submit"):
+            continue
+        if kind and kind.group(1) == "checkbox" and "checked" not in tag:
+            continue
+        data[name.group(1)] = unescape(value.group(1)) if value else ""
+    for name, body in re.findall(r'<select[^>]*name="([^"]*)"[^>]*>(.*?)</select>', html, re.S):
+        chosen = re.search(r'<option value="([^"]*)"[^>]*selected', body)
+        if "__prefix__" not in name:
+            data[name] = chosen.group(1) if chosen else ""
+    for name, body in re.findall(r'<textarea[^>]*name="([^"]*)"[^>]*>(.*?)</textarea>', html, re.S):
+        if "__prefix__" not in name:
+            data[name] = unescape(body.strip())
+    return data
+
+
+def test_it_records_staff_edits_of_inlines_and_deletions(admin_client, publisher):
+    member = Membership.objects.get(publisher=publisher, user__username="member-a")
+    page = f"/admin/publishers/publisher/{publisher.pk}/change/"
+    form = change_form(admin_client.get(page).content.decode())
+    [role] = [k for k, v in form.items() if k.endswith("-id") and v == str(member.pk)]
+    form[role.replace("-id", "-role")] = "owner"
+    response = admin_client.post(page, form)
+    assert response.status_code == 302, re.findall(
+        r"errorlist[^>]*>(.*?)</ul>", response.content.decode(), re.S
+    )
+    event = only(publisher, Action.STAFF_EDITED)
+    assert (event.target_type, event.target_id) == ("member", "member-a")
+    assert event.details["changed"] == {"role": {"from": "member", "to": "owner"}}
+
+    admin_client.post(f"/admin/publishers/membership/{member.pk}/delete/", {"post": "yes"})
+    assert not Membership.objects.filter(pk=member.pk).exists()
+    deleted = events(publisher, Action.STAFF_EDITED)[-1]
+    assert deleted.details == {"operation": "deleted", "model": "membership", "changed": {}}

@@ -388,16 +388,30 @@ def test_it_reveals_and_rotates_the_secret_with_overlap(owner_client, publisher)
     assert publisher.active_signing_secrets(now=later) == [publisher.signing_secret]
 
 
-def test_it_invites_and_removes_team_members(owner_client, publisher):
-    response = owner_client.post(
-        reverse("member_invite"), {"email": "Ana@Example.com", "role": "member"}
-    )
+def test_it_invites_and_removes_team_members(
+    owner_client, publisher, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = owner_client.post(
+            reverse("member_invite"), {"email": "Ana@Example.com", "role": "member"}
+        )
     assert response.status_code == 302
-    user = get_user_model().objects.get(email="Ana@example.com")
-    assert not user.has_usable_password()
-    assert Membership.objects.get(publisher=publisher, user=user).role == "member"
+    # Nobody joins before accepting; a new address gets no account until then either.
+    assert not get_user_model().objects.filter(email__iexact="ana@example.com").exists()
     [message] = mail.outbox
-    assert message.to == ["Ana@example.com"] and "/accounts/reset/" in message.body
+    assert message.to == ["Ana@example.com"] and "/invitations/" in message.body
+    link = next(line for line in message.body.splitlines() if "/invitations/" in line)
+    path = "/" + link.split("://", 1)[1].split("/", 1)[1]
+    owner_client.logout()
+    password = "a-Long-new-pass-42"
+    joined = owner_client.post(
+        path, {"answer": "accept", "password1": password, "password2": password}
+    )
+    assert joined.status_code == 302
+    user = get_user_model().objects.get(email="Ana@example.com")
+    assert user.check_password(password) and user.username == "Ana@example.com"
+    assert Membership.objects.get(publisher=publisher, user=user).role == "member"
+    owner_client.force_login(get_user_model().objects.get(username="owner-a"))
     again = owner_client.post(
         reverse("member_invite"), {"email": "ana@example.com", "role": "member"}
     )

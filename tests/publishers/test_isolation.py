@@ -13,7 +13,13 @@ from django.utils import timezone
 
 from postbacks import health
 from postbacks.models import Postback
-from publishers.models import AuditEvent, CallbackTemplate, Membership, PublisherAPIKey
+from publishers.models import (
+    AuditEvent,
+    CallbackTemplate,
+    Invitation,
+    Membership,
+    PublisherAPIKey,
+)
 from publishers.urls import urlpatterns
 from tracking.selectors import encode_cursor
 
@@ -77,6 +83,12 @@ def outsider_cases(data) -> list[Case]:
         Case("post", reverse("callback_resume", args=[a_template]), status=(404,)),
         Case("post", reverse("api_key_revoke", args=[data.key_lookup]), status=(404,)),
         Case("post", reverse("member_remove"), {"username": "member-a"}, status=(404,)),
+        Case(
+            "post",
+            reverse("member_invitation_revoke"),
+            {"email": "pending-a@example.com"},
+            status=(404,),
+        ),
         Case("post", reverse("member_remove"), {"username": "owner-a"}, status=(404,)),
         Case(
             "post", reverse("member_role"), {"username": "member-a", "role": "owner"}, status=(404,)
@@ -173,6 +185,9 @@ def a_state(data) -> dict:
                 "user__username", "role"
             )
         ),
+        "invitations": sorted(
+            Invitation.objects.filter(publisher=data.publisher).values_list("email", "status")
+        ),
         "secret": type(data.publisher).objects.get(pk=data.publisher.pk).signing_secret,
         "audit": sorted(
             AuditEvent.objects.filter(publisher=data.publisher).values_list("pk", flat=True)
@@ -216,6 +231,7 @@ OWNER_ONLY = [
     ("secret_rotate", None, {}),
     ("member_invite", None, {"email": "new@example.com", "role": "member"}),
     ("member_remove", None, {"username": "owner-a"}),
+    ("member_invitation_revoke", None, {"email": "pending-a@example.com"}),
     ("member_role", None, {"username": "member-a", "role": "owner"}),
 ]
 

@@ -240,8 +240,11 @@ def test_staff_can_retry_a_dead_letter_once_its_cause_is_fixed(
 # --- A stall shows --------------------------------------------------------------------------
 
 
+METRICS_TOKEN = "scrape-secret"
+
+
 def scrape(client) -> dict[str, float]:
-    text = client.get("/metrics").content.decode()
+    text = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {METRICS_TOKEN}").content.decode()
     return {
         sample.name: sample.value
         for family in text_string_to_metric_families(text)
@@ -253,6 +256,7 @@ def test_a_stalled_buffer_shows_in_metrics_readyz_and_the_status_page(
     client, admin_client, link, buffered, settings
 ):
     settings.CLICKS_BUFFER_STALL_SECONDS = 120
+    settings.METRICS_BEARER_TOKEN = METRICS_TOKEN  # production refuses /metrics without one
     # A click buffered five minutes ago that no flusher has taken.
     old = int(time.time() * 1000) - 300_000
     buffered.xadd(clickbuffer.STREAM, {"c": b"{}"}, id=f"{old}-0")

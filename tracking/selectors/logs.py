@@ -108,21 +108,23 @@ class Trace:
 def trace(publisher: Publisher, query: str, *, limit: int = 50) -> Trace:
     """Everything that happened to a spid (or to one click, conversion or postback id): its
     clicks, their conversions, and every postback with every attempt."""
-    query = query.strip()
+    # A spid is matched exactly as the publisher sent it, spaces included; our own ids never
+    # hold spaces, so a pasted one is trimmed.
+    an_id = query.strip()
     clicks_of = Click.objects.filter(publisher=publisher).select_related("campaign", "creative")
 
     def newest(clicks) -> list[Click]:
         return list(clicks.order_by("-created_at", "-pk")[: limit + 1]) if query else []
 
     found = []
-    if query.startswith("cnv_"):
-        found = newest(clicks_of.filter(conversions__public_id=query))
-    elif query.startswith("evt_"):
-        found = newest(clicks_of.filter(conversions__postbacks__event_id=query))
+    if an_id.startswith("cnv_"):
+        found = newest(clicks_of.filter(conversions__public_id=an_id))
+    elif an_id.startswith("evt_"):
+        found = newest(clicks_of.filter(conversions__postbacks__event_id=an_id))
     if not found:
         # A spid may look like an id ("cnv_…" is a fine spid): what no id matched is a spid.
         # Two indexed probes: (publisher, spid) and the unique click_id.
-        found = newest(clicks_of.filter(Q(spid=query) | Q(click_id=query)))
+        found = newest(clicks_of.filter(Q(spid=query) | Q(click_id=an_id)))
     truncated = len(found) > limit
     found = found[:limit]
     conversions = list(
