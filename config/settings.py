@@ -221,7 +221,7 @@ PORTAL_CONCURRENCY_PER_SESSION = env.int("PORTAL_CONCURRENCY_PER_SESSION", defau
 PORTAL_CONCURRENCY_PER_ADDRESS = env.int("PORTAL_CONCURRENCY_PER_ADDRESS", default=4)
 # A slot held longer than this no longer counts (a process that died holding it); longer than
 # any request may run (nginx's proxy_read_timeout is 30 s).
-ADMISSION_SLOT_SECONDS = env.float("ADMISSION_SLOT_SECONDS", default=60.0)
+ADMISSION_SLOT_SECONDS = env.float("ADMISSION_SLOT_SECONDS", default=35.0)
 ADMISSION_RETRY_AFTER = env.int("ADMISSION_RETRY_AFTER", default=1)
 # The conversion feed hides changes younger than this many seconds, so a transaction that
 # committed late (its updated_at is earlier than rows already read) is never skipped by a
