@@ -33,7 +33,6 @@ import contextlib
 import json
 import os
 import random
-import re
 import shutil
 import signal
 import statistics
@@ -189,24 +188,6 @@ def finish_load(process: subprocess.Popen) -> dict:
 # --- The deployed layout ----------------------------------------------------------------------
 
 
-def render_nginx(ports: dict[str, int], listen: int, workdir: Path) -> Path:
-    """deploy/nginx/roundtrip.conf with each pool's upstream on 127.0.0.1, runtime files in
-    `workdir`; nothing else changed."""
-    text = (ROOT / "deploy" / "nginx" / "roundtrip.conf").read_text()
-    for pool, port in ports.items():
-        start = text.index(f"upstream roundtrip_{pool} {{")
-        end = text.index("}", start)
-        block = re.sub(r"server \S+:\d+ ", "server PLACEHOLDER ", text[start:end], count=1)
-        block = re.sub(r"\n\s*server \S+:\d+ [^\n]*;", "", block)
-        text = text[:start] + block.replace("PLACEHOLDER", f"127.0.0.1:{port}") + text[end:]
-    text = text.replace("listen 80 default_server", f"listen 127.0.0.1:{listen} default_server")
-    text = text.replace("/var/log/nginx/", f"{workdir}/")
-    text = text.replace("/run/nginx-roundtrip.pid", f"{workdir}/nginx.pid")
-    path = workdir / "roundtrip.conf"
-    path.write_text(text)
-    return path
-
-
 class Layout:
     def __init__(self, database_url: str, redis_url: str) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="roundtrip-bench-isolation-"))
@@ -270,7 +251,7 @@ class Layout:
         self.start([sys.executable, "manage.py", "flush_clicks", "--loop"], "flusher")
         listen = free_port()
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        config = render_nginx(ports, listen, self.workdir)
+        config = prod.nginx_config(ports, listen, self.workdir)
         self.start([nginx, "-c", str(config), "-g", "daemon off;"], "nginx")
         for port in ports.values():
             wait_http(port)

@@ -88,3 +88,27 @@ def worker_summary() -> str:
     argv = unit_argv("roundtrip-worker.service")
     argv = _set_option(argv, "--loglevel", "INFO")
     return " ".join([Path(argv[0]).name, *argv[1:]])
+
+
+def nginx_config(
+    ports: dict[str, int], listen: int, workdir: Path, bounds: dict[str, int] | None = None
+) -> Path:
+    """deploy/nginx/roundtrip.conf for one machine: each pool's upstream is 127.0.0.1:`ports[pool]`,
+    nginx listens on 127.0.0.1:`listen`, its runtime files are in `workdir`; `bounds` replaces a
+    pool's load-shedding bound (tests). Nothing else changed."""
+    text = (ROOT / "deploy" / "nginx" / "roundtrip.conf").read_text()
+    for pool, port in ports.items():
+        start = text.index(f"upstream roundtrip_{pool} {{")
+        end = text.index("}", start)
+        block = re.sub(r"server \S+:\d+ ", "server PLACEHOLDER ", text[start:end], count=1)
+        block = re.sub(r"\n\s*server \S+:\d+ [^\n]*;", "", block)
+        text = text[:start] + block.replace("PLACEHOLDER", f"127.0.0.1:{port}") + text[end:]
+    for pool, bound in (bounds or {}).items():
+        line = re.search(rf"limit_conn {pool}_inflight \d+;", text).group(0)
+        text = text.replace(line, f"limit_conn {pool}_inflight {bound};")
+    text = text.replace("listen 80 default_server", f"listen 127.0.0.1:{listen} default_server")
+    text = text.replace("/var/log/nginx/", f"{workdir}/")
+    text = text.replace("/run/nginx-roundtrip.pid", f"{workdir}/nginx.pid")
+    path = workdir / "roundtrip.conf"
+    path.write_text(text)
+    return path

@@ -6,7 +6,6 @@ for two seconds, as a pool whose queue is full would), because the behaviour und
 nginx's: the bound is counted and answered by nginx, before any node sees the request.
 """
 
-import re
 import shutil
 import socket
 import subprocess
@@ -19,8 +18,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from bench.prod import nginx_config
+
 ROOT = Path(__file__).resolve().parents[2]
-CONFIG = ROOT / "deploy" / "nginx" / "roundtrip.conf"
 API_BOUND = 3
 HOLD_SECONDS = 2.0
 
@@ -63,30 +63,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def render(tmp_path: Path, ports: dict[str, int], listen: int) -> Path:
-    """The example config with one stand-in node per pool and a small API bound."""
-    text = CONFIG.read_text()
-    for pool, port in ports.items():
-        start = text.index(f"upstream roundtrip_{pool} {{")
-        end = text.index("}", start)
-        block = re.sub(r"server \S+:\d+ ", "server PLACEHOLDER ", text[start:end], count=1)
-        block = re.sub(r"\n\s*server \S+:\d+ [^\n]*;", "", block)
-        text = text[:start] + block.replace("PLACEHOLDER", f"127.0.0.1:{port}") + text[end:]
-    assert "limit_conn api_inflight 256;" in text
-    text = text.replace("limit_conn api_inflight 256;", f"limit_conn api_inflight {API_BOUND};")
-    text = text.replace("listen 80 default_server", f"listen 127.0.0.1:{listen} default_server")
-    text = text.replace("/var/log/nginx/", f"{tmp_path}/")
-    text = text.replace("/run/nginx-roundtrip.pid", f"{tmp_path}/nginx.pid")
-    path = tmp_path / "roundtrip.conf"
-    path.write_text(text)
-    return path
-
-
 @pytest.fixture
 def nginx(tmp_path):
     nodes = {"redirect": start_node(0), "api": start_node(HOLD_SECONDS), "portal": start_node(0)}
     listen = free_port()
-    config = render(tmp_path, {k: v.server_address[1] for k, v in nodes.items()}, listen)
+    ports = {pool: node.server_address[1] for pool, node in nodes.items()}
+    config = nginx_config(ports, listen, tmp_path, bounds={"api": API_BOUND})
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     process = subprocess.Popen(
         [binary, "-c", str(config), "-g", "daemon off;"], stderr=subprocess.PIPE
