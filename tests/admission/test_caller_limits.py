@@ -125,8 +125,7 @@ def test_the_publisher_api_and_the_dashboard_have_the_same_kind_of_limit(
     assert response.status_code == 429 and response["Retry-After"] == "1"
 
 
-def test_the_redirect_is_never_limited_here(client, link, settings):
-    settings.INTAKE_CONCURRENCY_PER_ADDRESS = 0
+def test_the_redirect_is_never_limited_here(client, link):
     assert admission.caller_for(client.get("/click").wsgi_request) is None
     response = client.get("/click", {"ref": link.code})
     assert response.status_code == 302
