@@ -8,7 +8,7 @@ against one fast local receiver (aiohttp, its own process):
   starts it (bench/prod.py), draining a backlog of due postbacks: claim, sign, SSRF check, send,
   record every attempt.
 - **latency**: conversions posted to the real API (the web server as
-  `deploy/systemd/roundtrip-web.service` starts it) at a fixed 200/s, then as fast as 32
+  `deploy/systemd/roundtrip-api.service` starts it) at a fixed 200/s, then as fast as 32
   connections go, `--seconds` each; latency is API answer → callback received, p50/p95/p99.
 
 Every figure is the median of `--repeat` runs. The receiver is on 127.0.0.1, so the workers run
@@ -428,7 +428,7 @@ def run(args: argparse.Namespace) -> dict:
         "raised_backlog": args.raised_backlog,
         "seconds": args.seconds,
         "worker": prod.worker_summary(),
-        "web": prod.web_summary(),
+        "web": prod.web_summary("api"),
     }
     try:
         bench.setup()
@@ -455,7 +455,7 @@ def run(args: argparse.Namespace) -> dict:
         bench.hold(ids)
 
         web_port = free_port()
-        web = bench.start(prod.web_argv(web_port), "web")
+        web = bench.start(prod.web_argv(web_port, pool="api"), "web")
         web_url = f"http://127.0.0.1:{web_port}"
         bench.wait_http(web_port)
         paced, saturated = [], []

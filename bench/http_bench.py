@@ -1,7 +1,7 @@
 """Click redirect, conversion intake and growth benchmarks (issue: fast where it matters).
 
 Runs on PostgreSQL + Redis with production settings (DEBUG off; `bench.settings` adds only the
-bare-Django baseline URL), on the web server exactly as `deploy/systemd/roundtrip-web.service`
+bare-Django baseline URL and lifts the per-key intake limit), on the web server exactly as `deploy/systemd/roundtrip-redirect.service`
 starts it (bench/prod.py). Every figure is the median of `--repeat` wrk runs; the variants of a
 measurement run side by side (each on its own server, started once, then measured in turn run
 after run), so ratios are meaningful on a noisy shared machine. Results go to
@@ -639,7 +639,7 @@ def main() -> None:
     parser.add_argument("--clicks", type=int, default=1_000_000, help="growth/dataset size")
     parser.add_argument("--quick", action="store_true", help="shorter wrk runs")
     parser.add_argument("--server", default="unit", choices=["unit", "gunicorn"],
-                        help="unit: as deploy/systemd/roundtrip-web.service starts it")  # fmt: skip
+                        help="unit: as deploy/systemd/roundtrip-redirect.service starts it")  # fmt: skip
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0, help="per wrk run")
     parser.add_argument("--loaders", type=int, default=max(2, os.cpu_count() or 2),

@@ -1,6 +1,6 @@
 """The production command lines, read from the systemd units docs/deploy.md installs.
 
-The benchmarks start the web server and the Celery worker exactly as `deploy/systemd/*.service`
+The benchmarks start the web servers and the Celery worker exactly as `deploy/systemd/*.service`
 does (same server, workers, threads, pool and concurrency), so the figures in
 docs/performance.md are those of the recommended deployment and can't drift from it: change a
 unit and the next `make bench` measures the change. Only what can't apply on a benchmark
@@ -8,6 +8,8 @@ machine is substituted: the install path (this virtualenv), the address and port
 level, the worker's node name.
 """
 
+import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -15,13 +17,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 UNITS = ROOT / "deploy" / "systemd"
+ENV_EXAMPLE = ROOT / "deploy" / "roundtrip.env.example"
+# The web pools, each its own unit (docs/deploy.md, "Web pools"); nginx routes by path.
+POOLS = ("redirect", "api", "portal")
+
+
+def documented_env() -> dict[str, str]:
+    """deploy/roundtrip.env.example as a dict (what the units' EnvironmentFile= holds)."""
+    values = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, value = line.partition("=")
+            values[name.strip()] = value.strip()
+    return values
 
 
 def unit_argv(unit: str) -> list[str]:
-    """The unit's `ExecStart=` as argv, its program taken from this virtualenv."""
+    """The unit's `ExecStart=` as argv, its program taken from this virtualenv and its
+    `${VARIABLES}` (the pool sizes) from this environment, else from the documented one."""
+    env = {**documented_env(), **os.environ}
     for line in (UNITS / unit).read_text().splitlines():
         if line.startswith("ExecStart="):
-            argv = shlex.split(line.removeprefix("ExecStart="))
+            command = re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], line[len("ExecStart=") :])
+            argv = shlex.split(command)
             return [str(BIN / Path(argv[0]).name), *argv[1:]]
     raise ValueError(f"{unit} has no ExecStart=")
 
@@ -39,19 +57,19 @@ def _set_option(argv: list[str], option: str, value: str) -> list[str]:
     return [*out, option, value]
 
 
-def web_argv(port: int, app: str | None = None) -> list[str]:
-    """roundtrip-web.service on 127.0.0.1:`port`; `app` swaps the WSGI application (the
+def web_argv(port: int, app: str | None = None, pool: str = "redirect") -> list[str]:
+    """roundtrip-<pool>.service on 127.0.0.1:`port`; `app` swaps the WSGI application (the
     plain-WSGI baseline runs on the very same server settings)."""
-    *argv, unit_app = unit_argv("roundtrip-web.service")  # options, then the application
+    *argv, unit_app = unit_argv(f"roundtrip-{pool}.service")  # options, then the application
     argv = _set_option(argv, "--host", "127.0.0.1")
     argv = _set_option(argv, "--port", str(port))
     argv = _set_option(argv, "--log-level", "warning")
     return [*argv, app or unit_app]
 
 
-def web_summary() -> str:
-    """The web unit's server and its process settings, for the report."""
-    argv = unit_argv("roundtrip-web.service")
+def web_summary(pool: str = "redirect") -> str:
+    """A web pool unit's server and its process settings, for the report."""
+    argv = unit_argv(f"roundtrip-{pool}.service")
     keep = []
     for i, token in enumerate(argv):
         if token in ("--workers", "--blocking-threads", "--threads", "--interface"):
@@ -70,3 +88,27 @@ def worker_summary() -> str:
     argv = unit_argv("roundtrip-worker.service")
     argv = _set_option(argv, "--loglevel", "INFO")
     return " ".join([Path(argv[0]).name, *argv[1:]])
+
+
+def nginx_config(
+    ports: dict[str, int], listen: int, workdir: Path, bounds: dict[str, int] | None = None
+) -> Path:
+    """deploy/nginx/roundtrip.conf for one machine: each pool's upstream is 127.0.0.1:`ports[pool]`,
+    nginx listens on 127.0.0.1:`listen`, its runtime files are in `workdir`; `bounds` replaces a
+    pool's load-shedding bound (tests). Nothing else changed."""
+    text = (ROOT / "deploy" / "nginx" / "roundtrip.conf").read_text()
+    for pool, port in ports.items():
+        start = text.index(f"upstream roundtrip_{pool} {{")
+        end = text.index("}", start)
+        block = re.sub(r"server \S+:\d+ ", "server PLACEHOLDER ", text[start:end], count=1)
+        block = re.sub(r"\n\s*server \S+:\d+ [^\n]*;", "", block)
+        text = text[:start] + block.replace("PLACEHOLDER", f"127.0.0.1:{port}") + text[end:]
+    for pool, bound in (bounds or {}).items():
+        line = re.search(rf"limit_conn {pool}_inflight \d+;", text).group(0)
+        text = text.replace(line, f"limit_conn {pool}_inflight {bound};")
+    text = text.replace("listen 80 default_server", f"listen 127.0.0.1:{listen} default_server")
+    text = text.replace("/var/log/nginx/", f"{workdir}/")
+    text = text.replace("/run/nginx-roundtrip.pid", f"{workdir}/nginx.pid")
+    path = workdir / "roundtrip.conf"
+    path.write_text(text)
+    return path

@@ -70,7 +70,7 @@ def section(results: dict) -> str:
     lines = [
         "## Click redirect and conversion intake",
         "",
-        f"Server: `{results['server']}`, started as `deploy/systemd/roundtrip-web.service` "
+        f"Server: `{results['server']}`, started as `deploy/systemd/roundtrip-redirect.service` "
         "starts it (docs/deploy.md), PostgreSQL and Redis on the same 2-core machine as the "
         f"load generator (`wrk -t1 -c32 -d{results['seconds']:g}s`), production settings (DEBUG "
         f"off). Each figure is the median of {results['repeat']} runs; each variant has its own "

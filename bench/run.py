@@ -6,7 +6,7 @@ just measured, and the 10 M-click step comes last. Stage durations go to var/ben
 bench/report.py, the last stage, writes them into docs/performance.md.
 
     BENCH_DATABASE_URL=postgres://…/roundtrip_bench BENCH_REDIS_URL=redis://…/11 \\
-        python bench/run.py [--quick]
+        python bench/run.py [--quick] [--only isolation]
 """
 
 import argparse
@@ -42,6 +42,7 @@ def stages(args: argparse.Namespace) -> list[tuple[str, list[str], dict[str, str
         else ["--backlog", "8000"]
     )
     large = 1_000_000 if args.quick else 10_000_000
+    isolation = ["--seconds", "4", "--repeat", "1"] if args.quick else []
     return [
         ("Click redirect, baselines, intake (fresh database)", [*http, "base", *quick], {}),
         ("Growth at 1 M clicks", [*http, "growth", "--clicks", "1000000", *growth], {}),
@@ -49,6 +50,8 @@ def stages(args: argparse.Namespace) -> list[tuple[str, list[str], dict[str, str
          [PY, "bench/dashboard.py", "--clicks", "1000000", "--repeat", "5", "--write", str(DOC)],
          dashboard_db),
         ("Postback dispatch", [PY, "bench/dispatch.py", "--write", str(DOC), *dispatch], django),
+        ("Isolation: web pools and per-caller limits",
+         [PY, "bench/isolation.py", "--write", str(DOC), *isolation], django),
         (f"Growth at {large // 1_000_000} M clicks",
          [*http, "growth", "--clicks", str(large), *growth], {}),
     ]  # fmt: skip
@@ -57,6 +60,8 @@ def stages(args: argparse.Namespace) -> list[tuple[str, list[str], dict[str, str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs, growth to 1 M only")
+    parser.add_argument("--only", help="run only the stages whose name contains this, e.g. "
+                        "isolation")  # fmt: skip
     parser.add_argument("--database-url", default=os.environ.get(
         "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/roundtrip_bench"))  # fmt: skip
     parser.add_argument("--redis-url", default=os.environ.get(
@@ -66,7 +71,10 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     done: list[dict] = []
-    for name, argv, env in stages(args):
+    chosen = [s for s in stages(args) if not args.only or args.only.lower() in s[0].lower()]
+    if not chosen:
+        raise SystemExit(f"no stage matches {args.only!r}")
+    for name, argv, env in chosen:
         print(f"\n=== {name}", flush=True)
         stage_started = time.monotonic()
         stage = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **env})
@@ -79,6 +87,8 @@ def main() -> None:
                 stage.wait(30)
         done.append({"stage": name, "seconds": round(time.monotonic() - stage_started, 1)})
         print(f"=== {name}: {done[-1]['seconds']:.0f} s", flush=True)
+    if args.only:
+        return  # a partial run: the stage wrote its own section; run.json keeps the full run's
     run = {
         "stages": done,
         "total_seconds": round(time.monotonic() - started, 1),

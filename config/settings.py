@@ -65,6 +65,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # One caller's concurrent requests capped before sessions, database or view run (429).
+    "config.admission.AdmissionMiddleware",
     # NUL characters anywhere in a request: 400 before any view or query (config/hostile.py).
     "config.hostile.HostileInputMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -219,6 +221,19 @@ REST_FRAMEWORK = {
 # Requests per API key (publisher API), counted in the default cache, which is Redis when
 # REDIS_URL is set so every web process shares one count.
 API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="600/min")
+# Concurrent requests one caller may have in flight (config/admission.py); beyond: 429 with
+# Retry-After, before any database work. Keep each below its pool's threads (workers x
+# blocking threads, docs/deploy.md) so one caller always leaves room for the others. 0: no limit.
+INTAKE_CONCURRENCY_PER_KEY = env.int("INTAKE_CONCURRENCY_PER_KEY", default=4)
+INTAKE_CONCURRENCY_PER_ADDRESS = env.int("INTAKE_CONCURRENCY_PER_ADDRESS", default=2)
+API_CONCURRENCY_PER_KEY = env.int("API_CONCURRENCY_PER_KEY", default=4)
+API_CONCURRENCY_PER_ADDRESS = env.int("API_CONCURRENCY_PER_ADDRESS", default=2)
+PORTAL_CONCURRENCY_PER_SESSION = env.int("PORTAL_CONCURRENCY_PER_SESSION", default=4)
+PORTAL_CONCURRENCY_PER_ADDRESS = env.int("PORTAL_CONCURRENCY_PER_ADDRESS", default=4)
+# A slot held longer than this no longer counts (a process that died holding it); longer than
+# any request may run (nginx's proxy_read_timeout is 30 s).
+ADMISSION_SLOT_SECONDS = env.float("ADMISSION_SLOT_SECONDS", default=35.0)
+ADMISSION_RETRY_AFTER = env.int("ADMISSION_RETRY_AFTER", default=1)
 # The conversion feed hides changes younger than this many seconds, so a transaction that
 # committed late (its updated_at is earlier than rows already read) is never skipped by a
 # poller that has moved past it. See docs/api.md, "Polling for changes".

@@ -2,6 +2,7 @@
 units, and Django's deployment checks pass with the documented environment."""
 
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -51,7 +52,16 @@ def test_it_passes_nginx_config_test(tmp_path):
     assert "test is successful" in result.stderr
 
 
-@pytest.mark.parametrize("unit", ["roundtrip-web", "roundtrip-worker", "roundtrip-beat"])
+UNITS = [
+    "roundtrip-redirect",
+    "roundtrip-api",
+    "roundtrip-portal",
+    "roundtrip-worker",
+    "roundtrip-beat",
+]
+
+
+@pytest.mark.parametrize("unit", UNITS)
 def test_it_passes_systemd_verify(tmp_path, unit):
     text = (DEPLOY / "systemd" / f"{unit}.service").read_text()
     # Point the unit at this checkout and an existing account, as an install would.
@@ -68,6 +78,22 @@ def test_it_passes_systemd_verify(tmp_path, unit):
     )
     assert result.returncode == 0, result.stderr
     assert str(ROOT / ".venv" / "bin") in text
+    # Every ${VARIABLE} the unit's command line uses is set in the documented environment.
+    for name in re.findall(r"\$\{(\w+)\}", text):
+        assert documented_env().get(name), name
+
+
+def test_every_pool_has_its_unit_its_port_and_its_nginx_upstream():
+    """The nginx example sends each pool's paths to the port of that pool's unit."""
+    config = (DEPLOY / "nginx" / "roundtrip.conf").read_text()
+    for pool in ("redirect", "api", "portal"):
+        unit = (DEPLOY / "systemd" / f"roundtrip-{pool}.service").read_text()
+        port = re.search(r"--port (\d+)", unit).group(1)
+        upstream = config[config.index(f"upstream roundtrip_{pool} {{") :]
+        upstream = upstream[: upstream.index("}")]
+        assert f":{port} " in upstream, pool
+        assert f"proxy_pass http://roundtrip_{pool};" in config
+    assert not (DEPLOY / "systemd" / "roundtrip-web.service").exists()
 
 
 def deploy_check(tmp_path, **overrides: str | None) -> subprocess.CompletedProcess:

@@ -95,7 +95,8 @@ def stack_services(
     env: dict[str, str], logs: Path, port: int, *, web: str = "gunicorn"
 ) -> list[Service]:
     """Web, worker and beat. `web="granian"` runs the production web server with the argv of
-    deploy/systemd/roundtrip-web.service (on 127.0.0.1 and the given port)."""
+    deploy/systemd/roundtrip-redirect.service (on 127.0.0.1 and the given port; one process
+    serves every path here, as every pool runs the same code)."""
     node = f"e2e-{os.getpid()}@%h"
     if web == "granian":
         web_argv = [

@@ -41,7 +41,9 @@ BROWSER_UA = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/131.0.0.0 Safari/537.36"
 )
-WEB_PORT = 8000  # the unit's --port; every host has its own port space
+# The web pools every web node runs (deploy/systemd/roundtrip-<pool>.service), and the port
+# of each (the unit's --port; every host has its own port space).
+POOLS = ("redirect", "api", "portal")
 
 # Shorter than production so recovery happens within the test: a row claimed by a killed
 # worker is claimable again after 8 s, a click read by a killed flusher after 2 s.
@@ -72,26 +74,40 @@ def documented_env() -> dict[str, str]:
 
 def unit_argv(unit: str, **specifiers: str) -> list[str]:
     """The `ExecStart=` of `deploy/systemd/<unit>.service` for this checkout; systemd
-    specifiers (`%H`) are replaced from `specifiers` (`H="wk1"`)."""
+    specifiers (`%H`) are replaced from `specifiers` (`H="wk1"`), `${VARIABLES}` from the
+    documented environment (as systemd does from EnvironmentFile=)."""
     text = (DEPLOY / "systemd" / f"{unit}.service").read_text()
     line = next(
         line.partition("=")[2] for line in text.splitlines() if line.startswith("ExecStart=")
     )
     for name, value in specifiers.items():
         line = line.replace(f"%{name}", value)
+    env = documented_env()
+    line = re.sub(r"\$\{(\w+)\}", lambda match: env[match.group(1)], line)
     return [part.replace("/opt/roundtrip", str(REPO)) for part in shlex.split(line)]
 
 
+def pool_port(pool: str) -> int:
+    unit = (DEPLOY / "systemd" / f"roundtrip-{pool}.service").read_text()
+    return int(re.search(r"--port (\d+)", unit).group(1))
+
+
 def render_nginx(*, upstreams: list[str], listen: int, workdir: Path, name: str) -> Path:
-    """`deploy/nginx/roundtrip.conf` with our web nodes in the upstream block, its runtime
-    files in `workdir`, and a listening port of our choice."""
+    """`deploy/nginx/roundtrip.conf` with our web nodes (addresses) in every pool's upstream
+    block, its runtime files in `workdir`, and a listening port of our choice."""
     text = (DEPLOY / "nginx" / "roundtrip.conf").read_text()
-    servers = re.findall(r"^\s*server \S+:\d+ .*;$", text, flags=re.M)
-    assert servers, "no upstream server lines in deploy/nginx/roundtrip.conf"
-    template = servers[0]
-    address = template.split()[1]
-    lines = "\n".join(template.replace(address, upstream) for upstream in upstreams)
-    text = text.replace("\n".join(servers), lines)
+    for pool in POOLS:
+        start = text.index(f"upstream roundtrip_{pool} {{")
+        end = text.index("}", start)
+        block = text[start:end]
+        servers = re.findall(r"^\s*server \S+:\d+ .*;$", block, flags=re.M)
+        assert servers, f"no server lines in upstream roundtrip_{pool}"
+        template = servers[0]
+        address = template.split()[1]
+        lines = "\n".join(
+            template.replace(address, f"{upstream}:{pool_port(pool)}") for upstream in upstreams
+        )
+        text = text[:start] + block.replace("\n".join(servers), lines) + text[end:]
     text = text.replace("listen 80 default_server", f"listen {listen} default_server")
     text = text.replace("/var/log/nginx/roundtrip-", f"{workdir}/{name}-")
     text = text.replace("/run/nginx-roundtrip.pid", f"{workdir}/{name}.pid")
@@ -356,8 +372,14 @@ class Cluster:
         self.services[name] = service
         return service.start()
 
-    def start_web(self, name: str) -> Service:
-        return self._service(name, self.network.hosts[name], unit_argv("roundtrip-web"), {})
+    def start_web(self, name: str) -> list[Service]:
+        """Every web pool on host `name`, as services `<name>-<pool>`."""
+        return [
+            self._service(
+                f"{name}-{pool}", self.network.hosts[name], unit_argv(f"roundtrip-{pool}"), {}
+            )
+            for pool in POOLS
+        ]
 
     def start_worker(self, name: str) -> Service:
         argv = unit_argv("roundtrip-worker", H=name)
@@ -373,7 +395,7 @@ class Cluster:
 
     def start_nginx(self, name: str, *, upstreams: list[str], port: int) -> Service:
         config = render_nginx(
-            upstreams=[f"{self.network.hosts[u].address}:{WEB_PORT}" for u in upstreams],
+            upstreams=[self.network.hosts[u].address for u in upstreams],
             listen=port,
             workdir=self.workdir,
             name=name,
@@ -409,9 +431,12 @@ class Cluster:
 
         from tests.e2e.processes import signal_groups
 
-        service = self.services[name]
-        signal_groups(service.process_groups(), signal.SIGKILL)
-        service.process.wait(10)
+        # A web node is its pools' services, killed together.
+        names = [f"{name}-{pool}" for pool in POOLS] if name not in self.services else [name]
+        services = [self.services[n] for n in names]
+        signal_groups({g for service in services for g in service.process_groups()}, signal.SIGKILL)
+        for service in services:
+            service.process.wait(10)
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):
