@@ -78,7 +78,8 @@ def _value(raw: object) -> str:
 
 
 def _aggregate(publisher_id: int, start: datetime, end: datetime) -> dict[tuple, dict]:
-    """Counts per (hour, campaign, dimension, value) for hours in [start, end)."""
+    """Counts per (hour, campaign, dimension, value, currency) for hours in [start, end):
+    clicks under currency "", conversions and payouts under their own currency."""
     rows: dict[tuple, dict] = defaultdict(
         lambda: {
             "clicks": 0,
@@ -105,11 +106,11 @@ def _aggregate(publisher_id: int, start: datetime, end: datetime) -> dict[tuple,
             .annotate(n=Count("pk"), u=unique_clicks_aggregate())
             .order_by()
         ):
-            key = (row["h"], row["campaign_id"], dimension, _value(row.get(field)))
+            key = (row["h"], row["campaign_id"], dimension, _value(row.get(field)), "")
             rows[key]["clicks"] += row["n"]
             rows[key]["unique_clicks"] += row["u"]
         # Conversions carry copies of their click's dimensions: no join to clicks.
-        click_group = ["h", "campaign_id"] + ([f"click_{field}"] if field else [])
+        click_group = ["h", "campaign_id", "currency"] + ([f"click_{field}"] if field else [])
         for source, hour_field, count_key, payout_key in (
             (by_click_time, "click_created_at", "click_time_conversions", "click_time_payout"),
             (by_conversion_time, "created_at", "conversions", "payout"),
@@ -121,7 +122,7 @@ def _aggregate(publisher_id: int, start: datetime, end: datetime) -> dict[tuple,
                 .order_by()
             ):
                 value = _value(row.get(f"click_{field}")) if field else ""
-                key = (row["h"], row["campaign_id"], dimension, value)
+                key = (row["h"], row["campaign_id"], dimension, value, row["currency"])
                 rows[key][count_key] += row["n"]
                 rows[key][payout_key] += row["p"] or Decimal(0)
     return rows
@@ -158,23 +159,23 @@ def _insert_aggregates_sql(publisher_id: int, start: datetime, end: datetime) ->
     sql = f"""
         WITH facts AS (
             SELECT {hour.format("c.created_at")} AS h, {dims},
-                   1 AS n_clicks, {unique} AS n_unique,
+                   '' AS currency, 1 AS n_clicks, {unique} AS n_unique,
                    0 AS ct_n, 0::numeric AS ct_p, 0 AS cv_n, 0::numeric AS cv_p
               FROM tracking_click c
              WHERE c.publisher_id = %(p)s AND c.created_at >= %(s)s AND c.created_at < %(e)s
             UNION ALL
-            SELECT {hour.format("v.click_created_at")}, {copies}, 0, 0, 1, v.payout, 0, 0
+            SELECT {hour.format("v.click_created_at")}, {copies}, v.currency, 0, 0, 1, v.payout, 0, 0
               FROM tracking_conversion v
              WHERE v.publisher_id = %(p)s AND v.status = 'approved'
                AND v.click_created_at >= %(s)s AND v.click_created_at < %(e)s
             UNION ALL
-            SELECT {hour.format("v.created_at")}, {copies}, 0, 0, 0, 0, 1, v.payout
+            SELECT {hour.format("v.created_at")}, {copies}, v.currency, 0, 0, 0, 0, 1, v.payout
               FROM tracking_conversion v
              WHERE v.publisher_id = %(p)s AND v.status = 'approved'
                AND v.created_at >= %(s)s AND v.created_at < %(e)s
         )
         INSERT INTO tracking_hourlystat (
-            publisher_id, hour, campaign_id, dimension, value, clicks, unique_clicks,
+            publisher_id, hour, campaign_id, dimension, value, currency, clicks, unique_clicks,
             click_time_conversions, click_time_payout, conversions, payout)
         SELECT %(p)s, h AT TIME ZONE 'UTC', campaign_id,
                CASE WHEN GROUPING(country) = 0 THEN 'country'
@@ -184,12 +185,13 @@ def _insert_aggregates_sql(publisher_id: int, start: datetime, end: datetime) ->
                     WHEN GROUPING(keyword) = 0 THEN 'keyword'
                     ELSE '' END,
                LEFT(COALESCE(country, placement, creative, smart_ad_id, keyword, ''), 255),
+               currency,
                SUM(n_clicks), SUM(n_unique), SUM(ct_n), SUM(ct_p), SUM(cv_n), SUM(cv_p)
           FROM facts
          GROUP BY GROUPING SETS (
-               (h, campaign_id), (h, campaign_id, country), (h, campaign_id, placement),
-               (h, campaign_id, creative), (h, campaign_id, smart_ad_id),
-               (h, campaign_id, keyword))
+               (h, campaign_id, currency), (h, campaign_id, currency, country),
+               (h, campaign_id, currency, placement), (h, campaign_id, currency, creative),
+               (h, campaign_id, currency, smart_ad_id), (h, campaign_id, currency, keyword))
          -- Stored in the order reports read them (one dimension, a range of hours): a
          -- report then touches a few pages instead of one page per row.
          ORDER BY 4, 2
@@ -210,9 +212,10 @@ def _insert_aggregates_orm(publisher_id: int, start: datetime, end: datetime) ->
                 campaign_id=campaign_id,
                 dimension=dimension,
                 value=value[:255],
+                currency=currency,
                 **counts,
             )
-            for (hour, campaign_id, dimension, value), counts in aggregated.items()
+            for (hour, campaign_id, dimension, value, currency), counts in aggregated.items()
         ),
         batch_size=5000,
     )

@@ -32,7 +32,10 @@ def _row(row: selectors.ReportRow) -> dict:
         "unique_clicks": row.unique_clicks,
         "conversions": row.conversions,
         "conversion_rate": row.conversion_rate,
-        "payout": row.payout,
+        "payouts": [
+            {"currency": currency, "amount": amount}
+            for currency, amount in sorted(row.payouts.items())
+        ],
     }
 
 
@@ -70,6 +73,7 @@ class StatsView(PublisherScopedView):
             "attribution": query["attribution"],
             "source": report.source,
             "truncated": report.truncated,
+            "currencies": report.currencies,
             "rows": [_row(row) for row in report.rows],
             "totals": {**_row(report.totals), "key": "total"},
         }

@@ -413,6 +413,11 @@ class CallbackTestRequestSerializer(serializers.Serializer):
 # --- Reports --------------------------------------------------------------------------------
 
 
+class CurrencyAmountSerializer(serializers.Serializer):
+    currency = serializers.CharField(help_text="ISO 4217 code, e.g. USD.")
+    amount = MoneyField()
+
+
 class StatsRowSerializer(serializers.Serializer):
     key = serializers.CharField(
         help_text="The group: a date, a campaign or creative id, or the value as recorded."
@@ -434,7 +439,11 @@ class StatsRowSerializer(serializers.Serializer):
     conversion_rate = serializers.FloatField(
         allow_null=True, help_text="Conversions per 100 clicks."
     )
-    payout = MoneyField()
+    payouts = CurrencyAmountSerializer(
+        many=True,
+        help_text="Payout of approved conversions, one entry per currency (by code): amounts "
+        "in different currencies are never added up. Empty without conversions.",
+    )
 
 
 class StatsSerializer(serializers.Serializer):
@@ -443,6 +452,9 @@ class StatsSerializer(serializers.Serializer):
     attribution = serializers.CharField()
     source = serializers.ChoiceField(choices=["rollup", "pairs", "raw"])
     truncated = serializers.BooleanField()
+    currencies = serializers.ListField(
+        child=serializers.CharField(), help_text="Every currency paid out in the report."
+    )
     rows = StatsRowSerializer(many=True)
     totals = StatsRowSerializer()
 

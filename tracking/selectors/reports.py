@@ -150,7 +150,8 @@ class ReportRow:
     clicks: int = 0
     unique_clicks: int = 0
     conversions: int = 0
-    payout: Decimal = Decimal(0)
+    # Payout per currency (ISO code -> amount): money is never added across currencies.
+    payouts: dict[str, Decimal] = field(default_factory=dict)
     # Smart-ad impressions; None where the report can't know them (see `_add_impressions`).
     impressions: int | None = None
     # The row's clicks that came from smart ads, when the report can tell them apart (grouped
@@ -161,6 +162,10 @@ class ReportRow:
     def conversion_rate(self) -> float | None:
         """Conversions per 100 clicks, None without clicks."""
         return 100.0 * self.conversions / self.clicks if self.clicks else None
+
+    def add_payout(self, currency: str, amount: Decimal | None) -> None:
+        if amount:
+            self.payouts[currency] = self.payouts.get(currency, Decimal(0)) + amount
 
     @property
     def ctr(self) -> float | None:
@@ -182,6 +187,11 @@ class Report:
     truncated: bool = False
     # Whether the rows carry smart-ad impressions (`_add_impressions`).
     impressions: bool = False
+
+    @property
+    def currencies(self) -> list[str]:
+        """The currencies paid out in the report, in order: one payout column each."""
+        return sorted(self.totals.payouts)
 
 
 def _filter_ids(publisher: Publisher, filters: Mapping[str, str]) -> dict[str, object] | None:
@@ -252,12 +262,14 @@ def report(publisher: Publisher, params: ReportParams) -> Report:
         totals.clicks += row.clicks
         totals.unique_clicks += row.unique_clicks
         totals.conversions += row.conversions
-        totals.payout += row.payout
+        for currency, amount in row.payouts.items():
+            totals.add_payout(currency, amount)
         if with_impressions:
             totals.impressions += row.impressions or 0
             if totals.smart_clicks is not None:
                 totals.smart_clicks += row.smart_clicks or 0
-    rows.sort(key=lambda row: _sort_key(row, params.sort), reverse=params.descending)
+    currencies = sorted(totals.payouts)
+    rows.sort(key=lambda row: _sort_key(row, params.sort, currencies), reverse=params.descending)
     truncated = len(rows) > REPORT_MAX_ROWS
     return Report(
         params,
@@ -317,9 +329,12 @@ def _add_impressions(
     return True
 
 
-def _sort_key(row: ReportRow, sort: str) -> tuple:
+def _sort_key(row: ReportRow, sort: str, currencies: list[str]) -> tuple:
     if sort == "key":
         return (row.label.lower() if isinstance(row.key, str | int) else row.key,)
+    if sort == "payout":
+        # By the first currency's amount, then the next: amounts are never added up.
+        return tuple(row.payouts.get(currency, Decimal(0)) for currency in currencies)
     value = getattr(row, sort)
     # Rows without a value (no clicks: no rate) sort below every number.
     return (value is not None, value if value is not None else 0)
@@ -345,7 +360,7 @@ def _report_from_rollup(
         key = "value"
     by_click = params.attribution == "click"
     grouped = (
-        stats.values(key)
+        stats.values(key, "currency")
         .annotate(
             c=Sum("clicks"),
             u=Sum("unique_clicks"),
@@ -354,21 +369,16 @@ def _report_from_rollup(
         )
         .order_by()
     )
-    rows = []
+    rows: dict[object, ReportRow] = {}
     for item in grouped:
         if not (item["c"] or item["n"]):
             continue
-        rows.append(
-            ReportRow(
-                key=item[key],
-                label="",
-                clicks=item["c"] or 0,
-                unique_clicks=item["u"] or 0,
-                conversions=item["n"] or 0,
-                payout=item["p"] or Decimal(0),
-            )
-        )
-    return rows
+        row = rows.setdefault(item[key], ReportRow(key=item[key], label=""))
+        row.clicks += item["c"] or 0
+        row.unique_clicks += item["u"] or 0
+        row.conversions += item["n"] or 0
+        row.add_payout(item["currency"], item["p"])
+    return list(rows.values())
 
 
 # Conversion fields holding the copies of the click's dimensions (no join to clicks).
@@ -439,11 +449,13 @@ def _add_conversions(
         key = "k"
     else:
         key = CONVERSION_FILTERS[params.group_by]
-    for item in conversions.values(key).annotate(n=Count("pk"), p=Sum("payout")).order_by():
+    for item in (
+        conversions.values(key, "currency").annotate(n=Count("pk"), p=Sum("payout")).order_by()
+    ):
         row_key = _row_key(params.group_by, item[key])
         row = rows.setdefault(row_key, ReportRow(row_key, ""))
         row.conversions += item["n"]
-        row.payout += item["p"] or Decimal(0)
+        row.add_payout(item["currency"], item["p"])
 
 
 def _report_from_raw(publisher: Publisher, params: ReportParams, filters: dict) -> list[ReportRow]:
@@ -582,7 +594,8 @@ class PeriodSummary:
     clicks: int = 0
     unique_clicks: int = 0
     conversions: int = 0
-    payout: Decimal = Decimal(0)
+    # Per currency, never added across them.
+    payouts: dict[str, Decimal] = field(default_factory=dict)
     postbacks_succeeded: int = 0
     postbacks_failed: int = 0
     postbacks_pending: int = 0
@@ -601,15 +614,20 @@ class PeriodSummary:
 def period_summary(publisher: Publisher, *, start: date, end: date, tz: str) -> PeriodSummary:
     """Totals for calendar days [start, end] in `tz` (conversions by conversion time)."""
     begin, finish = local_day_range(start, end, tz)
-    totals = HourlyStat.objects.filter(
-        publisher=publisher, dimension=HourlyStat.TOTAL, hour__gte=begin, hour__lt=finish
-    ).aggregate(c=Sum("clicks"), u=Sum("unique_clicks"), n=Sum("conversions"), p=Sum("payout"))
-    summary = PeriodSummary(
-        clicks=totals["c"] or 0,
-        unique_clicks=totals["u"] or 0,
-        conversions=totals["n"] or 0,
-        payout=totals["p"] or Decimal(0),
-    )
+    summary = PeriodSummary()
+    for item in (
+        HourlyStat.objects.filter(
+            publisher=publisher, dimension=HourlyStat.TOTAL, hour__gte=begin, hour__lt=finish
+        )
+        .values("currency")
+        .annotate(c=Sum("clicks"), u=Sum("unique_clicks"), n=Sum("conversions"), p=Sum("payout"))
+        .order_by("currency")
+    ):
+        summary.clicks += item["c"] or 0
+        summary.unique_clicks += item["u"] or 0
+        summary.conversions += item["n"] or 0
+        if item["p"]:
+            summary.payouts[item["currency"]] = item["p"]
     for status, count in (
         Postback.objects.filter(publisher=publisher, created_at__gte=begin, created_at__lt=finish)
         .values_list("status")
@@ -621,7 +639,8 @@ def period_summary(publisher: Publisher, *, start: date, end: date, tz: str) -> 
 
 
 def daily_totals(publisher: Publisher, *, start: date, end: date, tz: str) -> list[dict]:
-    """One dict per calendar day in [start, end] (days without traffic included, as zeros)."""
+    """Clicks and conversions per calendar day in [start, end] (days without traffic included,
+    as zeros)."""
     begin, finish = local_day_range(start, end, tz)
     found = {
         item["day"]: item
@@ -630,7 +649,7 @@ def daily_totals(publisher: Publisher, *, start: date, end: date, tz: str) -> li
         )
         .annotate(day=TruncDate("hour", tzinfo=ZoneInfo(tz)))
         .values("day")
-        .annotate(clicks=Sum("clicks"), conversions=Sum("conversions"), payout=Sum("payout"))
+        .annotate(clicks=Sum("clicks"), conversions=Sum("conversions"))
         .order_by()
     }
     days = []
@@ -642,7 +661,6 @@ def daily_totals(publisher: Publisher, *, start: date, end: date, tz: str) -> li
                 "day": day,
                 "clicks": item.get("clicks") or 0,
                 "conversions": item.get("conversions") or 0,
-                "payout": item.get("payout") or Decimal(0),
             }
         )
         day += timedelta(days=1)
