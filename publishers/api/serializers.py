@@ -28,6 +28,25 @@ class MoneyField(serializers.Field):
         return format_amount(value)
 
 
+class TimeZoneField(serializers.CharField):
+    """An IANA time zone name (`Asia/Kolkata`); a plain string in the schema, not an enum of
+    the whole tz database."""
+
+    default_error_messages = {"unknown": "Not an IANA time zone name, e.g. Europe/Berlin."}
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("default", "UTC")
+        kwargs.setdefault("max_length", 64)
+        kwargs.setdefault("help_text", "Any IANA time zone name, e.g. `Asia/Kolkata`.")
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: object) -> str:
+        name = super().to_internal_value(data)
+        if name not in REPORT_TIMEZONES:
+            self.fail("unknown")
+        return name
+
+
 class RefSerializer(serializers.Serializer):
     """A campaign or creative: public id and name."""
 
@@ -73,7 +92,7 @@ class StatsQuerySerializer(serializers.Serializer):
     group_by = serializers.ChoiceField(choices=sorted(REPORT_GROUPS), default="day")
     # `from` is a Python keyword: the field is declared below under its wire name.
     to = serializers.DateField(help_text="Last day, inclusive (in `tz`).")
-    tz = serializers.ChoiceField(choices=REPORT_TIMEZONES, default="UTC")
+    tz = TimeZoneField()
     attribution = serializers.ChoiceField(choices=["conversion", "click"], default="conversion")
     campaign = serializers.CharField(required=False, max_length=32)
     country = serializers.CharField(required=False, max_length=2)
@@ -100,7 +119,7 @@ class StatsQuerySerializer(serializers.Serializer):
 
 class ReconciliationQuerySerializer(serializers.Serializer):
     date = serializers.DateField(help_text="The day, YYYY-MM-DD (in `tz`).")
-    tz = serializers.ChoiceField(choices=REPORT_TIMEZONES, default="UTC")
+    tz = TimeZoneField()
 
 
 # --- Conversions and journeys ---------------------------------------------------------------

@@ -160,5 +160,6 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "metrics": metrics,
             "current": current,
             "chart": chart(days),
+            "timezones": tracking_selectors.REPORT_TIMEZONES,
         },
     )

@@ -54,7 +54,7 @@ def test_it_reports_smart_ad_impressions_and_ctr(api, world, publisher, creative
     [
         {"from": "2026-01-02", "to": "2026-01-01"},
         {"from": "2026-01-01", "to": "2026-01-01", "group_by": "os"},
-        {"from": "2026-01-01", "to": "2026-01-01", "tz": "Asia/Kolkata"},
+        {"from": "2026-01-01", "to": "2026-01-01", "tz": "Mars/Olympus_Mons"},
         {"from": "2024-01-01", "to": "2026-01-01"},
         {"to": "2026-01-01"},
     ],

@@ -5,7 +5,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, available_timezones
 
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDate
@@ -26,45 +26,21 @@ from tracking.rollups import day_start, pair_dimension, pairs_supported, unique_
 
 # --- Reports --------------------------------------------------------------------------------
 
-# Whole-hour zones only: the rollup is hourly, so these cut days exactly.
-REPORT_TIMEZONES = (
-    "UTC",
-    "Europe/London",
-    "Europe/Lisbon",
-    "Europe/Paris",
-    "Europe/Berlin",
-    "Europe/Madrid",
-    "Europe/Amsterdam",
-    "Europe/Warsaw",
-    "Europe/Athens",
-    "Europe/Kyiv",
-    "Europe/Istanbul",
-    "Europe/Moscow",
-    "Africa/Lagos",
-    "Africa/Johannesburg",
-    "Asia/Dubai",
-    "Asia/Karachi",
-    "Asia/Dhaka",
-    "Asia/Bangkok",
-    "Asia/Jakarta",
-    "Asia/Singapore",
-    "Asia/Shanghai",
-    "Asia/Manila",
-    "Asia/Tokyo",
-    "Asia/Seoul",
-    "Australia/Brisbane",
-    "Australia/Sydney",
-    "Pacific/Auckland",
-    "America/Sao_Paulo",
-    "America/Argentina/Buenos_Aires",
-    "America/New_York",
-    "America/Chicago",
-    "America/Denver",
-    "America/Phoenix",
-    "America/Los_Angeles",
-    "America/Anchorage",
-    "Pacific/Honolulu",
-)
+
+def _report_timezones() -> tuple[str, ...]:
+    # Every IANA zone of the tz database, UTC first; not the "posix/" and "right/" copies or
+    # the system's aliases for its own zone.
+    names = {
+        name
+        for name in available_timezones()
+        if "/" in name and not name.startswith(("posix/", "right/", "Etc/"))
+    }
+    return ("UTC", *sorted(names))
+
+
+# Any IANA zone. The hourly rollup cuts days exactly only where local midnight falls on a UTC
+# hour (`hour_aligned`); other zones (Asia/Kolkata, +05:30) are read from raw rows.
+REPORT_TIMEZONES = _report_timezones()
 
 REPORT_GROUPS = {
     "day": "Day",
@@ -141,6 +117,25 @@ def local_day_range(start: date, end: date, tz: str) -> tuple[datetime, datetime
         datetime.combine(start, time.min, zone),
         datetime.combine(end + timedelta(days=1), time.min, zone),
     )
+
+
+def hour_aligned(start: date, end: date, tz: str) -> bool:
+    """Whether every local midnight from `start` to the day after `end` falls on a whole UTC
+    hour, so that the hourly rollup can cut those days exactly.
+
+    >>> hour_aligned(date(2026, 1, 1), date(2026, 1, 31), "Europe/Berlin")
+    True
+    >>> hour_aligned(date(2026, 1, 1), date(2026, 1, 1), "Asia/Kolkata")
+    False
+    """
+    zone = ZoneInfo(tz)
+    day = start
+    while day <= end + timedelta(days=1):
+        offset = datetime.combine(day, time.min, zone).utcoffset()
+        if offset is None or offset.total_seconds() % 3600:
+            return False
+        day += timedelta(days=1)
+    return True
 
 
 @dataclass
@@ -228,7 +223,7 @@ def report(publisher: Publisher, params: ReportParams) -> Report:
     """A publisher's report: one row per group, with totals.
 
     Served from the hourly rollup whenever at most one dimension besides the campaign is
-    involved; with two (filter on one, group by another), clicks come from the daily pair
+    involved and the time zone's days start on whole UTC hours; with two (filter on one, group by another), clicks come from the daily pair
     rollup for its whole built UTC days and from raw clicks for the hours around them, and
     conversions from their copies of the click's dimensions; beyond that, from raw rows.
     """
@@ -238,7 +233,7 @@ def report(publisher: Publisher, params: ReportParams) -> Report:
     dimensions = {name for name in filters if name != "campaign"}
     if params.group_by in HourlyStat.DIMENSIONS:
         dimensions.add(params.group_by)
-    if len(dimensions) <= 1:
+    if len(dimensions) <= 1 and hour_aligned(params.start, params.end, params.tz):
         rows = _report_from_rollup(publisher, params, filters, next(iter(dimensions), ""))
         source = "rollup"
     elif (
@@ -612,22 +607,16 @@ class PeriodSummary:
 
 
 def period_summary(publisher: Publisher, *, start: date, end: date, tz: str) -> PeriodSummary:
-    """Totals for calendar days [start, end] in `tz` (conversions by conversion time)."""
+    """Totals for calendar days [start, end] in `tz` (conversions by conversion time): the
+    report's totals, so Overview and Reports never disagree."""
+    totals = report(publisher, ReportParams(start=start, end=end, tz=tz)).totals
+    summary = PeriodSummary(
+        clicks=totals.clicks,
+        unique_clicks=totals.unique_clicks,
+        conversions=totals.conversions,
+        payouts=dict(sorted(totals.payouts.items())),
+    )
     begin, finish = local_day_range(start, end, tz)
-    summary = PeriodSummary()
-    for item in (
-        HourlyStat.objects.filter(
-            publisher=publisher, dimension=HourlyStat.TOTAL, hour__gte=begin, hour__lt=finish
-        )
-        .values("currency")
-        .annotate(c=Sum("clicks"), u=Sum("unique_clicks"), n=Sum("conversions"), p=Sum("payout"))
-        .order_by("currency")
-    ):
-        summary.clicks += item["c"] or 0
-        summary.unique_clicks += item["u"] or 0
-        summary.conversions += item["n"] or 0
-        if item["p"]:
-            summary.payouts[item["currency"]] = item["p"]
     for status, count in (
         Postback.objects.filter(publisher=publisher, created_at__gte=begin, created_at__lt=finish)
         .values_list("status")
@@ -640,27 +629,21 @@ def period_summary(publisher: Publisher, *, start: date, end: date, tz: str) -> 
 
 def daily_totals(publisher: Publisher, *, start: date, end: date, tz: str) -> list[dict]:
     """Clicks and conversions per calendar day in [start, end] (days without traffic included,
-    as zeros)."""
-    begin, finish = local_day_range(start, end, tz)
+    as zeros), from the same report as Reports grouped by day."""
     found = {
-        item["day"]: item
-        for item in HourlyStat.objects.filter(
-            publisher=publisher, dimension=HourlyStat.TOTAL, hour__gte=begin, hour__lt=finish
-        )
-        .annotate(day=TruncDate("hour", tzinfo=ZoneInfo(tz)))
-        .values("day")
-        .annotate(clicks=Sum("clicks"), conversions=Sum("conversions"))
-        .order_by()
+        row.key: row
+        for row in report(publisher, ReportParams(start=start, end=end, tz=tz)).rows
+        if isinstance(row.key, date)
     }
     days = []
     day = start
     while day <= end:
-        item = found.get(day, {})
+        row = found.get(day)
         days.append(
             {
                 "day": day,
-                "clicks": item.get("clicks") or 0,
-                "conversions": item.get("conversions") or 0,
+                "clicks": row.clicks if row else 0,
+                "conversions": row.conversions if row else 0,
             }
         )
         day += timedelta(days=1)
