@@ -4,8 +4,10 @@ and the API always take the publisher."""
 
 from tracking.selectors.endpoints import advertiser_for_key, link_for_click
 from tracking.selectors.logs import (
+    CallbackHealth,
     ClickRefusals,
     Trace,
+    callback_health,
     click_refusals,
     conversion_log,
     decode_cursor,
@@ -37,6 +39,7 @@ __all__ = [
     "REPORT_MAX_ROWS",
     "REPORT_SORTS",
     "REPORT_TIMEZONES",
+    "CallbackHealth",
     "ClickRefusals",
     "PeriodSummary",
     "Report",
@@ -44,6 +47,7 @@ __all__ = [
     "ReportRow",
     "Trace",
     "advertiser_for_key",
+    "callback_health",
     "click_refusals",
     "conversion_log",
     "daily_totals",

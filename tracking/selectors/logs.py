@@ -5,10 +5,10 @@ import binascii
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from django.db.models import Prefetch, Q, Sum
+from django.db.models import Count, OuterRef, Prefetch, Q, Subquery, Sum
 
 from postbacks.models import Postback, PostbackAttempt
-from publishers.models import Publisher
+from publishers.models import CallbackTemplate, Publisher
 from tracking.models import (
     Click,
     ClickDeadLetter,
@@ -170,3 +170,57 @@ def click_refusals(publisher: Publisher, *, since: date) -> ClickRefusals:
             publisher_id=publisher.pk, created_at__date__gte=since
         ).count(),
     )
+
+
+# --- Callback health ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallbackHealth:
+    """What a callback's deliveries look like now: `state` is "healthy" (its latest tried
+    postback was delivered, or none was tried yet), "failing" (that one is retrying or failed),
+    "paused" (switched off by the publisher) or "held" (endpoint health stopped sending;
+    `held` postbacks wait for a resume)."""
+
+    state: str
+    held: int = 0
+    retrying: int = 0
+
+
+def callback_health(publisher: Publisher, template_ids: list[int]) -> dict[int, CallbackHealth]:
+    """Health of each of the publisher's callbacks in `template_ids`, by template id."""
+    templates = CallbackTemplate.objects.filter(publisher=publisher, pk__in=template_ids)
+    postbacks = Postback.objects.filter(publisher=publisher, template_id__in=template_ids)
+    waiting = dict(
+        postbacks.filter(status=Postback.Status.PENDING)
+        .values_list("template_id")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    retrying = dict(
+        postbacks.filter(status=Postback.Status.PENDING, attempts__gt=0)
+        .values_list("template_id")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    latest_tried = (
+        Postback.objects.filter(template=OuterRef("pk"), attempts__gt=0)
+        .order_by("-created_at", "-pk")
+        .values("status")[:1]
+    )
+    health = {}
+    for pk, is_active, paused_at, latest in templates.annotate(
+        latest=Subquery(latest_tried)
+    ).values_list("pk", "is_active", "paused_at", "latest"):
+        if paused_at is not None:
+            state = "held"
+        elif not is_active:
+            state = "paused"
+        elif latest is not None and latest != Postback.Status.SUCCEEDED:
+            state = "failing"
+        else:
+            state = "healthy"
+        health[pk] = CallbackHealth(
+            state, held=waiting.get(pk, 0) if state == "held" else 0, retrying=retrying.get(pk, 0)
+        )
+    return health

@@ -335,12 +335,22 @@ def _sort_key(row: ReportRow, sort: str, currencies: list[str]) -> tuple:
     return (value is not None, value if value is not None else 0)
 
 
+def rollup_tail_start(now: datetime | None = None) -> datetime:
+    """Where the raw tail begins: the previous UTC hour's start. Beat rebuilds recent hours
+    every minute, so the hours before it are complete in the rollup; the current and
+    previous hour are read from raw rows, and a conversion counts as soon as it commits."""
+    now = now or datetime.now(UTC)
+    return now.astimezone(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+
+
 def _report_from_rollup(
     publisher: Publisher, params: ReportParams, filters: dict, dimension: str
 ) -> list[ReportRow]:
+    """Hours before `rollup_tail_start` from the rollup, the rest from raw rows."""
     start, end = params.utc_range()
+    tail = max(start, rollup_tail_start())
     stats = HourlyStat.objects.filter(
-        publisher=publisher, dimension=dimension, hour__gte=start, hour__lt=end
+        publisher=publisher, dimension=dimension, hour__gte=start, hour__lt=min(end, tail)
     )
     if "campaign" in filters:
         stats = stats.filter(campaign_id=filters["campaign"])
@@ -373,6 +383,9 @@ def _report_from_rollup(
         row.unique_clicks += item["u"] or 0
         row.conversions += item["n"] or 0
         row.add_payout(item["currency"], item["p"])
+    if tail < end:
+        _add_raw_clicks(rows, publisher, params, filters, [(tail, end)])
+        _add_conversions(rows, publisher, params, filters, span=(tail, end))
     return list(rows.values())
 
 
@@ -425,10 +438,15 @@ def _add_raw_clicks(
 
 
 def _add_conversions(
-    rows: dict[object, ReportRow], publisher: Publisher, params: ReportParams, filters: dict
+    rows: dict[object, ReportRow],
+    publisher: Publisher,
+    params: ReportParams,
+    filters: dict,
+    span: tuple[datetime, datetime] | None = None,
 ) -> None:
-    """Approved conversions, grouped, read through their copies of the click's dimensions."""
-    start, end = params.utc_range()
+    """Approved conversions (counted in `span`, default the report's range), grouped, read
+    through their copies of the click's dimensions."""
+    start, end = span or params.utc_range()
     time_field = "click_created_at" if params.attribution == "click" else "created_at"
     conversion_filter = Q()
     for name, value in filters.items():
@@ -593,17 +611,28 @@ class PeriodSummary:
     payouts: dict[str, Decimal] = field(default_factory=dict)
     postbacks_succeeded: int = 0
     postbacks_failed: int = 0
+    # Pending: not tried yet, or (`postbacks_retrying`) tried and answered with a failure.
     postbacks_pending: int = 0
+    postbacks_retrying: int = 0
 
     @property
     def conversion_rate(self) -> float | None:
         return 100.0 * self.conversions / self.clicks if self.clicks else None
 
     @property
+    def postbacks_waiting(self) -> int:
+        return self.postbacks_pending - self.postbacks_retrying
+
+    @property
+    def postbacks_total(self) -> int:
+        return self.postbacks_succeeded + self.postbacks_failed + self.postbacks_pending
+
+    @property
     def postback_success_rate(self) -> float | None:
-        """Delivered among those settled (delivered or given up), in percent."""
-        settled = self.postbacks_succeeded + self.postbacks_failed
-        return 100.0 * self.postbacks_succeeded / settled if settled else None
+        """Delivered among every postback of the period, settled or not (one still retrying
+        is not a success yet), in percent."""
+        total = self.postbacks_total
+        return 100.0 * self.postbacks_succeeded / total if total else None
 
 
 def period_summary(publisher: Publisher, *, start: date, end: date, tz: str) -> PeriodSummary:
@@ -617,13 +646,16 @@ def period_summary(publisher: Publisher, *, start: date, end: date, tz: str) -> 
         payouts=dict(sorted(totals.payouts.items())),
     )
     begin, finish = local_day_range(start, end, tz)
-    for status, count in (
+    for status, retrying, count in (
         Postback.objects.filter(publisher=publisher, created_at__gte=begin, created_at__lt=finish)
-        .values_list("status")
+        .annotate(retrying=Q(status=Postback.Status.PENDING, attempts__gt=0))
+        .values_list("status", "retrying")
         .annotate(n=Count("pk"))
         .order_by()
     ):
-        setattr(summary, f"postbacks_{status}", count)
+        setattr(summary, f"postbacks_{status}", getattr(summary, f"postbacks_{status}") + count)
+        if retrying:
+            summary.postbacks_retrying += count
     return summary
 
 
