@@ -450,6 +450,8 @@ class HourlyStat(models.Model):
     currency = models.CharField(max_length=3, blank=True, default="")
     clicks = models.PositiveBigIntegerField(default=0)
     unique_clicks = models.PositiveBigIntegerField(default=0)
+    # Of `clicks`, those flagged as bots (tracking.intelligence).
+    bot_clicks = models.PositiveBigIntegerField(default=0)
     # Approved conversions counted in the hour of their click ...
     click_time_conversions = models.PositiveBigIntegerField(default=0)
     click_time_payout = models.DecimalField(max_digits=20, decimal_places=6, default=Decimal(0))
@@ -515,6 +517,7 @@ class DailyPairStat(models.Model):
     value2 = models.CharField(max_length=255, blank=True)
     clicks = models.PositiveBigIntegerField(default=0)
     unique_clicks = models.PositiveBigIntegerField(default=0)
+    bot_clicks = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         constraints = [

@@ -14,7 +14,7 @@ from postbacks.models import Postback, PostbackAttempt
 from postbacks.services import format_amount
 from publishers.models import CallbackTemplate, Publisher
 from tracking.models import Campaign, Conversion
-from tracking.selectors import REPORT_FILTERS, REPORT_GROUPS, REPORT_TIMEZONES
+from tracking.selectors import DEFINITIONS, REPORT_FILTERS, REPORT_GROUPS, REPORT_TIMEZONES
 
 MAX_PAGE_SIZE = 1000
 EVENT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,49}$"
@@ -444,17 +444,18 @@ class StatsRowSerializer(serializers.Serializer):
     label = serializers.CharField()
     impressions = serializers.IntegerField(
         allow_null=True,
-        help_text="Smart-ad impressions; null where the report can't know them (a time zone "
+        help_text="Smart-ad impressions (a bot's view is not one); null where the report can't know them (a time zone "
         "other than UTC, a placement or keyword grouping or filter).",
     )
-    clicks = serializers.IntegerField()
+    clicks = serializers.IntegerField(help_text=DEFINITIONS["clicks"])
     ctr = serializers.FloatField(
         allow_null=True,
         help_text="Smart-ad clicks per 100 impressions; null without impressions, or where "
         "the row's clicks aren't all from smart ads (group by or filter on smart_ad).",
     )
-    unique_clicks = serializers.IntegerField()
-    conversions = serializers.IntegerField()
+    unique_clicks = serializers.IntegerField(help_text=DEFINITIONS["unique_clicks"])
+    bot_clicks = serializers.IntegerField(help_text=DEFINITIONS["bot_clicks"])
+    conversions = serializers.IntegerField(help_text=DEFINITIONS["conversions"])
     conversion_rate = serializers.FloatField(
         allow_null=True, help_text="Conversions per 100 clicks."
     )
@@ -463,6 +464,19 @@ class StatsRowSerializer(serializers.Serializer):
         help_text="Payout of approved conversions, one entry per currency (by code): amounts "
         "in different currencies are never added up. Empty without conversions.",
     )
+
+
+class RefusedClicksSerializer(serializers.Serializer):
+    reason = serializers.CharField(help_text="The reason's code, e.g. `spid_too_long`.")
+    label = serializers.CharField(help_text="The reason as a sentence.")
+    clicks = serializers.IntegerField()
+
+
+class ConversionOutcomeSerializer(serializers.Serializer):
+    status = serializers.CharField()
+    reason = serializers.CharField(help_text="The reason's code; empty when none was recorded.")
+    label = serializers.CharField(help_text="The reason as a sentence; empty without one.")
+    count = serializers.IntegerField()
 
 
 class StatsSerializer(serializers.Serializer):
@@ -476,6 +490,15 @@ class StatsSerializer(serializers.Serializer):
     )
     rows = StatsRowSerializer(many=True)
     totals = StatsRowSerializer()
+    refused_clicks = RefusedClicksSerializer(
+        many=True,
+        help_text=DEFINITIONS["refused_clicks"] + " Counted per UTC day, from `from` to `to`; "
+        "not narrowed by the filters.",
+    )
+    conversion_outcomes = ConversionOutcomeSerializer(
+        many=True,
+        help_text=DEFINITIONS["conversion_outcomes"] + " Not narrowed by the filters.",
+    )
 
     def get_fields(self) -> dict:
         fields = super().get_fields()

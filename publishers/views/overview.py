@@ -86,6 +86,7 @@ def _metric_values(current, previous) -> list[tuple]:
         for key, label, kind in (
             ("clicks", "Clicks", "int"),
             ("unique_clicks", "Unique clicks", "int"),
+            ("bot_clicks", "Bot clicks", "int"),
             ("conversions", "Conversions", "int"),
             ("conversion_rate", "Conversion rate", "pct"),
         )
@@ -136,6 +137,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
                 "kind": kind,
                 "value": now_value,
                 "previous": before,
+                "definition": tracking_selectors.DEFINITIONS.get(key, ""),
                 "change": _change(
                     float(now_value) if now_value is not None else None,
                     float(before) if before is not None else None,
@@ -160,6 +162,11 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "metrics": metrics,
             "current": current,
             "chart": chart(days),
+            "refusals": tracking_selectors.click_refusals(publisher, since=start, until=end),
+            "outcomes": tracking_selectors.conversion_outcomes(
+                publisher, start=start, end=end, tz=tz
+            ),
+            "definitions": tracking_selectors.DEFINITIONS,
             "timezones": tracking_selectors.REPORT_TIMEZONES,
         },
     )

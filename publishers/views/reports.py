@@ -16,6 +16,7 @@ COLUMNS = [
     ("clicks", "Clicks"),
     ("ctr", "CTR %"),
     ("unique_clicks", "Unique clicks"),
+    ("bot_clicks", "Bot clicks"),
     ("conversions", "Conversions"),
     ("conversion_rate", "Conv. rate %"),
 ]
@@ -103,6 +104,7 @@ def reports(request: HttpRequest) -> HttpResponse:
             "totals": [_format(result.totals, column) for column, _ in columns] if result else [],
             "csv_url": "?" + urlencode({**form.data, "format": "csv"}),
             "attributions": tracking_selectors.ATTRIBUTIONS,
+            "definitions": tracking_selectors.DEFINITIONS,
         },
     )
 

@@ -111,6 +111,7 @@ def test_it_exports_exactly_the_rows_shown(owner_client, dashboard_data):
         "Clicks",
         "CTR %",
         "Unique clicks",
+        "Bot clicks",
         "Conversions",
         "Conv. rate %",
         "Payout EUR",

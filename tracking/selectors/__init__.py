@@ -16,15 +16,18 @@ from tracking.selectors.logs import (
 )
 from tracking.selectors.reports import (
     ATTRIBUTIONS,
+    DEFINITIONS,
     REPORT_FILTERS,
     REPORT_GROUPS,
     REPORT_MAX_ROWS,
     REPORT_SORTS,
     REPORT_TIMEZONES,
+    ConversionOutcome,
     PeriodSummary,
     Report,
     ReportParams,
     ReportRow,
+    conversion_outcomes,
     daily_totals,
     hour_aligned,
     local_day_range,
@@ -34,6 +37,7 @@ from tracking.selectors.reports import (
 
 __all__ = [
     "ATTRIBUTIONS",
+    "DEFINITIONS",
     "REPORT_FILTERS",
     "REPORT_GROUPS",
     "REPORT_MAX_ROWS",
@@ -41,6 +45,7 @@ __all__ = [
     "REPORT_TIMEZONES",
     "CallbackHealth",
     "ClickRefusals",
+    "ConversionOutcome",
     "PeriodSummary",
     "Report",
     "ReportParams",
@@ -50,6 +55,7 @@ __all__ = [
     "callback_health",
     "click_refusals",
     "conversion_log",
+    "conversion_outcomes",
     "daily_totals",
     "decode_cursor",
     "encode_cursor",

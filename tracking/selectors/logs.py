@@ -147,27 +147,43 @@ def trace(publisher: Publisher, query: str, *, limit: int = 50) -> Trace:
 
 
 @dataclass(frozen=True)
+class Refusal:
+    reason: str  # the ClickRejection.Reason code
+    label: str  # the reason as a sentence
+    clicks: int
+
+
+@dataclass(frozen=True)
 class ClickRefusals:
-    """Clicks of a publisher's links that were not stored as sent, since `since` (UTC days)."""
+    """Clicks of a publisher's links that were not stored as sent, on UTC days
+    [since, until]."""
 
     since: date
-    refused: list[tuple[str, int]]  # (reason, as a sentence; clicks) refused at the edge
+    until: date
+    refused: list[Refusal]  # refused at the edge, most first
     set_aside: int  # stored clicks the database refused (dead letters; staff are alerted)
 
 
-def click_refusals(publisher: Publisher, *, since: date) -> ClickRefusals:
+def click_refusals(
+    publisher: Publisher, *, since: date, until: date | None = None
+) -> ClickRefusals:
+    until = until or datetime.now(UTC).date()
     counts = (
-        ClickRejection.objects.filter(publisher=publisher, day__gte=since)
+        ClickRejection.objects.filter(publisher=publisher, day__gte=since, day__lte=until)
         .values("reason")
         .annotate(clicks=Sum("count"))
-        .order_by("-clicks")
+        .order_by("-clicks", "reason")
     )
     labels = dict(ClickRejection.Reason.choices)
     return ClickRefusals(
         since=since,
-        refused=[(labels.get(row["reason"], row["reason"]), row["clicks"]) for row in counts],
+        until=until,
+        refused=[
+            Refusal(row["reason"], labels.get(row["reason"], row["reason"]), row["clicks"])
+            for row in counts
+        ],
         set_aside=ClickDeadLetter.objects.filter(
-            publisher_id=publisher.pk, created_at__date__gte=since
+            publisher_id=publisher.pk, created_at__date__gte=since, created_at__date__lte=until
         ).count(),
     )
 

@@ -22,7 +22,13 @@ from tracking.models import (
     PairStatDay,
     SmartAdImpression,
 )
-from tracking.rollups import day_start, pair_dimension, pairs_supported, unique_clicks_aggregate
+from tracking.rollups import (
+    bot_clicks_aggregate,
+    day_start,
+    pair_dimension,
+    pairs_supported,
+    unique_clicks_aggregate,
+)
 
 # --- Reports --------------------------------------------------------------------------------
 
@@ -66,6 +72,7 @@ REPORT_SORTS = (
     "clicks",
     "ctr",
     "unique_clicks",
+    "bot_clicks",
     "conversions",
     "conversion_rate",
     "payout",
@@ -75,6 +82,21 @@ ATTRIBUTIONS = {
     "click": "Click time: a conversion counts on the day of its click",
 }
 REPORT_MAX_ROWS = 1000
+
+# One line each, shown wherever the number is (dashboard, API schema, CSV documentation).
+DEFINITIONS = {
+    "clicks": "Gross clicks: every click stored on your links, repeats and bots included.",
+    "unique_clicks": "Clicks that were the first from their IP and browser on that link within "
+    "the unique window (24 hours by default).",
+    "bot_clicks": "Clicks flagged as bots (a crawler, an automation client or no user agent): "
+    "counted in clicks, never refused; their conversions wait for review.",
+    "refused_clicks": "Clicks refused at the edge and never stored (e.g. a spid that can't be "
+    "kept exactly), by reason; the visitor still reached the landing page.",
+    "conversions": "Approved conversions (the ones that pay), counted when recorded.",
+    "conversion_outcomes": "Every conversion recorded in the period by status and reason: "
+    "pending ones (too fast, bot click) wait for the advertiser's review.",
+    "impressions": "Smart-ad views by people: a bot's view is not counted.",
+}
 
 
 @dataclass(frozen=True)
@@ -144,6 +166,7 @@ class ReportRow:
     label: str
     clicks: int = 0
     unique_clicks: int = 0
+    bot_clicks: int = 0
     conversions: int = 0
     # Payout per currency (ISO code -> amount): money is never added across currencies.
     payouts: dict[str, Decimal] = field(default_factory=dict)
@@ -256,6 +279,7 @@ def report(publisher: Publisher, params: ReportParams) -> Report:
     for row in rows:
         totals.clicks += row.clicks
         totals.unique_clicks += row.unique_clicks
+        totals.bot_clicks += row.bot_clicks
         totals.conversions += row.conversions
         for currency, amount in row.payouts.items():
             totals.add_payout(currency, amount)
@@ -369,6 +393,7 @@ def _report_from_rollup(
         .annotate(
             c=Sum("clicks"),
             u=Sum("unique_clicks"),
+            b=Sum("bot_clicks"),
             n=Sum("click_time_conversions" if by_click else "conversions"),
             p=Sum("click_time_payout" if by_click else "payout"),
         )
@@ -381,6 +406,7 @@ def _report_from_rollup(
         row = rows.setdefault(item[key], ReportRow(key=item[key], label=""))
         row.clicks += item["c"] or 0
         row.unique_clicks += item["u"] or 0
+        row.bot_clicks += item["b"] or 0
         row.conversions += item["n"] or 0
         row.add_payout(item["currency"], item["p"])
     if tail < end:
@@ -430,11 +456,16 @@ def _add_raw_clicks(
     if group_field is None:
         clicks = clicks.annotate(k=TruncDate("created_at", tzinfo=ZoneInfo(params.tz)))
     key = group_field or "k"
-    for item in clicks.values(key).annotate(c=Count("pk"), u=unique_clicks_aggregate()).order_by():
+    for item in (
+        clicks.values(key)
+        .annotate(c=Count("pk"), u=unique_clicks_aggregate(), b=bot_clicks_aggregate())
+        .order_by()
+    ):
         row_key = _row_key(params.group_by, item[key])
         row = rows.setdefault(row_key, ReportRow(row_key, ""))
         row.clicks += sign * item["c"]
         row.unique_clicks += sign * item["u"]
+        row.bot_clicks += sign * item["b"]
 
 
 def _add_conversions(
@@ -559,8 +590,14 @@ def _report_from_pairs(
             key = "campaign_id"
         else:
             key = column[params.group_by]
-        for item in stats.values(key).annotate(c=Sum("clicks"), u=Sum("unique_clicks")).order_by():
-            rows[item[key]] = ReportRow(item[key], "", clicks=item["c"], unique_clicks=item["u"])
+        for item in (
+            stats.values(key)
+            .annotate(c=Sum("clicks"), u=Sum("unique_clicks"), b=Sum("bot_clicks"))
+            .order_by()
+        ):
+            rows[item[key]] = ReportRow(
+                item[key], "", clicks=item["c"], unique_clicks=item["u"], bot_clicks=item["b"]
+            )
     _add_raw_clicks(rows, publisher, params, filters, add)
     _add_raw_clicks(rows, publisher, params, filters, take, sign=-1)
     _add_conversions(rows, publisher, params, filters)
@@ -602,10 +639,36 @@ def _label_rows(rows: list[ReportRow], group_by: str) -> None:
 # --- Overview -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ConversionOutcome:
+    status: str
+    reason: str  # "" when none was recorded
+    label: str  # the reason as a sentence
+    count: int
+
+
+def conversion_outcomes(
+    publisher: Publisher, *, start: date, end: date, tz: str
+) -> list[ConversionOutcome]:
+    """Every conversion recorded on calendar days [start, end] in `tz`, by status and reason."""
+    begin, finish = local_day_range(start, end, tz)
+    labels = dict(Conversion.Reason.choices)
+    return [
+        ConversionOutcome(item["status"], item["reason"], labels.get(item["reason"], ""), item["n"])
+        for item in Conversion.objects.filter(
+            publisher=publisher, created_at__gte=begin, created_at__lt=finish
+        )
+        .values("status", "reason")
+        .annotate(n=Count("pk"))
+        .order_by("status", "reason")
+    ]
+
+
 @dataclass
 class PeriodSummary:
     clicks: int = 0
     unique_clicks: int = 0
+    bot_clicks: int = 0
     conversions: int = 0
     # Per currency, never added across them.
     payouts: dict[str, Decimal] = field(default_factory=dict)
@@ -642,6 +705,7 @@ def period_summary(publisher: Publisher, *, start: date, end: date, tz: str) -> 
     summary = PeriodSummary(
         clicks=totals.clicks,
         unique_clicks=totals.unique_clicks,
+        bot_clicks=totals.bot_clicks,
         conversions=totals.conversions,
         payouts=dict(sorted(totals.payouts.items())),
     )
