@@ -34,6 +34,11 @@ install: $(STAMP)
 
 # Local mode: SQLite and the file-system broker under var/, the built-in demo receiver, and
 # private callback destinations allowed (the receiver is on 127.0.0.1).
+# ROUNDTRIP_PORT moves the web server; SITE_URL (every printed URL and the demo callback)
+# follows it unless set too.
+ROUNDTRIP_PORT ?= 8000
+run: export ROUNDTRIP_PORT := $(ROUNDTRIP_PORT)
+run: export SITE_URL ?= http://127.0.0.1:$(ROUNDTRIP_PORT)
 run: export POSTBACKS_ALLOW_PRIVATE_DESTINATIONS ?= true
 run: export POSTBACKS_SWEEP_INTERVAL ?= 5
 run: export PYTHONUNBUFFERED = 1
@@ -41,7 +46,7 @@ run: $(STAMP)
 	@mkdir -p var
 	$(PY) manage.py migrate --no-input -v 0
 	@$(PY) manage.py seed_demo
-	@echo "Starting web (gunicorn on 127.0.0.1:8000), Celery worker and Celery beat. Ctrl-C stops all."
+	@echo "Starting web (gunicorn on 127.0.0.1:$(ROUNDTRIP_PORT)), Celery worker and Celery beat. Ctrl-C stops all."
 	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/honcho -f Procfile.dev start
 
 test: $(STAMP)

@@ -424,7 +424,8 @@ class ClickDeadLetter(models.Model):
 class HourlyStat(models.Model):
     """Pre-aggregated counts for dashboard reports, so no report scans raw clicks.
 
-    One row per publisher × hour (UTC) × campaign × dimension × value, where `dimension` is ""
+    One row per publisher × hour (UTC) × campaign × dimension × value × currency, where
+    `dimension` is ""
     (the campaign's totals) or one of DIMENSIONS: a grouping-sets rollup. Rows per hour are
     bounded by the number of distinct values, not by traffic, so the table stays small at any
     click volume (a row per full combination of dimensions would be nearly one row per click).
@@ -444,8 +445,13 @@ class HourlyStat(models.Model):
     dimension = models.CharField(max_length=16, blank=True)
     # The creative's primary key as text for "creative"; "" when the click had no value.
     value = models.CharField(max_length=255, blank=True)
+    # Money is never added across currencies: clicks are counted in the rows with currency "",
+    # conversions and payouts in one row per currency of the conversions.
+    currency = models.CharField(max_length=3, blank=True, default="")
     clicks = models.PositiveBigIntegerField(default=0)
     unique_clicks = models.PositiveBigIntegerField(default=0)
+    # Of `clicks`, those flagged as bots (tracking.intelligence).
+    bot_clicks = models.PositiveBigIntegerField(default=0)
     # Approved conversions counted in the hour of their click ...
     click_time_conversions = models.PositiveBigIntegerField(default=0)
     click_time_payout = models.DecimalField(max_digits=20, decimal_places=6, default=Decimal(0))
@@ -456,7 +462,7 @@ class HourlyStat(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["publisher", "dimension", "hour", "campaign", "value"],
+                fields=["publisher", "dimension", "hour", "campaign", "value", "currency"],
                 name="tracking_hourlystat_unique_key",
             ),
         ]
@@ -511,6 +517,7 @@ class DailyPairStat(models.Model):
     value2 = models.CharField(max_length=255, blank=True)
     clicks = models.PositiveBigIntegerField(default=0)
     unique_clicks = models.PositiveBigIntegerField(default=0)
+    bot_clicks = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         constraints = [

@@ -73,16 +73,22 @@ def unique_clicks_aggregate() -> Count:
     return Count("pk")
 
 
+def bot_clicks_aggregate() -> Count:
+    return Count("pk", filter=Q(is_bot=True))
+
+
 def _value(raw: object) -> str:
     return "" if raw is None else str(raw)
 
 
 def _aggregate(publisher_id: int, start: datetime, end: datetime) -> dict[tuple, dict]:
-    """Counts per (hour, campaign, dimension, value) for hours in [start, end)."""
+    """Counts per (hour, campaign, dimension, value, currency) for hours in [start, end):
+    clicks under currency "", conversions and payouts under their own currency."""
     rows: dict[tuple, dict] = defaultdict(
         lambda: {
             "clicks": 0,
             "unique_clicks": 0,
+            "bot_clicks": 0,
             "click_time_conversions": 0,
             "click_time_payout": Decimal(0),
             "conversions": 0,
@@ -102,14 +108,15 @@ def _aggregate(publisher_id: int, start: datetime, end: datetime) -> dict[tuple,
         for row in (
             clicks.annotate(h=TruncHour("created_at", tzinfo=UTC))
             .values(*group)
-            .annotate(n=Count("pk"), u=unique_clicks_aggregate())
+            .annotate(n=Count("pk"), u=unique_clicks_aggregate(), b=bot_clicks_aggregate())
             .order_by()
         ):
-            key = (row["h"], row["campaign_id"], dimension, _value(row.get(field)))
+            key = (row["h"], row["campaign_id"], dimension, _value(row.get(field)), "")
             rows[key]["clicks"] += row["n"]
             rows[key]["unique_clicks"] += row["u"]
+            rows[key]["bot_clicks"] += row["b"]
         # Conversions carry copies of their click's dimensions: no join to clicks.
-        click_group = ["h", "campaign_id"] + ([f"click_{field}"] if field else [])
+        click_group = ["h", "campaign_id", "currency"] + ([f"click_{field}"] if field else [])
         for source, hour_field, count_key, payout_key in (
             (by_click_time, "click_created_at", "click_time_conversions", "click_time_payout"),
             (by_conversion_time, "created_at", "conversions", "payout"),
@@ -121,7 +128,7 @@ def _aggregate(publisher_id: int, start: datetime, end: datetime) -> dict[tuple,
                 .order_by()
             ):
                 value = _value(row.get(f"click_{field}")) if field else ""
-                key = (row["h"], row["campaign_id"], dimension, value)
+                key = (row["h"], row["campaign_id"], dimension, value, row["currency"])
                 rows[key][count_key] += row["n"]
                 rows[key][payout_key] += row["p"] or Decimal(0)
     return rows
@@ -158,24 +165,24 @@ def _insert_aggregates_sql(publisher_id: int, start: datetime, end: datetime) ->
     sql = f"""
         WITH facts AS (
             SELECT {hour.format("c.created_at")} AS h, {dims},
-                   1 AS n_clicks, {unique} AS n_unique,
-                   0 AS ct_n, 0::numeric AS ct_p, 0 AS cv_n, 0::numeric AS cv_p
+                   '' AS currency, 1 AS n_clicks, {unique} AS n_unique,
+                   CASE WHEN c.is_bot THEN 1 ELSE 0 END AS n_bot, 0 AS ct_n, 0::numeric AS ct_p, 0 AS cv_n, 0::numeric AS cv_p
               FROM tracking_click c
              WHERE c.publisher_id = %(p)s AND c.created_at >= %(s)s AND c.created_at < %(e)s
             UNION ALL
-            SELECT {hour.format("v.click_created_at")}, {copies}, 0, 0, 1, v.payout, 0, 0
+            SELECT {hour.format("v.click_created_at")}, {copies}, v.currency, 0, 0, 0, 1, v.payout, 0, 0
               FROM tracking_conversion v
              WHERE v.publisher_id = %(p)s AND v.status = 'approved'
                AND v.click_created_at >= %(s)s AND v.click_created_at < %(e)s
             UNION ALL
-            SELECT {hour.format("v.created_at")}, {copies}, 0, 0, 0, 0, 1, v.payout
+            SELECT {hour.format("v.created_at")}, {copies}, v.currency, 0, 0, 0, 0, 0, 1, v.payout
               FROM tracking_conversion v
              WHERE v.publisher_id = %(p)s AND v.status = 'approved'
                AND v.created_at >= %(s)s AND v.created_at < %(e)s
         )
         INSERT INTO tracking_hourlystat (
-            publisher_id, hour, campaign_id, dimension, value, clicks, unique_clicks,
-            click_time_conversions, click_time_payout, conversions, payout)
+            publisher_id, hour, campaign_id, dimension, value, currency, clicks, unique_clicks,
+            bot_clicks, click_time_conversions, click_time_payout, conversions, payout)
         SELECT %(p)s, h AT TIME ZONE 'UTC', campaign_id,
                CASE WHEN GROUPING(country) = 0 THEN 'country'
                     WHEN GROUPING(placement) = 0 THEN 'placement'
@@ -184,12 +191,13 @@ def _insert_aggregates_sql(publisher_id: int, start: datetime, end: datetime) ->
                     WHEN GROUPING(keyword) = 0 THEN 'keyword'
                     ELSE '' END,
                LEFT(COALESCE(country, placement, creative, smart_ad_id, keyword, ''), 255),
-               SUM(n_clicks), SUM(n_unique), SUM(ct_n), SUM(ct_p), SUM(cv_n), SUM(cv_p)
+               currency,
+               SUM(n_clicks), SUM(n_unique), SUM(n_bot), SUM(ct_n), SUM(ct_p), SUM(cv_n), SUM(cv_p)
           FROM facts
          GROUP BY GROUPING SETS (
-               (h, campaign_id), (h, campaign_id, country), (h, campaign_id, placement),
-               (h, campaign_id, creative), (h, campaign_id, smart_ad_id),
-               (h, campaign_id, keyword))
+               (h, campaign_id, currency), (h, campaign_id, currency, country),
+               (h, campaign_id, currency, placement), (h, campaign_id, currency, creative),
+               (h, campaign_id, currency, smart_ad_id), (h, campaign_id, currency, keyword))
          -- Stored in the order reports read them (one dimension, a range of hours): a
          -- report then touches a few pages instead of one page per row.
          ORDER BY 4, 2
@@ -210,9 +218,10 @@ def _insert_aggregates_orm(publisher_id: int, start: datetime, end: datetime) ->
                 campaign_id=campaign_id,
                 dimension=dimension,
                 value=value[:255],
+                currency=currency,
                 **counts,
             )
-            for (hour, campaign_id, dimension, value), counts in aggregated.items()
+            for (hour, campaign_id, dimension, value, currency), counts in aggregated.items()
         ),
         batch_size=5000,
     )
@@ -316,19 +325,21 @@ def _pairs_add_sql(publisher_id: int, start: datetime, end: datetime) -> int:
     sql = f"""
         WITH c AS (
             SELECT (created_at AT TIME ZONE 'UTC')::date AS d, campaign_id, {columns},
-                   {unique} AS u
+                   {unique} AS u, CASE WHEN is_bot THEN 1 ELSE 0 END AS b
               FROM tracking_click
              WHERE publisher_id = %(p)s AND created_at >= %(s)s AND created_at < %(e)s
         )
         INSERT INTO tracking_dailypairstat (
-            publisher_id, day, campaign_id, dimension, value, value2, clicks, unique_clicks)
+            publisher_id, day, campaign_id, dimension, value, value2, clicks, unique_clicks,
+            bot_clicks)
         SELECT %(p)s, d, campaign_id, {case(lambda a, b: f"'{a}+{b}'")},
-               {case(lambda a, b: a)}, {case(lambda a, b: b)}, COUNT(*), SUM(u)
+               {case(lambda a, b: a)}, {case(lambda a, b: b)}, COUNT(*), SUM(u), SUM(b)
           FROM c
          GROUP BY GROUPING SETS ({sets})
         ON CONFLICT (publisher_id, dimension, day, campaign_id, value, value2) DO UPDATE
            SET clicks = tracking_dailypairstat.clicks + EXCLUDED.clicks,
-               unique_clicks = tracking_dailypairstat.unique_clicks + EXCLUDED.unique_clicks
+               unique_clicks = tracking_dailypairstat.unique_clicks + EXCLUDED.unique_clicks,
+               bot_clicks = tracking_dailypairstat.bot_clicks + EXCLUDED.bot_clicks
     """  # noqa: S608 - only fixed fragments are formatted in
     with connection.cursor() as cursor:
         cursor.execute(sql, {"p": publisher_id, "s": start, "e": end})

@@ -303,11 +303,13 @@ def smart_ad_serve(
     spid: str,
     placement: str,
     country: str,
+    count_impressions: bool = True,
     now: datetime | None = None,
     rng: random.Random | None = None,
 ) -> ServedUnit | None:
-    """Choose the ads for one unit view, count their impressions, and return them with their
-    signed click links. None when the smart ad doesn't exist or is inactive."""
+    """Choose the ads for one unit view, count their impressions (not for a bot's view:
+    `count_impressions` False), and return them with their signed click links. None when the
+    smart ad doesn't exist or is inactive."""
     pool = smart_ad_pool(smart_ad_id)
     if pool is None:
         return None
@@ -335,7 +337,7 @@ def smart_ad_serve(
                 creative_id=creative.public_id,
             )
         )
-    if chosen:
+    if chosen and count_impressions:
         impressions_count(
             day=timezone.localdate(now or timezone.now()),
             publisher_id=link.publisher_id,

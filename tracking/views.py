@@ -172,6 +172,8 @@ def smart_ad(request: HttpRequest) -> HttpResponse:
         spid=params.spid,
         placement=params.placement,
         country=country,
+        # A bot's view is not an impression: it would inflate them and lower the CTR.
+        count_impressions=not intelligence.parse_user_agent(params.user_agent).is_bot,
     )
     if unit is None:
         return _smart_response(request, "tracking/smart_ad_blank.html", {}, status=404)

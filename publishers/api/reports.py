@@ -31,9 +31,13 @@ def _row(row: selectors.ReportRow) -> dict:
         "clicks": row.clicks,
         "ctr": None if row.ctr is None else round(row.ctr, 4),
         "unique_clicks": row.unique_clicks,
+        "bot_clicks": row.bot_clicks,
         "conversions": row.conversions,
         "conversion_rate": row.conversion_rate,
-        "payout": row.payout,
+        "payouts": [
+            {"currency": currency, "amount": amount}
+            for currency, amount in sorted(row.payouts.items())
+        ],
     }
 
 
@@ -71,8 +75,15 @@ class StatsView(PublisherScopedView):
             "attribution": query["attribution"],
             "source": report.source,
             "truncated": report.truncated,
+            "currencies": report.currencies,
             "rows": [_row(row) for row in report.rows],
             "totals": {**_row(report.totals), "key": "total"},
+            "refused_clicks": selectors.click_refusals(
+                self.publisher, since=query["from"], until=query["to"]
+            ).refused,
+            "conversion_outcomes": selectors.conversion_outcomes(
+                self.publisher, start=query["from"], end=query["to"], tz=query["tz"]
+            ),
         }
         return Response(StatsSerializer(data).data)
 

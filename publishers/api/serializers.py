@@ -15,7 +15,7 @@ from postbacks.models import Postback, PostbackAttempt
 from postbacks.values import format_amount
 from publishers.models import CallbackTemplate, Publisher
 from tracking.models import Campaign, Conversion
-from tracking.selectors import REPORT_FILTERS, REPORT_GROUPS, REPORT_TIMEZONES
+from tracking.selectors import DEFINITIONS, REPORT_FILTERS, REPORT_GROUPS, REPORT_TIMEZONES
 
 MAX_PAGE_SIZE = 1000
 EVENT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,49}$"
@@ -39,6 +39,25 @@ class MoneyField(serializers.Field):
 
     def to_representation(self, value: Decimal) -> str:
         return format_amount(value)
+
+
+class TimeZoneField(serializers.CharField):
+    """An IANA time zone name (`Asia/Kolkata`); a plain string in the schema, not an enum of
+    the whole tz database."""
+
+    default_error_messages = {"unknown": "Not an IANA time zone name, e.g. Europe/Berlin."}
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("default", "UTC")
+        kwargs.setdefault("max_length", 64)
+        kwargs.setdefault("help_text", "Any IANA time zone name, e.g. `Asia/Kolkata`.")
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: object) -> str:
+        name = super().to_internal_value(data)
+        if name not in REPORT_TIMEZONES:
+            self.fail("unknown")
+        return name
 
 
 class RefSerializer(serializers.Serializer):
@@ -91,7 +110,7 @@ class StatsQuerySerializer(serializers.Serializer):
     group_by = serializers.ChoiceField(choices=sorted(REPORT_GROUPS), default="day")
     # `from` is a Python keyword: the field is declared below under its wire name.
     to = Day(help_text="Last day, inclusive (in `tz`).")
-    tz = serializers.ChoiceField(choices=REPORT_TIMEZONES, default="UTC")
+    tz = TimeZoneField()
     attribution = serializers.ChoiceField(choices=["conversion", "click"], default="conversion")
     campaign = serializers.CharField(required=False, max_length=32)
     country = serializers.CharField(required=False, max_length=2)
@@ -118,7 +137,7 @@ class StatsQuerySerializer(serializers.Serializer):
 
 class ReconciliationQuerySerializer(serializers.Serializer):
     date = Day(help_text="The day, YYYY-MM-DD (in `tz`).")
-    tz = serializers.ChoiceField(choices=REPORT_TIMEZONES, default="UTC")
+    tz = TimeZoneField()
 
 
 # --- Conversions and journeys ---------------------------------------------------------------
@@ -451,6 +470,11 @@ class CallbackTestRequestSerializer(serializers.Serializer):
 # --- Reports --------------------------------------------------------------------------------
 
 
+class CurrencyAmountSerializer(serializers.Serializer):
+    currency = serializers.CharField(help_text="ISO 4217 code, e.g. USD.")
+    amount = MoneyField()
+
+
 class StatsRowSerializer(serializers.Serializer):
     key = serializers.CharField(
         help_text="The group: a date, a campaign or creative id, or the value as recorded."
@@ -458,21 +482,39 @@ class StatsRowSerializer(serializers.Serializer):
     label = serializers.CharField()
     impressions = serializers.IntegerField(
         allow_null=True,
-        help_text="Smart-ad impressions; null where the report can't know them (a time zone "
+        help_text="Smart-ad impressions (a bot's view is not one); null where the report can't know them (a time zone "
         "other than UTC, a placement or keyword grouping or filter).",
     )
-    clicks = serializers.IntegerField()
+    clicks = serializers.IntegerField(help_text=DEFINITIONS["clicks"])
     ctr = serializers.FloatField(
         allow_null=True,
         help_text="Smart-ad clicks per 100 impressions; null without impressions, or where "
         "the row's clicks aren't all from smart ads (group by or filter on smart_ad).",
     )
-    unique_clicks = serializers.IntegerField()
-    conversions = serializers.IntegerField()
+    unique_clicks = serializers.IntegerField(help_text=DEFINITIONS["unique_clicks"])
+    bot_clicks = serializers.IntegerField(help_text=DEFINITIONS["bot_clicks"])
+    conversions = serializers.IntegerField(help_text=DEFINITIONS["conversions"])
     conversion_rate = serializers.FloatField(
         allow_null=True, help_text="Conversions per 100 clicks."
     )
-    payout = MoneyField()
+    payouts = CurrencyAmountSerializer(
+        many=True,
+        help_text="Payout of approved conversions, one entry per currency (by code): amounts "
+        "in different currencies are never added up. Empty without conversions.",
+    )
+
+
+class RefusedClicksSerializer(serializers.Serializer):
+    reason = serializers.CharField(help_text="The reason's code, e.g. `spid_too_long`.")
+    label = serializers.CharField(help_text="The reason as a sentence.")
+    clicks = serializers.IntegerField()
+
+
+class ConversionOutcomeSerializer(serializers.Serializer):
+    status = serializers.CharField()
+    reason = serializers.CharField(help_text="The reason's code; empty when none was recorded.")
+    label = serializers.CharField(help_text="The reason as a sentence; empty without one.")
+    count = serializers.IntegerField()
 
 
 class StatsSerializer(serializers.Serializer):
@@ -481,8 +523,20 @@ class StatsSerializer(serializers.Serializer):
     attribution = serializers.CharField()
     source = serializers.ChoiceField(choices=["rollup", "pairs", "raw"])
     truncated = serializers.BooleanField()
+    currencies = serializers.ListField(
+        child=serializers.CharField(), help_text="Every currency paid out in the report."
+    )
     rows = StatsRowSerializer(many=True)
     totals = StatsRowSerializer()
+    refused_clicks = RefusedClicksSerializer(
+        many=True,
+        help_text=DEFINITIONS["refused_clicks"] + " Counted per UTC day, from `from` to `to`; "
+        "not narrowed by the filters.",
+    )
+    conversion_outcomes = ConversionOutcomeSerializer(
+        many=True,
+        help_text=DEFINITIONS["conversion_outcomes"] + " Not narrowed by the filters.",
+    )
 
     def get_fields(self) -> dict:
         fields = super().get_fields()

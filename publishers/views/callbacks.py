@@ -23,6 +23,7 @@ from publishers.audit import Actor
 from publishers.forms import CallbackTemplateForm
 from publishers.models import CallbackTemplate
 from publishers.views.common import member_view
+from tracking import selectors as tracking_selectors
 
 # Shown in the placeholder reference, in this order.
 PLACEHOLDER_HELP = [
@@ -73,10 +74,12 @@ def placeholder_reference() -> list[dict]:
 
 @member_view
 def callbacks(request: HttpRequest) -> HttpResponse:
+    templates = list(selectors.templates_for_publisher(request.publisher))
+    health = tracking_selectors.callback_health(request.publisher, [t.pk for t in templates])
     return render(
         request,
         "publishers/callbacks.html",
-        {"nav": "callbacks", "templates": selectors.templates_for_publisher(request.publisher)},
+        {"nav": "callbacks", "rows": [(t, health[t.pk]) for t in templates]},
     )
 
 

@@ -48,13 +48,10 @@ def is_owner(request: HttpRequest) -> bool:
 
 
 def chosen_timezone(request: HttpRequest) -> str:
-    """`?tz=` when valid (and remembered for the session), else the remembered one, else UTC."""
+    """The page's own `?tz=` (any IANA zone), else UTC. Never remembered from another page:
+    each page names the zone its times and days are in, and links carry it on."""
     wanted = request.GET.get("tz", "")
-    if wanted in REPORT_TIMEZONES:
-        request.session["dashboard_tz"] = wanted
-        return wanted
-    remembered = request.session.get("dashboard_tz", "UTC")
-    return remembered if remembered in REPORT_TIMEZONES else "UTC"
+    return wanted if wanted in REPORT_TIMEZONES else "UTC"
 
 
 def today_in(tz: str, now: datetime | None = None) -> date:

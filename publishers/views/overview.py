@@ -1,6 +1,7 @@
 """Overview: the period's numbers against the previous period, and a 30-day chart."""
 
 from datetime import date, timedelta
+from decimal import Decimal
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -77,6 +78,41 @@ def chart(days: list[dict], width: int = 760, height: int = 220) -> dict:
     }
 
 
+def _metric_values(current, previous) -> list[tuple]:
+    """(key, label, kind, value, previous value) of each KPI: one payout per currency paid in
+    either period, never a sum across currencies."""
+    values = [
+        (key, label, kind, getattr(current, key), getattr(previous, key))
+        for key, label, kind in (
+            ("clicks", "Clicks", "int"),
+            ("unique_clicks", "Unique clicks", "int"),
+            ("bot_clicks", "Bot clicks", "int"),
+            ("conversions", "Conversions", "int"),
+            ("conversion_rate", "Conversion rate", "pct"),
+        )
+    ]
+    for currency in sorted(set(current.payouts) | set(previous.payouts)) or [""]:
+        values.append(
+            (
+                f"payout_{currency}" if currency else "payout",
+                f"Payout {currency}".strip(),
+                "money",
+                current.payouts.get(currency, Decimal(0)),
+                previous.payouts.get(currency, Decimal(0)),
+            )
+        )
+    values.append(
+        (
+            "postback_success_rate",
+            "Postback success",
+            "pct",
+            current.postback_success_rate,
+            previous.postback_success_rate,
+        )
+    )
+    return values
+
+
 @member_view
 def dashboard(request: HttpRequest) -> HttpResponse:
     publisher = request.publisher
@@ -93,15 +129,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         publisher, start=previous_start, end=previous_end, tz=tz
     )
     metrics = []
-    for key, label, kind in (
-        ("clicks", "Clicks", "int"),
-        ("unique_clicks", "Unique clicks", "int"),
-        ("conversions", "Conversions", "int"),
-        ("conversion_rate", "Conversion rate", "pct"),
-        ("payout", "Payout", "money"),
-        ("postback_success_rate", "Postback success", "pct"),
-    ):
-        now_value, before = getattr(current, key), getattr(previous, key)
+    for key, label, kind, now_value, before in _metric_values(current, previous):
         metrics.append(
             {
                 "key": key,
@@ -109,6 +137,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
                 "kind": kind,
                 "value": now_value,
                 "previous": before,
+                "definition": tracking_selectors.DEFINITIONS.get(key, ""),
                 "change": _change(
                     float(now_value) if now_value is not None else None,
                     float(before) if before is not None else None,
@@ -133,6 +162,11 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "metrics": metrics,
             "current": current,
             "chart": chart(days),
-            "chart_days": days,
+            "refusals": tracking_selectors.click_refusals(publisher, since=start, until=end),
+            "outcomes": tracking_selectors.conversion_outcomes(
+                publisher, start=start, end=end, tz=tz
+            ),
+            "definitions": tracking_selectors.DEFINITIONS,
+            "timezones": tracking_selectors.REPORT_TIMEZONES,
         },
     )

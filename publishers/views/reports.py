@@ -16,15 +16,25 @@ COLUMNS = [
     ("clicks", "Clicks"),
     ("ctr", "CTR %"),
     ("unique_clicks", "Unique clicks"),
+    ("bot_clicks", "Bot clicks"),
     ("conversions", "Conversions"),
     ("conversion_rate", "Conv. rate %"),
-    ("payout", "Payout"),
 ]
 # Shown where the report has no impression data for the grouping (not zero: unknown).
 UNKNOWN = "–"
 
 
+def _columns(result: tracking_selectors.Report) -> list[tuple[str, str]]:
+    """The table's columns: the counts, then one payout column per currency of the report
+    (none without conversions), so amounts in two currencies are never added up."""
+    return COLUMNS + [
+        (f"payout:{currency}", f"Payout {currency}") for currency in result.currencies
+    ]
+
+
 def _format(row, column: str) -> str:
+    if column.startswith("payout:"):
+        return f"{row.payouts.get(column.removeprefix('payout:'), 0):.2f}"
     value = getattr(row, column)
     if column == "impressions":
         return UNKNOWN if value is None else str(value)
@@ -34,8 +44,6 @@ def _format(row, column: str) -> str:
         return "" if value is None else f"{value:.2f}"
     if column == "conversion_rate":
         return "" if value is None else f"{value:.2f}"
-    if column == "payout":
-        return f"{value:.2f}"
     return str(value)
 
 
@@ -63,23 +71,27 @@ def reports(request: HttpRequest) -> HttpResponse:
     query = {k: v for k, v in form.data.items() if k not in ("sort", "dir", "format")}
     sort = (result.params.sort if result else "") or "key"
     direction = "desc" if result and result.params.descending else "asc"
+    columns = _columns(result) if result else COLUMNS
     headers = []
-    for column, label in [("key", None), *COLUMNS]:
+    for column, label in [("key", None), *columns]:
+        sort_column = "payout" if column.startswith("payout:") else column
         descending_next = not (sort == column and direction == "desc")
         headers.append(
             {
                 "column": column,
                 "label": label or REPORT_GROUPS.get(form.data.get("group_by"), "Group"),
                 "url": "?"
-                + urlencode({**query, "sort": column, "dir": "desc" if descending_next else "asc"}),
-                "active": sort == column,
+                + urlencode(
+                    {**query, "sort": sort_column, "dir": "desc" if descending_next else "asc"}
+                ),
+                "active": sort == sort_column,
                 "direction": direction,
             }
         )
     table = []
     if result:
         for row in result.rows:
-            table.append({"row": row, "cells": [_format(row, column) for column, _ in COLUMNS]})
+            table.append({"row": row, "cells": [_format(row, column) for column, _ in columns]})
     return render(
         request,
         "publishers/reports.html",
@@ -89,9 +101,10 @@ def reports(request: HttpRequest) -> HttpResponse:
             "report": result,
             "headers": headers,
             "table": table,
-            "totals": [_format(result.totals, column) for column, _ in COLUMNS] if result else [],
+            "totals": [_format(result.totals, column) for column, _ in columns] if result else [],
             "csv_url": "?" + urlencode({**form.data, "format": "csv"}),
             "attributions": tracking_selectors.ATTRIBUTIONS,
+            "definitions": tracking_selectors.DEFINITIONS,
         },
     )
 
@@ -102,19 +115,20 @@ def _csv(result: tracking_selectors.Report, publisher_code: str) -> HttpResponse
     filename = f"roundtrip-report-{params.group_by}-{params.start}-{params.end}.csv"
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     writer = csv.writer(response)
+    columns = _columns(result)
     group_label = REPORT_GROUPS[params.group_by]
     with_id = params.group_by in ("campaign", "creative")
     writer.writerow(
-        [group_label] + ([f"{group_label} id"] if with_id else []) + [c[1] for c in COLUMNS]
+        [group_label] + ([f"{group_label} id"] if with_id else []) + [c[1] for c in columns]
     )
     for row in result.rows:
         writer.writerow(
             [_safe(row.label)]
             + ([row.key] if with_id else [])
-            + [_format(row, column) for column, _ in COLUMNS]
+            + [_format(row, column) for column, _ in columns]
         )
     writer.writerow(
-        ["Total"] + ([""] if with_id else []) + [_format(result.totals, c) for c, _ in COLUMNS]
+        ["Total"] + ([""] if with_id else []) + [_format(result.totals, c) for c, _ in columns]
     )
     return response
 

@@ -34,9 +34,9 @@ def test_it_shows_the_period_against_the_previous_one(owner_client, dashboard_da
     assert metrics["clicks"]["value"] == 4
     assert metrics["conversions"]["value"] == 2
     assert metrics["conversion_rate"]["value"] == 50.0
-    assert str(metrics["payout"]["value"]) == "6.500000"
-    # One delivered postback per conversion, the other template's first attempt got a 500.
-    assert metrics["postback_success_rate"]["value"] == 100.0
+    assert str(metrics["payout_EUR"]["value"]) == "6.500000"
+    # One delivered postback per conversion; the other template's got a 500 and is retrying.
+    assert metrics["postback_success_rate"]["value"] == 50.0
     assert metrics["clicks"]["previous"] == 0 and metrics["clicks"]["change"] is None
     content = response.content.decode()
     assert "<svg" in content and "<polyline" in content
@@ -72,7 +72,7 @@ def test_it_agrees_between_rollup_and_raw_rows(owner_client, dashboard_data):
     rolled = owner_client.get(reverse("reports") + f"?group_by=placement&placement=footer&{WIDE}")
     assert rolled.context["report"].source == "rollup"
     assert rolled.context["report"].totals.clicks == raw.context["report"].totals.clicks
-    assert rolled.context["report"].totals.payout == raw.context["report"].totals.payout
+    assert rolled.context["report"].totals.payouts == raw.context["report"].totals.payouts
 
 
 def test_it_counts_conversions_by_click_or_conversion_time(owner_client, dashboard_data):
@@ -111,9 +111,10 @@ def test_it_exports_exactly_the_rows_shown(owner_client, dashboard_data):
         "Clicks",
         "CTR %",
         "Unique clicks",
+        "Bot clicks",
         "Conversions",
         "Conv. rate %",
-        "Payout",
+        "Payout EUR",
     ]
     assert [tuple(r) for r in rows[1:-1]] == shown
     assert rows[-1][:4] == ["Total", "0", "4", ""]

@@ -86,7 +86,7 @@ def oracle(publisher, params: ReportParams) -> dict:
             for name, value in filters.items()
         )
 
-    rows: dict = defaultdict(lambda: [0, 0, 0, Decimal(0)])
+    rows: dict = defaultdict(lambda: [0, 0, 0, {}])
     for click in Click.objects.filter(publisher=publisher).select_related("campaign", "creative"):
         if matches(click) and start <= click.created_at < end:
             rows[key_of(click, click.created_at)][0] += 1
@@ -96,7 +96,8 @@ def oracle(publisher, params: ReportParams) -> dict:
         moment = click.created_at if params.attribution == "click" else conversion.created_at
         if matches(click) and start <= moment < end:
             rows[key_of(click, moment)][2] += 1
-            rows[key_of(click, moment)][3] += conversion.payout
+            payouts = rows[key_of(click, moment)][3]
+            payouts[conversion.currency] = payouts.get(conversion.currency, 0) + conversion.payout
     return {key: tuple(values) for key, values in rows.items()}
 
 
@@ -106,7 +107,7 @@ def shown(result) -> dict:
             return row.key
         return row.label
 
-    return {key(r): (r.clicks, r.unique_clicks, r.conversions, r.payout) for r in result.rows}
+    return {key(r): (r.clicks, r.unique_clicks, r.conversions, r.payouts) for r in result.rows}
 
 
 def build_pairs(publisher, *, until: datetime) -> None:
@@ -156,7 +157,7 @@ def test_two_dimensions_agree_with_raw_rows(publisher, campaign, traffic, tz, at
             selectors.reports._label_rows(raw, group_by)
             by_id = group_by in ("campaign", "creative")
             assert {
-                (r.key if by_id else r.label): (r.clicks, r.unique_clicks, r.conversions, r.payout)
+                (r.key if by_id else r.label): (r.clicks, r.unique_clicks, r.conversions, r.payouts)
                 for r in raw
             } == expected
     assert expected  # the last case had traffic: not a comparison of empty reports

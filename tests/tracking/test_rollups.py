@@ -24,7 +24,7 @@ pytestmark = pytest.mark.django_db
 def rows(publisher) -> list[tuple]:
     return sorted(
         HourlyStat.objects.filter(publisher=publisher).values_list(
-            "hour", "campaign_id", "dimension", "value", "clicks", "unique_clicks",
+            "hour", "campaign_id", "dimension", "value", "currency", "clicks", "unique_clicks",
             "click_time_conversions", "click_time_payout", "conversions", "payout",
         )
     )  # fmt: skip
@@ -40,8 +40,10 @@ def test_it_builds_the_same_rows_in_sql_and_in_python(publisher, dashboard_data)
     _insert_aggregates_orm(publisher.pk, start, end)
     assert rows(publisher) == in_sql
     totals = [r for r in in_sql if r[2] == ""]
-    assert sum(r[4] for r in totals) == 4 and sum(r[8] for r in totals) == 2
-    assert sum(r[9] for r in totals) == Decimal("6.50")
+    assert sum(r[5] for r in totals) == 4 and sum(r[9] for r in totals) == 2
+    # Clicks in the rows without a currency, conversions and payouts in their currency's.
+    assert {r[4] for r in totals if r[5]} == {""}
+    assert {r[4]: r[10] for r in totals if r[9]} == {"EUR": Decimal("6.50")}
 
 
 def test_it_refreshes_recent_clicks_and_dirty_hours(publisher, link, campaign, advertiser):
@@ -67,11 +69,17 @@ def test_it_refreshes_recent_clicks_and_dirty_hours(publisher, link, campaign, a
     }
     stats_refresh()
     assert not StatsDirtyHour.objects.exists()
-    old_hour = HourlyStat.objects.get(
-        publisher=publisher, dimension="", hour=hour_floor(old.created_at)
-    )
-    assert (old_hour.clicks, old_hour.click_time_conversions, old_hour.conversions) == (1, 1, 0)
-    assert old_hour.click_time_payout == Decimal("3")
+    old_hour = {
+        row.currency: row
+        for row in HourlyStat.objects.filter(
+            publisher=publisher, dimension="", hour=hour_floor(old.created_at)
+        )
+    }
+    assert set(old_hour) == {"", "EUR"}
+    assert old_hour[""].clicks == 1
+    paid = old_hour["EUR"]
+    assert (paid.clicks, paid.click_time_conversions, paid.conversions) == (0, 1, 0)
+    assert paid.click_time_payout == Decimal("3")
 
 
 def test_it_keeps_dirty_marks_when_a_rebuild_fails(

@@ -77,9 +77,10 @@ def smart_ad(travel, flights, hotels, house) -> SmartAd:
     return unit
 
 
-def serve(client, link, smart_ad, q="", spid="123456789", country="FR", **extra):
+def serve(client, link, smart_ad, q="", spid="123456789", country="FR", headers=None, **extra):
     query = urlencode({"ref": link.code, "smart_ad_id": smart_ad.pk, "q": q, "spid": spid, **extra})
-    return client.get(f"/smart?{query}", HTTP_CF_IPCOUNTRY=country)
+    headers = {"HTTP_USER_AGENT": "Mozilla/5.0 (X11; Linux x86_64) Chrome/131", **(headers or {})}
+    return client.get(f"/smart?{query}", HTTP_CF_IPCOUNTRY=country, **headers)
 
 
 def ad_links(response) -> list[str]:
@@ -423,3 +424,17 @@ def test_it_writes_impressions_directly_without_redis(client, link, smart_ad, se
     serve(client, link, smart_ad, q="flights")
     assert SmartAdImpression.objects.get().impressions == 2
     assert smart.impressions_flush() == 0
+
+
+@pytest.mark.parametrize(
+    "user_agent", ["", "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"]
+)
+def test_it_does_not_count_a_bots_view_as_an_impression(
+    client, link, smart_ad, flights, settings, user_agent
+):
+    settings.REDIS_URL = ""
+    response = serve(client, link, smart_ad, q="flights", headers={"HTTP_USER_AGENT": user_agent})
+    assert response.status_code == 200 and ad_links(response)  # the bot still sees the ads
+    assert not SmartAdImpression.objects.exists()
+    serve(client, link, smart_ad, q="flights")
+    assert SmartAdImpression.objects.get().impressions == 1

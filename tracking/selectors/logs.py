@@ -5,10 +5,10 @@ import binascii
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from django.db.models import Prefetch, Q, Sum
+from django.db.models import Count, OuterRef, Prefetch, Q, Subquery, Sum
 
 from postbacks.models import Postback, PostbackAttempt
-from publishers.models import Publisher
+from publishers.models import CallbackTemplate, Publisher
 from tracking.models import (
     Click,
     ClickDeadLetter,
@@ -149,26 +149,97 @@ def trace(publisher: Publisher, query: str, *, limit: int = 50) -> Trace:
 
 
 @dataclass(frozen=True)
+class Refusal:
+    reason: str  # the ClickRejection.Reason code
+    label: str  # the reason as a sentence
+    clicks: int
+
+
+@dataclass(frozen=True)
 class ClickRefusals:
-    """Clicks of a publisher's links that were not stored as sent, since `since` (UTC days)."""
+    """Clicks of a publisher's links that were not stored as sent, on UTC days
+    [since, until]."""
 
     since: date
-    refused: list[tuple[str, int]]  # (reason, as a sentence; clicks) refused at the edge
+    until: date
+    refused: list[Refusal]  # refused at the edge, most first
     set_aside: int  # stored clicks the database refused (dead letters; staff are alerted)
 
 
-def click_refusals(publisher: Publisher, *, since: date) -> ClickRefusals:
+def click_refusals(
+    publisher: Publisher, *, since: date, until: date | None = None
+) -> ClickRefusals:
+    until = until or datetime.now(UTC).date()
     counts = (
-        ClickRejection.objects.filter(publisher=publisher, day__gte=since)
+        ClickRejection.objects.filter(publisher=publisher, day__gte=since, day__lte=until)
         .values("reason")
         .annotate(clicks=Sum("count"))
-        .order_by("-clicks")
+        .order_by("-clicks", "reason")
     )
     labels = dict(ClickRejection.Reason.choices)
     return ClickRefusals(
         since=since,
-        refused=[(labels.get(row["reason"], row["reason"]), row["clicks"]) for row in counts],
+        until=until,
+        refused=[
+            Refusal(row["reason"], labels.get(row["reason"], row["reason"]), row["clicks"])
+            for row in counts
+        ],
         set_aside=ClickDeadLetter.objects.filter(
-            publisher_id=publisher.pk, created_at__date__gte=since
+            publisher_id=publisher.pk, created_at__date__gte=since, created_at__date__lte=until
         ).count(),
     )
+
+
+# --- Callback health ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallbackHealth:
+    """What a callback's deliveries look like now: `state` is "healthy" (its latest tried
+    postback was delivered, or none was tried yet), "failing" (that one is retrying or failed),
+    "paused" (paused by the publisher) or "held" (paused by endpoint health or a 410); while
+    paused or held, `held` postbacks wait for a resume."""
+
+    state: str
+    held: int = 0
+    retrying: int = 0
+
+
+def callback_health(publisher: Publisher, template_ids: list[int]) -> dict[int, CallbackHealth]:
+    """Health of each of the publisher's callbacks in `template_ids`, by template id."""
+    templates = CallbackTemplate.objects.filter(publisher=publisher, pk__in=template_ids)
+    postbacks = Postback.objects.filter(publisher=publisher, template_id__in=template_ids)
+    waiting = dict(
+        postbacks.filter(status=Postback.Status.PENDING)
+        .values_list("template_id")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    retrying = dict(
+        postbacks.filter(status=Postback.Status.PENDING, attempts__gt=0)
+        .values_list("template_id")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    latest_tried = (
+        Postback.objects.filter(template=OuterRef("pk"), attempts__gt=0)
+        .order_by("-created_at", "-pk")
+        .values("status")[:1]
+    )
+    health = {}
+    for pk, paused_at, paused_reason, latest in templates.annotate(
+        latest=Subquery(latest_tried)
+    ).values_list("pk", "paused_at", "paused_reason", "latest"):
+        if paused_at is not None:
+            manual = paused_reason == CallbackTemplate.PauseReason.MANUAL
+            state = "paused" if manual else "held"
+        elif latest is not None and latest != Postback.Status.SUCCEEDED:
+            state = "failing"
+        else:
+            state = "healthy"
+        health[pk] = CallbackHealth(
+            state,
+            held=waiting.get(pk, 0) if state in ("held", "paused") else 0,
+            retrying=retrying.get(pk, 0),
+        )
+    return health

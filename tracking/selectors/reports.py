@@ -5,7 +5,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, available_timezones
 
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDate
@@ -22,49 +22,31 @@ from tracking.models import (
     PairStatDay,
     SmartAdImpression,
 )
-from tracking.rollups import day_start, pair_dimension, pairs_supported, unique_clicks_aggregate
+from tracking.rollups import (
+    bot_clicks_aggregate,
+    day_start,
+    pair_dimension,
+    pairs_supported,
+    unique_clicks_aggregate,
+)
 
 # --- Reports --------------------------------------------------------------------------------
 
-# Whole-hour zones only: the rollup is hourly, so these cut days exactly.
-REPORT_TIMEZONES = (
-    "UTC",
-    "Europe/London",
-    "Europe/Lisbon",
-    "Europe/Paris",
-    "Europe/Berlin",
-    "Europe/Madrid",
-    "Europe/Amsterdam",
-    "Europe/Warsaw",
-    "Europe/Athens",
-    "Europe/Kyiv",
-    "Europe/Istanbul",
-    "Europe/Moscow",
-    "Africa/Lagos",
-    "Africa/Johannesburg",
-    "Asia/Dubai",
-    "Asia/Karachi",
-    "Asia/Dhaka",
-    "Asia/Bangkok",
-    "Asia/Jakarta",
-    "Asia/Singapore",
-    "Asia/Shanghai",
-    "Asia/Manila",
-    "Asia/Tokyo",
-    "Asia/Seoul",
-    "Australia/Brisbane",
-    "Australia/Sydney",
-    "Pacific/Auckland",
-    "America/Sao_Paulo",
-    "America/Argentina/Buenos_Aires",
-    "America/New_York",
-    "America/Chicago",
-    "America/Denver",
-    "America/Phoenix",
-    "America/Los_Angeles",
-    "America/Anchorage",
-    "Pacific/Honolulu",
-)
+
+def _report_timezones() -> tuple[str, ...]:
+    # Every IANA zone of the tz database, UTC first; not the "posix/" and "right/" copies or
+    # the system's aliases for its own zone.
+    names = {
+        name
+        for name in available_timezones()
+        if "/" in name and not name.startswith(("posix/", "right/", "Etc/"))
+    }
+    return ("UTC", *sorted(names))
+
+
+# Any IANA zone. The hourly rollup cuts days exactly only where local midnight falls on a UTC
+# hour (`hour_aligned`); other zones (Asia/Kolkata, +05:30) are read from raw rows.
+REPORT_TIMEZONES = _report_timezones()
 
 REPORT_GROUPS = {
     "day": "Day",
@@ -90,6 +72,7 @@ REPORT_SORTS = (
     "clicks",
     "ctr",
     "unique_clicks",
+    "bot_clicks",
     "conversions",
     "conversion_rate",
     "payout",
@@ -99,6 +82,21 @@ ATTRIBUTIONS = {
     "click": "Click time: a conversion counts on the day of its click",
 }
 REPORT_MAX_ROWS = 1000
+
+# One line each, shown wherever the number is (dashboard, API schema, CSV documentation).
+DEFINITIONS = {
+    "clicks": "Gross clicks: every click stored on your links, repeats and bots included.",
+    "unique_clicks": "Clicks that were the first from their IP and browser on that link within "
+    "the unique window (24 hours by default).",
+    "bot_clicks": "Clicks flagged as bots (a crawler, an automation client or no user agent): "
+    "counted in clicks, never refused; their conversions wait for review.",
+    "refused_clicks": "Clicks refused at the edge and never stored (e.g. a spid that can't be "
+    "kept exactly), by reason; the visitor still reached the landing page.",
+    "conversions": "Approved conversions (the ones that pay), counted when recorded.",
+    "conversion_outcomes": "Every conversion recorded in the period by status and reason: "
+    "pending ones (too fast, bot click) wait for the advertiser's review.",
+    "impressions": "Smart-ad views by people: a bot's view is not counted.",
+}
 
 
 @dataclass(frozen=True)
@@ -143,14 +141,35 @@ def local_day_range(start: date, end: date, tz: str) -> tuple[datetime, datetime
     )
 
 
+def hour_aligned(start: date, end: date, tz: str) -> bool:
+    """Whether every local midnight from `start` to the day after `end` falls on a whole UTC
+    hour, so that the hourly rollup can cut those days exactly.
+
+    >>> hour_aligned(date(2026, 1, 1), date(2026, 1, 31), "Europe/Berlin")
+    True
+    >>> hour_aligned(date(2026, 1, 1), date(2026, 1, 1), "Asia/Kolkata")
+    False
+    """
+    zone = ZoneInfo(tz)
+    day = start
+    while day <= end + timedelta(days=1):
+        offset = datetime.combine(day, time.min, zone).utcoffset()
+        if offset is None or offset.total_seconds() % 3600:
+            return False
+        day += timedelta(days=1)
+    return True
+
+
 @dataclass
 class ReportRow:
     key: object
     label: str
     clicks: int = 0
     unique_clicks: int = 0
+    bot_clicks: int = 0
     conversions: int = 0
-    payout: Decimal = Decimal(0)
+    # Payout per currency (ISO code -> amount): money is never added across currencies.
+    payouts: dict[str, Decimal] = field(default_factory=dict)
     # Smart-ad impressions; None where the report can't know them (see `_add_impressions`).
     impressions: int | None = None
     # The row's clicks that came from smart ads, when the report can tell them apart (grouped
@@ -161,6 +180,10 @@ class ReportRow:
     def conversion_rate(self) -> float | None:
         """Conversions per 100 clicks, None without clicks."""
         return 100.0 * self.conversions / self.clicks if self.clicks else None
+
+    def add_payout(self, currency: str, amount: Decimal | None) -> None:
+        if amount:
+            self.payouts[currency] = self.payouts.get(currency, Decimal(0)) + amount
 
     @property
     def ctr(self) -> float | None:
@@ -182,6 +205,11 @@ class Report:
     truncated: bool = False
     # Whether the rows carry smart-ad impressions (`_add_impressions`).
     impressions: bool = False
+
+    @property
+    def currencies(self) -> list[str]:
+        """The currencies paid out in the report, in order: one payout column each."""
+        return sorted(self.totals.payouts)
 
 
 def _filter_ids(publisher: Publisher, filters: Mapping[str, str]) -> dict[str, object] | None:
@@ -218,7 +246,7 @@ def report(publisher: Publisher, params: ReportParams) -> Report:
     """A publisher's report: one row per group, with totals.
 
     Served from the hourly rollup whenever at most one dimension besides the campaign is
-    involved; with two (filter on one, group by another), clicks come from the daily pair
+    involved and the time zone's days start on whole UTC hours; with two (filter on one, group by another), clicks come from the daily pair
     rollup for its whole built UTC days and from raw clicks for the hours around them, and
     conversions from their copies of the click's dimensions; beyond that, from raw rows.
     """
@@ -228,7 +256,7 @@ def report(publisher: Publisher, params: ReportParams) -> Report:
     dimensions = {name for name in filters if name != "campaign"}
     if params.group_by in HourlyStat.DIMENSIONS:
         dimensions.add(params.group_by)
-    if len(dimensions) <= 1:
+    if len(dimensions) <= 1 and hour_aligned(params.start, params.end, params.tz):
         rows = _report_from_rollup(publisher, params, filters, next(iter(dimensions), ""))
         source = "rollup"
     elif (
@@ -251,13 +279,16 @@ def report(publisher: Publisher, params: ReportParams) -> Report:
     for row in rows:
         totals.clicks += row.clicks
         totals.unique_clicks += row.unique_clicks
+        totals.bot_clicks += row.bot_clicks
         totals.conversions += row.conversions
-        totals.payout += row.payout
+        for currency, amount in row.payouts.items():
+            totals.add_payout(currency, amount)
         if with_impressions:
             totals.impressions += row.impressions or 0
             if totals.smart_clicks is not None:
                 totals.smart_clicks += row.smart_clicks or 0
-    rows.sort(key=lambda row: _sort_key(row, params.sort), reverse=params.descending)
+    currencies = sorted(totals.payouts)
+    rows.sort(key=lambda row: _sort_key(row, params.sort, currencies), reverse=params.descending)
     truncated = len(rows) > REPORT_MAX_ROWS
     return Report(
         params,
@@ -317,20 +348,33 @@ def _add_impressions(
     return True
 
 
-def _sort_key(row: ReportRow, sort: str) -> tuple:
+def _sort_key(row: ReportRow, sort: str, currencies: list[str]) -> tuple:
     if sort == "key":
         return (row.label.lower() if isinstance(row.key, str | int) else row.key,)
+    if sort == "payout":
+        # By the first currency's amount, then the next: amounts are never added up.
+        return tuple(row.payouts.get(currency, Decimal(0)) for currency in currencies)
     value = getattr(row, sort)
     # Rows without a value (no clicks: no rate) sort below every number.
     return (value is not None, value if value is not None else 0)
 
 
+def rollup_tail_start(now: datetime | None = None) -> datetime:
+    """Where the raw tail begins: the previous UTC hour's start. Beat rebuilds recent hours
+    every minute, so the hours before it are complete in the rollup; the current and
+    previous hour are read from raw rows, and a conversion counts as soon as it commits."""
+    now = now or datetime.now(UTC)
+    return now.astimezone(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+
+
 def _report_from_rollup(
     publisher: Publisher, params: ReportParams, filters: dict, dimension: str
 ) -> list[ReportRow]:
+    """Hours before `rollup_tail_start` from the rollup, the rest from raw rows."""
     start, end = params.utc_range()
+    tail = max(start, rollup_tail_start())
     stats = HourlyStat.objects.filter(
-        publisher=publisher, dimension=dimension, hour__gte=start, hour__lt=end
+        publisher=publisher, dimension=dimension, hour__gte=start, hour__lt=min(end, tail)
     )
     if "campaign" in filters:
         stats = stats.filter(campaign_id=filters["campaign"])
@@ -345,30 +389,30 @@ def _report_from_rollup(
         key = "value"
     by_click = params.attribution == "click"
     grouped = (
-        stats.values(key)
+        stats.values(key, "currency")
         .annotate(
             c=Sum("clicks"),
             u=Sum("unique_clicks"),
+            b=Sum("bot_clicks"),
             n=Sum("click_time_conversions" if by_click else "conversions"),
             p=Sum("click_time_payout" if by_click else "payout"),
         )
         .order_by()
     )
-    rows = []
+    rows: dict[object, ReportRow] = {}
     for item in grouped:
         if not (item["c"] or item["n"]):
             continue
-        rows.append(
-            ReportRow(
-                key=item[key],
-                label="",
-                clicks=item["c"] or 0,
-                unique_clicks=item["u"] or 0,
-                conversions=item["n"] or 0,
-                payout=item["p"] or Decimal(0),
-            )
-        )
-    return rows
+        row = rows.setdefault(item[key], ReportRow(key=item[key], label=""))
+        row.clicks += item["c"] or 0
+        row.unique_clicks += item["u"] or 0
+        row.bot_clicks += item["b"] or 0
+        row.conversions += item["n"] or 0
+        row.add_payout(item["currency"], item["p"])
+    if tail < end:
+        _add_raw_clicks(rows, publisher, params, filters, [(tail, end)])
+        _add_conversions(rows, publisher, params, filters, span=(tail, end))
+    return list(rows.values())
 
 
 # Conversion fields holding the copies of the click's dimensions (no join to clicks).
@@ -412,18 +456,28 @@ def _add_raw_clicks(
     if group_field is None:
         clicks = clicks.annotate(k=TruncDate("created_at", tzinfo=ZoneInfo(params.tz)))
     key = group_field or "k"
-    for item in clicks.values(key).annotate(c=Count("pk"), u=unique_clicks_aggregate()).order_by():
+    for item in (
+        clicks.values(key)
+        .annotate(c=Count("pk"), u=unique_clicks_aggregate(), b=bot_clicks_aggregate())
+        .order_by()
+    ):
         row_key = _row_key(params.group_by, item[key])
         row = rows.setdefault(row_key, ReportRow(row_key, ""))
         row.clicks += sign * item["c"]
         row.unique_clicks += sign * item["u"]
+        row.bot_clicks += sign * item["b"]
 
 
 def _add_conversions(
-    rows: dict[object, ReportRow], publisher: Publisher, params: ReportParams, filters: dict
+    rows: dict[object, ReportRow],
+    publisher: Publisher,
+    params: ReportParams,
+    filters: dict,
+    span: tuple[datetime, datetime] | None = None,
 ) -> None:
-    """Approved conversions, grouped, read through their copies of the click's dimensions."""
-    start, end = params.utc_range()
+    """Approved conversions (counted in `span`, default the report's range), grouped, read
+    through their copies of the click's dimensions."""
+    start, end = span or params.utc_range()
     time_field = "click_created_at" if params.attribution == "click" else "created_at"
     conversion_filter = Q()
     for name, value in filters.items():
@@ -439,11 +493,13 @@ def _add_conversions(
         key = "k"
     else:
         key = CONVERSION_FILTERS[params.group_by]
-    for item in conversions.values(key).annotate(n=Count("pk"), p=Sum("payout")).order_by():
+    for item in (
+        conversions.values(key, "currency").annotate(n=Count("pk"), p=Sum("payout")).order_by()
+    ):
         row_key = _row_key(params.group_by, item[key])
         row = rows.setdefault(row_key, ReportRow(row_key, ""))
         row.conversions += item["n"]
-        row.payout += item["p"] or Decimal(0)
+        row.add_payout(item["currency"], item["p"])
 
 
 def _report_from_raw(publisher: Publisher, params: ReportParams, filters: dict) -> list[ReportRow]:
@@ -534,8 +590,14 @@ def _report_from_pairs(
             key = "campaign_id"
         else:
             key = column[params.group_by]
-        for item in stats.values(key).annotate(c=Sum("clicks"), u=Sum("unique_clicks")).order_by():
-            rows[item[key]] = ReportRow(item[key], "", clicks=item["c"], unique_clicks=item["u"])
+        for item in (
+            stats.values(key)
+            .annotate(c=Sum("clicks"), u=Sum("unique_clicks"), b=Sum("bot_clicks"))
+            .order_by()
+        ):
+            rows[item[key]] = ReportRow(
+                item[key], "", clicks=item["c"], unique_clicks=item["u"], bot_clicks=item["b"]
+            )
     _add_raw_clicks(rows, publisher, params, filters, add)
     _add_raw_clicks(rows, publisher, params, filters, take, sign=-1)
     _add_conversions(rows, publisher, params, filters)
@@ -577,72 +639,107 @@ def _label_rows(rows: list[ReportRow], group_by: str) -> None:
 # --- Overview -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ConversionOutcome:
+    status: str
+    reason: str  # "" when none was recorded
+    label: str  # the reason as a sentence
+    count: int
+
+
+def conversion_outcomes(
+    publisher: Publisher, *, start: date, end: date, tz: str
+) -> list[ConversionOutcome]:
+    """Every conversion recorded on calendar days [start, end] in `tz`, by status and reason."""
+    begin, finish = local_day_range(start, end, tz)
+    labels = dict(Conversion.Reason.choices)
+    return [
+        ConversionOutcome(item["status"], item["reason"], labels.get(item["reason"], ""), item["n"])
+        for item in Conversion.objects.filter(
+            publisher=publisher, created_at__gte=begin, created_at__lt=finish
+        )
+        .values("status", "reason")
+        .annotate(n=Count("pk"))
+        .order_by("status", "reason")
+    ]
+
+
 @dataclass
 class PeriodSummary:
     clicks: int = 0
     unique_clicks: int = 0
+    bot_clicks: int = 0
     conversions: int = 0
-    payout: Decimal = Decimal(0)
+    # Per currency, never added across them.
+    payouts: dict[str, Decimal] = field(default_factory=dict)
     postbacks_succeeded: int = 0
     postbacks_failed: int = 0
+    # Pending: not tried yet, or (`postbacks_retrying`) tried and answered with a failure.
     postbacks_pending: int = 0
+    postbacks_retrying: int = 0
 
     @property
     def conversion_rate(self) -> float | None:
         return 100.0 * self.conversions / self.clicks if self.clicks else None
 
     @property
+    def postbacks_waiting(self) -> int:
+        return self.postbacks_pending - self.postbacks_retrying
+
+    @property
+    def postbacks_total(self) -> int:
+        return self.postbacks_succeeded + self.postbacks_failed + self.postbacks_pending
+
+    @property
     def postback_success_rate(self) -> float | None:
-        """Delivered among those settled (delivered or given up), in percent."""
-        settled = self.postbacks_succeeded + self.postbacks_failed
-        return 100.0 * self.postbacks_succeeded / settled if settled else None
+        """Delivered among every postback of the period, settled or not (one still retrying
+        is not a success yet), in percent."""
+        total = self.postbacks_total
+        return 100.0 * self.postbacks_succeeded / total if total else None
 
 
 def period_summary(publisher: Publisher, *, start: date, end: date, tz: str) -> PeriodSummary:
-    """Totals for calendar days [start, end] in `tz` (conversions by conversion time)."""
-    begin, finish = local_day_range(start, end, tz)
-    totals = HourlyStat.objects.filter(
-        publisher=publisher, dimension=HourlyStat.TOTAL, hour__gte=begin, hour__lt=finish
-    ).aggregate(c=Sum("clicks"), u=Sum("unique_clicks"), n=Sum("conversions"), p=Sum("payout"))
+    """Totals for calendar days [start, end] in `tz` (conversions by conversion time): the
+    report's totals, so Overview and Reports never disagree."""
+    totals = report(publisher, ReportParams(start=start, end=end, tz=tz)).totals
     summary = PeriodSummary(
-        clicks=totals["c"] or 0,
-        unique_clicks=totals["u"] or 0,
-        conversions=totals["n"] or 0,
-        payout=totals["p"] or Decimal(0),
+        clicks=totals.clicks,
+        unique_clicks=totals.unique_clicks,
+        bot_clicks=totals.bot_clicks,
+        conversions=totals.conversions,
+        payouts=dict(sorted(totals.payouts.items())),
     )
-    for status, count in (
+    begin, finish = local_day_range(start, end, tz)
+    for status, retrying, count in (
         Postback.objects.filter(publisher=publisher, created_at__gte=begin, created_at__lt=finish)
-        .values_list("status")
+        .annotate(retrying=Q(status=Postback.Status.PENDING, attempts__gt=0))
+        .values_list("status", "retrying")
         .annotate(n=Count("pk"))
         .order_by()
     ):
-        setattr(summary, f"postbacks_{status}", count)
+        setattr(summary, f"postbacks_{status}", getattr(summary, f"postbacks_{status}") + count)
+        if retrying:
+            summary.postbacks_retrying += count
     return summary
 
 
 def daily_totals(publisher: Publisher, *, start: date, end: date, tz: str) -> list[dict]:
-    """One dict per calendar day in [start, end] (days without traffic included, as zeros)."""
-    begin, finish = local_day_range(start, end, tz)
+    """Clicks and conversions per calendar day in [start, end] (days without traffic included,
+    as zeros), from the same report as Reports grouped by day."""
     found = {
-        item["day"]: item
-        for item in HourlyStat.objects.filter(
-            publisher=publisher, dimension=HourlyStat.TOTAL, hour__gte=begin, hour__lt=finish
-        )
-        .annotate(day=TruncDate("hour", tzinfo=ZoneInfo(tz)))
-        .values("day")
-        .annotate(clicks=Sum("clicks"), conversions=Sum("conversions"), payout=Sum("payout"))
-        .order_by()
+        row.key: row
+        for row in report(publisher, ReportParams(start=start, end=end, tz=tz)).rows
+        if isinstance(row.key, date)
     }
     days = []
     day = start
     while day <= end:
-        item = found.get(day, {})
+        row = found.get(day)
         days.append(
             {
                 "day": day,
-                "clicks": item.get("clicks") or 0,
-                "conversions": item.get("conversions") or 0,
-                "payout": item.get("payout") or Decimal(0),
+                "clicks": row.clicks if row else 0,
+                "conversions": row.conversions if row else 0,
             }
         )
         day += timedelta(days=1)
