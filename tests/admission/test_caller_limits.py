@@ -9,6 +9,7 @@ import time
 import uuid
 
 import pytest
+from django.test import override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
 from config import admission
@@ -27,7 +28,8 @@ def hold_slots(caller: admission.Caller) -> list[tuple[str, str]]:
 
 
 def limited_count(client, kind: str, caller: str) -> float:
-    text = client.get("/metrics").content.decode()
+    with override_settings(METRICS_BEARER_TOKEN="admission-test"):
+        text = client.get("/metrics", HTTP_AUTHORIZATION="Bearer admission-test").content.decode()
     for family in text_string_to_metric_families(text):
         if family.name == "roundtrip_requests_limited":
             for sample in family.samples:

@@ -14,8 +14,8 @@ import pytest
 import requests
 from django.db import connection
 
+from bench.prod import nginx_config
 from tests.chaos.infra import free_port
-from tests.multinode.cluster import render_nginx
 from tests.receiver import Receiver
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -147,9 +147,8 @@ def test_it_keeps_metrics_off_the_public_server(tmp_path):
     404 by nginx itself, everything else reaches the node."""
     node = Receiver().start()
     port = free_port()
-    config = render_nginx(
-        upstreams=[f"127.0.0.1:{node.port}"], listen=port, workdir=tmp_path, name="lb"
-    )
+    # Every pool's upstream is the stand-in node.
+    config = nginx_config(dict.fromkeys(("redirect", "api", "portal"), node.port), port, tmp_path)
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     process = subprocess.Popen(
         [nginx, "-c", str(config), "-g", "daemon off;"], stderr=subprocess.PIPE

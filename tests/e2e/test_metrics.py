@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from postbacks.models import Postback, PostbackAttempt
 from publishers.models import CallbackTemplate, Publisher
+from tests.e2e.conftest import METRICS_TOKEN
 from tests.e2e.processes import Stack, wait_until
 from tests.e2e.test_round_trip import click, convert
 from tracking.models import Click, Conversion, TrackingLink
@@ -39,7 +40,13 @@ def stack_settings(tmp_path) -> dict[str, str]:
 
 
 def scrape(stack: Stack) -> dict[tuple[str, tuple], float]:
-    text = requests.get(f"{stack.base_url}/metrics", timeout=10).text
+    response = requests.get(
+        f"{stack.base_url}/metrics",
+        headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    text = response.text
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(text)

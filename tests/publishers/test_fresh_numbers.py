@@ -55,12 +55,18 @@ def test_the_success_rate_counts_retrying_postbacks(owner_client, dashboard_data
 
 def test_each_callback_shows_its_health(owner_client, dashboard_data, publisher, receiver):
     idle = CallbackTemplate.objects.create(
-        publisher=publisher, url_template=f"{receiver.base_url}/idle?id=[spid]", is_active=False
+        publisher=publisher,
+        url_template=f"{receiver.base_url}/idle?id=[spid]",
+        is_active=False,
+        paused_at=timezone.now(),
+        paused_reason=CallbackTemplate.PausedReason.MANUAL,
     )
     held = CallbackTemplate.objects.create(
         publisher=publisher,
         url_template=f"{receiver.base_url}/held?id=[spid]",
+        is_active=False,
         paused_at=timezone.now() - timedelta(minutes=5),
+        paused_reason=CallbackTemplate.PausedReason.FAILING,
     )
     Postback.objects.filter(pk=dashboard_data.postbacks[0].pk).update(template=held)
     page = owner_client.get(reverse("callbacks"))

@@ -231,7 +231,7 @@ def callback_health(publisher: Publisher, template_ids: list[int]) -> dict[int, 
         latest=Subquery(latest_tried)
     ).values_list("pk", "paused_at", "paused_reason", "latest"):
         if paused_at is not None:
-            manual = paused_reason == CallbackTemplate.PauseReason.MANUAL
+            manual = paused_reason == CallbackTemplate.PausedReason.MANUAL
             state = "paused" if manual else "held"
         elif latest is not None and latest != Postback.Status.SUCCEEDED:
             state = "failing"
