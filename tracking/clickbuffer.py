@@ -212,11 +212,15 @@ def _dead_letter(refused: list[tuple[_Entry, Exception]]) -> None:
             type(exc).__name__,
             exc,
         )
+        # The letter must be storable whatever the entry held: it is the last stop.
+        publisher_id = getattr(click, "publisher_id", None)
+        if not isinstance(publisher_id, int) or not -(2**63) <= publisher_id < 2**63:
+            publisher_id = None
         letters.append(
             ClickDeadLetter(
                 entry_id=entry.entry_id,
-                click_id=_printable(click.click_id if click else "", 64),
-                publisher_id=click.publisher_id if click else None,
+                click_id=_printable(str(click.click_id) if click else "", 64),
+                publisher_id=publisher_id,
                 payload=_printable(entry.raw),
                 error_class=_error_class(exc),
                 error=_printable(str(exc), 2000) or type(exc).__name__,

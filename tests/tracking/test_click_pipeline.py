@@ -176,6 +176,20 @@ def test_it_sets_aside_each_entry_the_database_refuses_and_stores_the_rest(
 
 
 @pytest.mark.django_db(transaction=True)
+def test_an_entry_whose_letter_is_odd_too_is_still_set_aside(client, link, buffered):
+    """The dead letter is the last stop: it stores whatever the entry held."""
+    good = click(client, f"ref={link.code}&spid=fine")
+    template = _entry_like(good)
+    odd = {**template, "click_id": 12345, "publisher_id": "not-a-number"}
+    buffered.xadd(clickbuffer.STREAM, {"c": json.dumps(odd)})
+    assert clickbuffer.clicks_flush() == 2
+    letter = ClickDeadLetter.objects.get()
+    assert (letter.click_id, letter.publisher_id) == ("12345", None)
+    assert Click.objects.get().click_id == good
+    assert clickbuffer.buffer_status().entries == 0
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_conversion_is_recorded_while_a_poison_entry_waits(client, link, buffered, api_key):
     click_id = click(client, f"ref={link.code}&spid=buyer")
     template = _entry_like(click_id)
