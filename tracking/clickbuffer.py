@@ -366,10 +366,6 @@ def buffer_behind() -> bool:
         return False
 
 
-def buffer_length() -> int:
-    return buffer_status().entries
-
-
 # --- Status: /metrics, /readyz and the admin status page ------------------------------------
 
 

@@ -6,28 +6,11 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from django.conf import settings as django_settings
 
-from config.redis import get_redis
 from tracking import clickbuffer
 from tracking.models import Click, ClickDeadLetter, Conversion, TrackingLink
 from tracking.tasks import flush_click_buffer
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def buffered(settings):
-    settings.CLICKS_BUFFERED = True
-    settings.CLICKS_BUFFER_BATCH = 50
-    client = get_redis()
-
-    def wipe() -> None:
-        client.delete(clickbuffer.STREAM)
-        for key in client.scan_iter("roundtrip:click:*"):
-            client.delete(key)
-
-    wipe()
-    yield client
-    wipe()
 
 
 def click(client, link, spid: str) -> str:
@@ -39,12 +22,12 @@ def click(client, link, spid: str) -> str:
 def test_it_buffers_the_click_and_flushes_it_intact(client, link, buffered):
     click_id = click(client, link, "buffered-1")
     assert not Click.objects.exists()
-    assert clickbuffer.buffer_length() == 1
+    assert clickbuffer.buffer_status().entries == 1
     assert clickbuffer.clicks_flush() == 1
     row = Click.objects.get()
     assert (row.click_id, row.spid, row.placement) == (click_id, "buffered-1", "sidebar")
     assert row.publisher_id == link.publisher_id and row.link_id == link.pk
-    assert clickbuffer.buffer_length() == 0
+    assert clickbuffer.buffer_status().entries == 0
 
 
 def test_it_decides_uniqueness_in_the_same_round_trip(client, link, buffered):
@@ -96,7 +79,7 @@ def test_an_unknown_click_id_costs_one_redis_read_not_a_flush(client, link, buff
     waiting = {click(client, link, f"w{i}") for i in range(5)}
     response = convert(client, api_key, "01notaclickid0000000000000")
     assert response.status_code == 404
-    assert clickbuffer.buffer_length() == len(waiting)
+    assert clickbuffer.buffer_status().entries == len(waiting)
     assert not Click.objects.exists()
 
 
@@ -164,4 +147,4 @@ def test_it_sets_aside_only_the_click_the_database_refuses(client, link, buffere
     assert clickbuffer.clicks_flush() == 2
     assert list(Click.objects.values_list("click_id", flat=True)) == [good]
     assert ClickDeadLetter.objects.get().click_id == orphan
-    assert clickbuffer.buffer_length() == 0
+    assert clickbuffer.buffer_status().entries == 0
