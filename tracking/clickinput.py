@@ -106,7 +106,6 @@ class ClickParams:
     creative: str  # "" when it could not be a creative id
     smart_ad_id: str
     keyword: str  # the smart ad's `q` (a smart click's keyword is signed in its link)
-    sig: str
     user_agent: str
     referer: str
     cleaned: tuple[str, ...]  # names of the fields above that were changed to be storable
@@ -165,7 +164,6 @@ def click_params(request: HttpRequest) -> ClickParams:
         creative=creative or "",
         smart_ad_id=code(raw.get(b"smart_ad_id", b""), SMART_AD_ID_MAX_LENGTH) or "",
         keyword=field("keyword", raw.get(b"q", b""), KEYWORD_MAX_LENGTH, collapse_spaces=True),
-        sig=_decode(raw.get(b"sig", b""))[0],
         user_agent=field("user_agent", _header(request, "HTTP_USER_AGENT"), USER_AGENT_MAX_LENGTH),
         referer=field("referer", _header(request, "HTTP_REFERER"), REFERER_MAX_LENGTH),
         cleaned=tuple(cleaned),
