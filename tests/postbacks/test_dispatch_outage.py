@@ -1,7 +1,9 @@
 """Outcomes of postbacks sent just before a database outage are recorded after it, once:
 not left to their leases, which would send them a second time."""
 
+import psycopg
 import pytest
+from django.db import OperationalError, connection
 from django.utils import timezone
 
 from postbacks import dispatch, http
@@ -51,3 +53,36 @@ def test_a_write_that_committed_before_its_connection_broke_is_not_doubled(templ
     assert dispatch.get_recorder().wait_idle(10.0)
     assert PostbackAttempt.objects.count() == 3
     assert not Postback.objects.exclude(status=Postback.Status.SUCCEEDED).exists()
+
+
+def break_the_connection() -> None:
+    """The server ends this thread's open connection, as when PostgreSQL restarts or a proxy
+    drops it: the next statement fails inside psycopg, not while connecting."""
+    connection.ensure_connection()
+    backend = connection.connection.info.backend_pid
+    with psycopg.connect(connection.connection.info.dsn, autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [backend])
+
+
+def test_outcomes_whose_connection_broke_mid_write_are_recorded_once_it_answers(template, link):
+    make_postbacks(template, link, 4)
+    claimed = rows.claim_batch(lane=Lane.FIRST, limit=10, now=timezone.now(), lease=60)
+    break_the_connection()
+    # An outage (recorded later), not psycopg's own error killing the task: its rows would
+    # then wait out their leases and be sent a second time.
+    assert recorder.record(delivered(claimed)) == []
+    assert dispatch.get_recorder().wait_idle(10.0)
+    connection.close()  # this thread's broken one; the recorder has its own
+    assert PostbackAttempt.objects.count() == 4
+    assert set(Postback.objects.values_list("status", "attempts")) == {
+        (Postback.Status.SUCCEEDED, 1)
+    }
+
+
+def test_a_claim_on_a_broken_connection_is_an_outage(template, link):
+    make_postbacks(template, link, 2)
+    break_the_connection()
+    with pytest.raises(OperationalError):  # django.db's: the dispatcher knows it
+        rows.claim_batch(lane=Lane.FIRST, limit=10, now=timezone.now(), lease=60)
+    connection.close()
+    assert len(rows.claim_batch(lane=Lane.FIRST, limit=10, now=timezone.now(), lease=60)) == 2
