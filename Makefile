@@ -49,6 +49,9 @@ run: $(STAMP)
 	@echo "Starting web (gunicorn on 127.0.0.1:$(ROUNDTRIP_PORT)), Celery worker and Celery beat. Ctrl-C stops all."
 	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/honcho -f Procfile.dev start
 
+# Two pytest-xdist workers: most of the suite's time is e2e tests waiting on their processes.
+# Each worker has its own test database and Redis databases (tests/settings.py).
+PYTEST_ARGS ?= -n 2 --dist worksteal --durations=25
 test: $(STAMP)
 	$(PY) tests/with_services.py -- $(PY) -m pytest $(PYTEST_ARGS)
 
