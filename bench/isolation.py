@@ -251,7 +251,7 @@ class Layout:
         self.start([sys.executable, "manage.py", "flush_clicks", "--loop"], "flusher")
         listen = free_port()
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        config = prod.nginx_config(ports, listen, self.workdir)
+        config = prod.nginx_config(prod.local_upstreams(ports), f"127.0.0.1:{listen}", self.workdir)
         self.start([nginx, "-c", str(config), "-g", "daemon off;"], "nginx")
         for port in ports.values():
             wait_http(port)

@@ -12,6 +12,7 @@ import os
 import re
 import shlex
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,24 +92,41 @@ def worker_summary() -> str:
 
 
 def nginx_config(
-    ports: dict[str, int], listen: int, workdir: Path, bounds: dict[str, int] | None = None
+    upstreams: Mapping[str, Sequence[str]],
+    listen: str | None,
+    workdir: Path,
+    *,
+    name: str = "nginx",
+    bounds: Mapping[str, int] | None = None,
 ) -> Path:
-    """deploy/nginx/roundtrip.conf for one machine: each pool's upstream is 127.0.0.1:`ports[pool]`,
-    nginx listens on 127.0.0.1:`listen`, its runtime files are in `workdir`; `bounds` replaces a
-    pool's load-shedding bound (tests). Nothing else changed."""
+    """deploy/nginx/roundtrip.conf, runnable outside a real install (benchmarks, tests, the
+    multi-node cluster): each pool in `upstreams` lists those servers ("host:port", with the
+    options of the shipped file's first server line), nginx listens on `listen` ("port" or
+    "address:port"; None: as shipped), its log and pid files are `workdir`/`name`-*, and `bounds`
+    replaces a pool's load-shedding bound. Nothing else changes."""
     text = (ROOT / "deploy" / "nginx" / "roundtrip.conf").read_text()
-    for pool, port in ports.items():
+    for pool, servers in upstreams.items():
         start = text.index(f"upstream roundtrip_{pool} {{")
         end = text.index("}", start)
-        block = re.sub(r"server \S+:\d+ ", "server PLACEHOLDER ", text[start:end], count=1)
-        block = re.sub(r"\n\s*server \S+:\d+ [^\n]*;", "", block)
-        text = text[:start] + block.replace("PLACEHOLDER", f"127.0.0.1:{port}") + text[end:]
+        block = text[start:end]
+        shipped = re.findall(r"^\s*server \S+:\d+ .*;$", block, flags=re.M)
+        if not shipped:
+            raise ValueError(f"no server lines in upstream roundtrip_{pool}")
+        address = shipped[0].split()[1]
+        lines = "\n".join(shipped[0].replace(address, server) for server in servers)
+        text = text[:start] + block.replace("\n".join(shipped), lines) + text[end:]
     for pool, bound in (bounds or {}).items():
         line = re.search(rf"limit_conn {pool}_inflight \d+;", text).group(0)
         text = text.replace(line, f"limit_conn {pool}_inflight {bound};")
-    text = text.replace("listen 80 default_server", f"listen 127.0.0.1:{listen} default_server")
-    text = text.replace("/var/log/nginx/", f"{workdir}/")
-    text = text.replace("/run/nginx-roundtrip.pid", f"{workdir}/nginx.pid")
-    path = workdir / "roundtrip.conf"
+    if listen is not None:
+        text = text.replace("listen 80 default_server", f"listen {listen} default_server")
+    text = text.replace("/var/log/nginx/roundtrip-", f"{workdir}/{name}-")
+    text = text.replace("/run/nginx-roundtrip.pid", f"{workdir}/{name}.pid")
+    path = workdir / f"{name}.conf"
     path.write_text(text)
     return path
+
+
+def local_upstreams(ports: Mapping[str, int]) -> dict[str, list[str]]:
+    """One web process per pool on this machine: `nginx_config`'s upstreams."""
+    return {pool: [f"127.0.0.1:{port}"] for pool, port in ports.items()}

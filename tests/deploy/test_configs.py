@@ -14,7 +14,7 @@ import pytest
 import requests
 from django.db import connection
 
-from bench.prod import nginx_config
+from bench.prod import POOLS, local_upstreams, nginx_config
 from tests.chaos.infra import free_port
 from tests.receiver import Receiver
 
@@ -40,13 +40,9 @@ def test_it_documents_every_production_setting_the_units_need():
 
 def test_it_passes_nginx_config_test(tmp_path):
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    config = (DEPLOY / "nginx" / "roundtrip.conf").read_text()
-    # Same file, with runtime paths moved into a scratch directory (no root-owned files needed).
-    config = config.replace("/var/log/nginx/", f"{tmp_path}/").replace(
-        "/run/nginx-roundtrip.pid", f"{tmp_path}/nginx.pid"
-    )
-    target = tmp_path / "roundtrip.conf"
-    target.write_text(config)
+    # The shipped file, with its runtime paths moved into a scratch directory (no root-owned
+    # files needed).
+    target = nginx_config({}, None, tmp_path)
     result = subprocess.run([nginx, "-t", "-c", str(target)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "test is successful" in result.stderr
@@ -148,7 +144,9 @@ def test_it_keeps_metrics_off_the_public_server(tmp_path):
     node = Receiver().start()
     port = free_port()
     # Every pool's upstream is the stand-in node.
-    config = nginx_config(dict.fromkeys(("redirect", "api", "portal"), node.port), port, tmp_path)
+    config = nginx_config(
+        local_upstreams(dict.fromkeys(POOLS, node.port)), f"127.0.0.1:{port}", tmp_path
+    )
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     process = subprocess.Popen(
         [nginx, "-c", str(config), "-g", "daemon off;"], stderr=subprocess.PIPE

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from bench.prod import nginx_config
+from bench.prod import local_upstreams, nginx_config
 
 ROOT = Path(__file__).resolve().parents[2]
 API_BOUND = 3
@@ -68,7 +68,9 @@ def nginx(tmp_path):
     nodes = {"redirect": start_node(0), "api": start_node(HOLD_SECONDS), "portal": start_node(0)}
     listen = free_port()
     ports = {pool: node.server_address[1] for pool, node in nodes.items()}
-    config = nginx_config(ports, listen, tmp_path, bounds={"api": API_BOUND})
+    config = nginx_config(
+        local_upstreams(ports), f"127.0.0.1:{listen}", tmp_path, bounds={"api": API_BOUND}
+    )
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     process = subprocess.Popen(
         [binary, "-c", str(config), "-g", "daemon off;"], stderr=subprocess.PIPE

@@ -30,6 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from bench.prod import POOLS, nginx_config
 from tests.e2e.processes import Service, stop_all, wait_until
 from tests.multinode.netns import Host, Network
 from tests.with_services import find_binary
@@ -41,10 +42,6 @@ BROWSER_UA = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/131.0.0.0 Safari/537.36"
 )
-# The web pools every web node runs (deploy/systemd/roundtrip-<pool>.service), and the port
-# of each (the unit's --port; every host has its own port space).
-POOLS = ("redirect", "api", "portal")
-
 # Shorter than production so recovery happens within the test: a row claimed by a killed
 # worker is claimable again after 8 s, a click read by a killed flusher after 2 s.
 TEST_TIMINGS = {
@@ -88,32 +85,9 @@ def unit_argv(unit: str, **specifiers: str) -> list[str]:
 
 
 def pool_port(pool: str) -> int:
+    """The unit's --port: every web node runs each pool there (a host has its own ports)."""
     unit = (DEPLOY / "systemd" / f"roundtrip-{pool}.service").read_text()
     return int(re.search(r"--port (\d+)", unit).group(1))
-
-
-def render_nginx(*, upstreams: list[str], listen: int, workdir: Path, name: str) -> Path:
-    """`deploy/nginx/roundtrip.conf` with our web nodes (addresses) in every pool's upstream
-    block, its runtime files in `workdir`, and a listening port of our choice."""
-    text = (DEPLOY / "nginx" / "roundtrip.conf").read_text()
-    for pool in POOLS:
-        start = text.index(f"upstream roundtrip_{pool} {{")
-        end = text.index("}", start)
-        block = text[start:end]
-        servers = re.findall(r"^\s*server \S+:\d+ .*;$", block, flags=re.M)
-        assert servers, f"no server lines in upstream roundtrip_{pool}"
-        template = servers[0]
-        address = template.split()[1]
-        lines = "\n".join(
-            template.replace(address, f"{upstream}:{pool_port(pool)}") for upstream in upstreams
-        )
-        text = text[:start] + block.replace("\n".join(servers), lines) + text[end:]
-    text = text.replace("listen 80 default_server", f"listen {listen} default_server")
-    text = text.replace("/var/log/nginx/roundtrip-", f"{workdir}/{name}-")
-    text = text.replace("/run/nginx-roundtrip.pid", f"{workdir}/{name}.pid")
-    path = workdir / f"{name}.conf"
-    path.write_text(text)
-    return path
 
 
 # --- The publisher's server ------------------------------------------------------------------
@@ -394,10 +368,11 @@ class Cluster:
         return self._service(name, self.network.hosts[host], argv, {})
 
     def start_nginx(self, name: str, *, upstreams: list[str], port: int) -> Service:
-        config = render_nginx(
-            upstreams=[self.network.hosts[u].address for u in upstreams],
-            listen=port,
-            workdir=self.workdir,
+        addresses = [self.network.hosts[u].address for u in upstreams]
+        config = nginx_config(
+            {pool: [f"{a}:{pool_port(pool)}" for a in addresses] for pool in POOLS},
+            str(port),
+            self.workdir,
             name=name,
         )
         argv = [shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(config)]
