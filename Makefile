@@ -13,10 +13,11 @@ for c in "$(PYTHON)" python3.13 python3.12 python3 \
 done; exit 1
 endef
 
-.PHONY: run test bench screenshots lint format migrate seed clean help
+.PHONY: run logs test bench screenshots lint format migrate seed clean help
 
 help:
 	@echo "make run   - install, migrate, seed a demo, start web + worker + beat (Ctrl-C stops all)"
+	@echo "make logs  - follow the logs of make run's processes"
 	@echo "make test  - the whole suite against real PostgreSQL and Redis"
 	@echo "make lint  - ruff check and format check"
 
@@ -42,12 +43,46 @@ run: export SITE_URL ?= http://127.0.0.1:$(ROUNDTRIP_PORT)
 run: export POSTBACKS_ALLOW_PRIVATE_DESTINATIONS ?= true
 run: export POSTBACKS_SWEEP_INTERVAL ?= 5
 run: export PYTHONUNBUFFERED = 1
+# The processes' logs go to var/log/roundtrip.log (`make logs` follows it), so that the demo's
+# URLs and logins, printed once the web server answers, stay the last thing on the screen.
+# honcho runs in the background (a non-interactive shell's background job ignores Ctrl-C), so
+# the trap hands Ctrl-C on to it; honcho then stops all three.
+RUN_LOG := var/log/roundtrip.log
+# Exit 0 once $$1 answers 200, 1 if process $$2 (honcho) ends first or 60 s pass.
+define WAIT_READY
+import os, sys, time, urllib.request
+url, pid, deadline = sys.argv[1], int(sys.argv[2]), time.monotonic() + 60
+while time.monotonic() < deadline:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        sys.exit(1)
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            sys.exit(0 if answer.status == 200 else 1)
+    except OSError:
+        time.sleep(0.3)
+sys.exit(1)
+endef
+export WAIT_READY
 run: $(STAMP)
-	@mkdir -p var
+	@mkdir -p var/log
 	$(PY) manage.py migrate --no-input -v 0
-	@$(PY) manage.py seed_demo
-	@echo "Starting web (gunicorn on 127.0.0.1:$(ROUNDTRIP_PORT)), Celery worker and Celery beat. Ctrl-C stops all."
-	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/honcho -f Procfile.dev start
+	@$(PY) manage.py seed_demo > var/demo.txt
+	@echo "Starting web (gunicorn on 127.0.0.1:$(ROUNDTRIP_PORT)), Celery worker and Celery beat; logs: $(RUN_LOG)"
+	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/honcho -f Procfile.dev start >> $(RUN_LOG) 2>&1 & pid=$$!; \
+	trap 'kill -TERM $$pid 2>/dev/null; wait $$pid; exit 0' INT TERM; \
+	if ! $(PY) -c "$$WAIT_READY" "http://127.0.0.1:$(ROUNDTRIP_PORT)/healthz" $$pid; then \
+	  kill -TERM $$pid 2>/dev/null; wait $$pid; \
+	  echo "The demo did not start; the end of $(RUN_LOG):" >&2; tail -n 30 $(RUN_LOG) >&2; exit 1; \
+	fi; \
+	cat var/demo.txt; \
+	echo "  Logs: make logs (or $(RUN_LOG)). Ctrl-C stops web, worker and beat."; \
+	wait $$pid
+
+# Follow the logs of `make run`'s processes (web, worker, beat), from another terminal.
+logs:
+	@touch $(RUN_LOG) && tail -n 50 -F $(RUN_LOG)
 
 # Two pytest-xdist workers: most of the suite's time is e2e tests waiting on their processes.
 # Each worker has its own test database and Redis databases (tests/settings.py).
