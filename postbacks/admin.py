@@ -29,35 +29,26 @@ class PostbackAttemptInline(admin.TabularInline):
 
 @admin.register(Postback)
 class PostbackAdmin(admin.ModelAdmin):
-    list_display = [
-        "event_id",
-        "publisher",
-        "conversion_status",
-        "status",
-        "attempts",
-        "last_status_code",
-        "next_attempt_at",
-        "created_at",
-    ]
+    """The outbox as it is: every row and attempt is read-only (they are the record of what
+    was sent, and the delivery engine's state), and nothing is deleted here. The action sends
+    selected postbacks again, audited in each publisher's trail."""
+
+    list_display = ["event_id", "publisher", "status", "attempts", "last_status_code", "created_at"]
+    list_select_related = ["publisher"]
     list_filter = ["status", "conversion_status", "publisher"]
     search_fields = ["event_id", "url", "conversion__public_id"]
-    readonly_fields = [
-        "event_id",
-        "conversion",
-        "template",
-        "publisher",
-        "conversion_status",
-        "url",
-        "attempts",
-        "leased_until",
-        "last_status_code",
-        "last_error",
-        "created_at",
-        "delivered_at",
-    ]
     inlines = [PostbackAttemptInline]
     actions = ["retry_selected"]
     show_full_result_count = False
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None) -> list[str]:
+        return [field.name for field in Postback._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
 
     @admin.action(description="Send selected postbacks now (delivered ones again)")
     def retry_selected(self, request: HttpRequest, queryset) -> None:

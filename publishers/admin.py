@@ -1,11 +1,13 @@
 from collections.abc import Callable
 
+from django import forms
 from django.contrib import admin, messages
 from django.db import models
 from django.http import HttpRequest
 from django.utils import timezone
 
 from publishers.audit import Actor, staff_edit_record
+from publishers.forms import ConversionStatusesField, EventNamesField
 from publishers.models import (
     AuditEvent,
     CallbackTemplate,
@@ -18,6 +20,7 @@ from publishers.services import (
     api_key_create,
     api_key_revoke,
     callback_template_resume_deliveries,
+    member_invite,
 )
 
 
@@ -67,17 +70,46 @@ class StaffAuditedAdmin(admin.ModelAdmin):
             )
 
 
+class CallbackTemplateAdminForm(forms.ModelForm):
+    """Statuses as checkboxes and events as a comma-separated line, as in the dashboard,
+    instead of the JSON lists they are stored as."""
+
+    statuses = ConversionStatusesField()
+    events = EventNamesField()
+
+    class Meta:
+        model = CallbackTemplate
+        fields = ["publisher", "name", "url_template", "statuses", "events", "campaign"]
+
+
 class MembershipInline(admin.TabularInline):
     model = Membership
     extra = 0
-    raw_id_fields = ["user"]
+    autocomplete_fields = ["user"]
 
 
 class CallbackTemplateInline(admin.TabularInline):
     model = CallbackTemplate
+    form = CallbackTemplateAdminForm
     extra = 0
     fields = ["name", "url_template", "events", "statuses", "campaign", "is_active"]
     readonly_fields = ["is_active"]  # pausing holds postbacks: see CallbackTemplateAdmin
+    autocomplete_fields = ["campaign"]
+
+
+class PublisherAddForm(forms.ModelForm):
+    """Onboarding in one step: the publisher, and an invitation to the person who will own it
+    (they join when they accept the e-mailed link, as every team member does)."""
+
+    owner_email = forms.EmailField(
+        label="Owner's e-mail",
+        help_text="We e-mail this address an invitation to own the publisher; the owner then "
+        "invites the rest of the team from the dashboard.",
+    )
+
+    class Meta:
+        model = Publisher
+        fields = ["name", "status"]
 
 
 @admin.register(Publisher)
@@ -88,6 +120,32 @@ class PublisherAdmin(StaffAuditedAdmin):
     readonly_fields = ["public_id", "created_at"]
     exclude = ["signing_secret", "previous_signing_secret"]
     inlines = [MembershipInline, CallbackTemplateInline]
+
+    def get_form(self, request: HttpRequest, obj=None, change: bool = False, **kwargs):
+        if obj is None:  # adding: the onboarding form
+            kwargs["form"] = PublisherAddForm
+            kwargs["fields"] = ["name", "status", "owner_email"]
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fieldsets(self, request: HttpRequest, obj=None):
+        if obj is None:
+            return [(None, {"fields": ["name", "status", "owner_email"]})]
+        return super().get_fieldsets(request, obj)
+
+    def get_inlines(self, request: HttpRequest, obj):
+        # A new publisher's team is whoever accepts the invitation; callbacks come after.
+        return self.inlines if obj is not None else []
+
+    def save_model(self, request: HttpRequest, obj, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if not change:
+            invitation = member_invite(
+                publisher=obj,
+                email=form.cleaned_data["owner_email"],
+                role=Membership.Role.OWNER,
+                actor=Actor.admin(request),
+            )
+            self.message_user(request, f"Invitation to own {obj.name} sent to {invitation.email}.")
 
 
 class APIKeyAdmin(StaffAuditedAdmin):
@@ -141,16 +199,9 @@ class PublisherAPIKeyAdmin(APIKeyAdmin):
 
 @admin.register(CallbackTemplate)
 class CallbackTemplateAdmin(StaffAuditedAdmin):
-    list_display = [
-        "__str__",
-        "publisher",
-        "statuses",
-        "events",
-        "campaign",
-        "is_active",
-        "paused_at",
-        "paused_reason",
-    ]
+    # Narrow enough for a laptop: statuses, events and the pause time are on the change page.
+    list_display = ["__str__", "publisher", "campaign", "is_active", "paused_reason"]
+    list_select_related = ["publisher", "campaign"]
     list_filter = ["is_active", "paused_reason"]
     search_fields = ["name", "url_template", "publisher__name", "public_id"]
     readonly_fields = [
@@ -164,7 +215,8 @@ class CallbackTemplateAdmin(StaffAuditedAdmin):
         "consecutive_failures",
         "failing_since",
     ]
-    raw_id_fields = ["campaign"]
+    form = CallbackTemplateAdminForm
+    autocomplete_fields = ["publisher", "campaign"]
     actions = ["resume_deliveries"]
 
     @admin.action(description="Resume deliveries of selected paused callbacks")
@@ -186,7 +238,7 @@ class MembershipAdmin(StaffAuditedAdmin):
     list_display = ["user", "publisher", "role", "created_at"]
     list_filter = ["role"]
     search_fields = ["user__username", "user__email", "publisher__name"]
-    raw_id_fields = ["user", "publisher"]
+    autocomplete_fields = ["user", "publisher"]
 
 
 @admin.register(Invitation)

@@ -16,6 +16,47 @@ TIMEZONE_CHOICES = [(tz, tz.replace("_", " ")) for tz in REPORT_TIMEZONES]
 MAX_REPORT_DAYS = 400
 
 
+class ConversionStatusesField(forms.MultipleChoiceField):
+    """The conversion statuses that fire a callback, as checkboxes (dashboard and admin)."""
+
+    widget = forms.CheckboxSelectMultiple
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault(
+            "help_text",
+            "A postback is sent when a conversion is recorded or changes to one of these.",
+        )
+        super().__init__(choices=Conversion.Status.choices, **kwargs)
+
+
+class EventNamesField(forms.CharField):
+    """The event names that fire a callback, typed as one comma-separated line and held as a
+    list (empty: every event), in the dashboard and the admin."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("max_length", 500)
+        kwargs.setdefault(
+            "help_text", "Comma-separated event names (e.g. sale, lead); empty for every event."
+        )
+        super().__init__(**kwargs)
+
+    def prepare_value(self, value: object) -> object:
+        return ", ".join(value) if isinstance(value, list | tuple) else value
+
+    def clean(self, value: object) -> list[str]:
+        return self.names(super().clean(value))
+
+    def has_changed(self, initial: object, data: object) -> bool:
+        return self.names(initial) != self.names(data)
+
+    @staticmethod
+    def names(value: object) -> list[str]:
+        if isinstance(value, list | tuple):
+            return [str(name) for name in value]
+        return [name.strip() for name in str(value or "").split(",") if name.strip()]
+
+
 class CallbackTemplateForm(forms.Form):
     name = forms.CharField(max_length=100, required=False)
     url_template = forms.CharField(
@@ -30,17 +71,8 @@ class CallbackTemplateForm(forms.Form):
             }
         ),
     )
-    statuses = forms.MultipleChoiceField(
-        choices=Conversion.Status.choices,
-        initial=[Conversion.Status.APPROVED],
-        widget=forms.CheckboxSelectMultiple,
-        help_text="A postback is sent when a conversion is recorded or changes to one of these.",
-    )
-    events = forms.CharField(
-        required=False,
-        max_length=500,
-        help_text="Comma-separated event names (e.g. sale, lead); empty for every event.",
-    )
+    statuses = ConversionStatusesField(initial=[Conversion.Status.APPROVED])
+    events = EventNamesField()
     campaign = forms.ChoiceField(required=False, help_text="Only this campaign's conversions.")
     is_active = forms.BooleanField(required=False, initial=True, label="Active")
 
@@ -57,7 +89,7 @@ class CallbackTemplateForm(forms.Form):
             "name": template.name,
             "url_template": template.url_template,
             "statuses": template.statuses,
-            "events": ", ".join(template.events or []),
+            "events": template.events or [],
             "campaign": template.campaign.public_id if template.campaign else "",
             "is_active": template.is_active,
         }
@@ -68,7 +100,7 @@ class CallbackTemplateForm(forms.Form):
             "name": data["name"],
             "url_template": data["url_template"].strip(),
             "statuses": list(data["statuses"]),
-            "events": [e.strip() for e in data["events"].split(",") if e.strip()],
+            "events": data["events"],
             "campaign": self.campaigns.get(data["campaign"]),
         }
 

@@ -82,7 +82,7 @@ class SmartAdAdmin(admin.ModelAdmin):
     list_filter = ["is_active", "template"]
     search_fields = ["=id", "name"]
     filter_horizontal = ["campaigns"]
-    raw_id_fields = ["fallback_creative"]
+    autocomplete_fields = ["fallback_creative"]
     readonly_fields = ["id", "created_at", "updated_at"]
     fields = [
         "id",
@@ -126,7 +126,7 @@ class TrackingLinkAdmin(StaffAuditedAdmin):
     list_filter = ["is_active"]
     search_fields = ["code", "name", "publisher__name", "campaign__name"]
     readonly_fields = ["created_at"]
-    raw_id_fields = ["publisher", "campaign"]
+    autocomplete_fields = ["publisher", "campaign"]
 
 
 @admin.register(Click)

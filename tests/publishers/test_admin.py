@@ -5,8 +5,10 @@ import re
 import pytest
 from django.contrib.auth import get_user_model
 
+from postbacks.models import Postback
 from publishers.keys import verify_key
-from publishers.models import PublisherAPIKey
+from publishers.models import AuditEvent, Invitation, Membership, Publisher, PublisherAPIKey
+from tests.postbacks.test_dispatch import make_postbacks
 from tracking.models import AdvertiserAPIKey
 
 pytestmark = pytest.mark.django_db
@@ -62,3 +64,89 @@ def test_it_revokes_selected_keys(admin_client, advertiser, api_key):
     )
     key.refresh_from_db()
     assert key.revoked_at is not None
+
+
+def test_one_form_creates_a_publisher_and_invites_its_owner(
+    admin_client, mailoutbox, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            "/admin/publishers/publisher/add/",
+            {"name": "Acme Media", "status": "active", "owner_email": "Owner@Acme.example"},
+            follow=True,
+        )
+    assert response.status_code == 200
+    publisher = Publisher.objects.get(name="Acme Media")
+    invitation = Invitation.objects.get(publisher=publisher)
+    assert (invitation.email, invitation.role, invitation.status) == (
+        "Owner@acme.example",
+        Membership.Role.OWNER,
+        Invitation.Status.PENDING,
+    )
+    assert not publisher.memberships.exists()  # the owner joins by accepting the link
+    [mail] = mailoutbox
+    assert mail.to == ["Owner@acme.example"] and "/invitations/" in mail.body
+    shown = [str(m) for m in response.context["messages"]]
+    assert "Invitation to own Acme Media sent to Owner@acme.example." in shown, shown
+    actions = set(AuditEvent.objects.filter(publisher=publisher).values_list("action", flat=True))
+    assert AuditEvent.Action.MEMBER_INVITED in actions
+
+
+def test_the_onboarding_form_needs_the_owner(admin_client, mailoutbox):
+    response = admin_client.post(
+        "/admin/publishers/publisher/add/", {"name": "Acme Media", "status": "active"}
+    )
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["owner_email"]
+    assert not Publisher.objects.exists() and not mailoutbox
+
+
+def test_callback_statuses_are_checkboxes_and_events_a_line(admin_client, template):
+    url = f"/admin/publishers/callbacktemplate/{template.pk}/change/"
+    page = admin_client.get(url).content.decode()
+    assert 'type="checkbox" name="statuses" value="approved"' in page
+    response = admin_client.post(
+        url,
+        {
+            "publisher": template.publisher_id,
+            "name": "Sales",
+            "url_template": template.url_template,
+            "statuses": ["approved", "rejected"],
+            "events": "Sale, lead,",
+            "campaign": "",
+        },
+    )
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    template.refresh_from_db()
+    assert template.statuses == ["approved", "rejected"]
+    assert template.events == ["lead", "sale"]
+    assert 'value="lead, sale"' in admin_client.get(url).content.decode()
+
+
+def test_an_unknown_status_is_a_form_error(admin_client, template):
+    response = admin_client.post(
+        f"/admin/publishers/callbacktemplate/{template.pk}/change/",
+        {
+            "publisher": template.publisher_id,
+            "url_template": template.url_template,
+            "statuses": ["shipped"],
+            "events": "",
+        },
+    )
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["statuses"]
+
+
+def test_postback_rows_are_read_only_in_the_admin(admin_client, template, link):
+    make_postbacks(template, link, 1)
+    postback = Postback.objects.get()
+    url = f"/admin/postbacks/postback/{postback.pk}/change/"
+    page = admin_client.get(url).content.decode()
+    assert 'name="status"' not in page and 'name="next_attempt_at_0"' not in page
+    admin_client.post(url, {"status": "succeeded", "attempts": "9"})
+    postback.refresh_from_db()
+    assert (postback.status, postback.attempts) == (Postback.Status.PENDING, 0)
+    assert admin_client.get(f"/admin/postbacks/postback/{postback.pk}/delete/").status_code == 403
+    assert admin_client.get("/admin/postbacks/postback/add/").status_code == 403
+    changelist = admin_client.get("/admin/postbacks/postback/").content.decode()
+    assert "delete_selected" not in changelist and "retry_selected" in changelist

@@ -484,8 +484,8 @@ def test_it_records_staff_edits_in_change_forms(admin_client, dashboard_data):
             "publisher": publisher.pk,
             "name": "renamed-by-staff",
             "url_template": template.url_template,
-            "events": "[]",
-            "statuses": '["approved", "pending"]',
+            "events": "",
+            "statuses": ["approved", "pending"],
             "is_active": "on",
         },
     )
@@ -511,30 +511,36 @@ def test_it_records_staff_edits_in_change_forms(admin_client, dashboard_data):
             "publisher": publisher.pk,
             "name": "renamed-by-staff",
             "url_template": template.url_template,
-            "events": "[]",
-            "statuses": '["approved", "pending"]',
+            "events": "",
+            "statuses": ["approved", "pending"],
             "is_active": "on",
         },
     )
     assert len(events(publisher, Action.STAFF_EDITED)) == 1
 
 
-def change_form(html: str) -> dict[str, str]:
-    """What a browser would post back from an admin change page, unchanged."""
-    data = {}
+def change_form(html: str) -> dict[str, str | list[str]]:
+    """What a browser would post back from an admin change page, unchanged (a group of
+    checkboxes posts the list of the checked ones)."""
+    data: dict[str, str | list[str]] = {}
     for tag in re.findall(r"<input[^>]*>", html):
-        name, value = re.search(r'name="([^"]*)"', tag), re.search(r'value="([^"]*)"', tag)
+        name, value = re.search(r'\sname="([^"]*)"', tag), re.search(r'\svalue="([^"]*)"', tag)
         kind = re.search(r'type="([^"]*)"', tag)
         if not name or "__prefix__" in name.group(1) or (kind and kind.group(1) == "submit"):
             continue
-        if kind and kind.group(1) == "checkbox" and "checked" not in tag:
+        text = unescape(value.group(1)) if value else ""
+        if kind and kind.group(1) == "checkbox":
+            if "checked" in tag:
+                data.setdefault(name.group(1), []).append(text)  # type: ignore[union-attr]
             continue
-        data[name.group(1)] = unescape(value.group(1)) if value else ""
-    for name, body in re.findall(r'<select[^>]*name="([^"]*)"[^>]*>(.*?)</select>', html, re.S):
+        data[name.group(1)] = text
+    for name, body in re.findall(r'<select[^>]*?\sname="([^"]*)"[^>]*>(.*?)</select>', html, re.S):
         chosen = re.search(r'<option value="([^"]*)"[^>]*selected', body)
         if "__prefix__" not in name:
             data[name] = chosen.group(1) if chosen else ""
-    for name, body in re.findall(r'<textarea[^>]*name="([^"]*)"[^>]*>(.*?)</textarea>', html, re.S):
+    for name, body in re.findall(
+        r'<textarea[^>]*?\sname="([^"]*)"[^>]*>(.*?)</textarea>', html, re.S
+    ):
         if "__prefix__" not in name:
             data[name] = unescape(body.strip())
     return data
