@@ -29,6 +29,7 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from config import liveness
+from config.celery import app
 from postbacks import metrics
 from tracking import clickbuffer
 from tracking.models import ClickDeadLetter
@@ -55,8 +56,6 @@ def database_problem() -> str | None:
 
 def broker_problem() -> str | None:
     """None when the Celery broker accepts a connection (and Redis answers PING)."""
-    from config.celery import app
-
     timeout = settings.READYZ_TIMEOUT_SECONDS
     try:
         with app.connection_for_write() as connection:

@@ -33,6 +33,10 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector
 
+from postbacks.fairness import breaker_states
+from postbacks.models import Postback
+from tracking.models import Click, Conversion
+
 ATTEMPTS = Counter(
     "roundtrip_postback_attempts",
     "Postback delivery attempts, by outcome (success, retry, failed).",
@@ -59,10 +63,6 @@ class SharedStateCollector(Collector):
     breakers' shared state in Redis."""
 
     def collect(self) -> Iterator[Metric]:
-        from postbacks.fairness import breaker_states
-        from postbacks.models import Postback
-        from tracking.models import Click, Conversion
-
         now = timezone.now()
         # Rows, not the highest id: the click buffer's insert (ON CONFLICT DO NOTHING) spends a
         # sequence value on every click that was already written when a conversion needed it,
