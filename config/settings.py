@@ -251,10 +251,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "PREPROCESSING_HOOKS": ["publishers.api.openapi.add_shared_path_endpoints"],
+    "PREPROCESSING_HOOKS": ["publishers.api.conversions.add_shared_path_endpoints"],
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "publishers.api.openapi.add_advertiser_security_schemes",
+        "tracking.api.add_advertiser_security_schemes",
     ],
     "ENUM_NAME_OVERRIDES": {
         "ConversionStatusEnum": "tracking.models.Conversion.Status",
