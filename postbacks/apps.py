@@ -5,5 +5,5 @@ class PostbacksConfig(AppConfig):
     name = "postbacks"
 
     def ready(self) -> None:
-        # Registers the delivery-settings system check.
-        from postbacks import checks  # noqa: F401
+        # Late by Django's rule: system checks are registered once the app registry is ready.
+        import postbacks.checks  # noqa: F401  (registers check_metrics_token)
