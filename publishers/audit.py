@@ -16,6 +16,7 @@ from django.http import HttpRequest
 
 from config.client_ip import client_ip
 from postbacks.models import Postback
+from publishers.cursor import decode_cursor, encode_cursor
 from publishers.models import (
     AuditEvent,
     CallbackTemplate,
@@ -24,7 +25,6 @@ from publishers.models import (
     Publisher,
     PublisherAPIKey,
 )
-from tracking.selectors import decode_cursor, encode_cursor
 
 Action = AuditEvent.Action
 

@@ -7,6 +7,7 @@ from django.db.models import Count, Q, QuerySet
 from django.http import Http404, HttpRequest
 
 from postbacks.models import Postback
+from publishers.cursor import decode_cursor, encode_cursor
 from publishers.models import (
     CallbackTemplate,
     Invitation,
@@ -15,7 +16,6 @@ from publishers.models import (
     PublisherAPIKey,
 )
 from tracking.models import Campaign, Creative, SmartAd, TrackingLink
-from tracking.selectors import decode_cursor, encode_cursor
 
 
 def membership_for_user(request: HttpRequest) -> Membership:
