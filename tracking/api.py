@@ -87,8 +87,6 @@ _INTAKE_RESPONSES = {
     503: OpenApiResponse(ErrorSerializer, description=ERROR_TEXT[503]),
 }
 
-# The intake authenticates by hand (no DRF authentication class declares these schemes):
-# `add_advertiser_security_schemes` adds them to the description.
 ADVERTISER_SECURITY_SCHEMES = {
     "advertiserKey": {
         "type": "http",
