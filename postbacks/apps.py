@@ -5,5 +5,6 @@ class PostbacksConfig(AppConfig):
     name = "postbacks"
 
     def ready(self) -> None:
-        # Late by Django's rule: system checks are registered once the app registry is ready.
-        import postbacks.checks  # noqa: F401  (registers check_metrics_token)
+        # Inside ready(), as Django asks of an app's system checks (check_metrics_token): the
+        # app registry is loaded by then.
+        import postbacks.checks  # noqa: F401
