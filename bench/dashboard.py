@@ -91,9 +91,9 @@ def pages(publisher) -> list[tuple[str, str]]:
     from django.utils import timezone
 
     from postbacks.models import Postback
+    from publishers.cursor import encode_cursor
     from publishers.models import CallbackTemplate
     from tracking.models import Click, Conversion
-    from tracking.selectors import encode_cursor
 
     today = timezone.now().date()
     month = f"start={today - timedelta(days=29)}&end={today}"

@@ -35,8 +35,8 @@ from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from config.api import error_body
+from config.client_ip import client_ip
 from config.redis import get_redis
-from tracking.views import client_ip
 
 logger = logging.getLogger(__name__)
 

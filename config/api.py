@@ -1,8 +1,10 @@
-"""One error shape for every API response: `{"error": {"code", "message", "fields"}}`."""
+"""One error shape for every API response: `{"error": {"code", "message", "fields"}}`, and its
+OpenAPI description (`errors`), which every API view's schema uses."""
 
 from typing import Any
 
-from rest_framework import exceptions, status
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -78,3 +80,40 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     else:
         response.data = error_body(code, str(getattr(exc, "detail", exc)))
     return response
+
+
+# --- The error shape in the OpenAPI description -------------------------------------------
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="Machine-readable, e.g. `not_found`, `invalid`.")
+    message = serializers.CharField()
+    fields = serializers.DictField(
+        child=serializers.JSONField(), help_text="Per-field messages for `invalid`."
+    )
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = ErrorDetailSerializer()
+
+
+ERROR_TEXT = {
+    400: "Invalid parameters or body; `fields` names each problem.",
+    401: "No API key, or an unknown, revoked or malformed one.",
+    404: "No such object among yours (another publisher's is not found either).",
+    405: "Method not allowed.",
+    406: "No representation for the Accept header.",
+    409: "Conflict with the object's state.",
+    415: "Unsupported body media type (send JSON).",
+    422: "Understood but refused.",
+    429: "Rate limit for this key exceeded; see the Retry-After header (seconds).",
+    503: "`unavailable`: the database is briefly out of reach (a restart or failover). Nothing "
+    "is lost by sending the same request again, unchanged, after the Retry-After header "
+    "(seconds).",
+}
+
+
+def errors(*codes: int) -> dict[int, OpenApiResponse]:
+    """Responses in our error shape for these status codes (401 and 429 always included)."""
+    wanted = sorted({401, 429, *codes})
+    return {code: OpenApiResponse(ErrorSerializer, description=ERROR_TEXT[code]) for code in wanted}

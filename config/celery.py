@@ -7,9 +7,11 @@ from celery import Celery, bootsteps
 from celery.signals import worker_init
 from celery.worker.consumer import Consumer as CeleryConsumer
 from django.conf import settings
+from django.core import checks
 from kombu import Connection
 
 from config.liveness import beat_stamp, worker_stamp, worker_unstamp
+from postbacks.checks import system_check_messages, worker_startup_check
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -21,9 +23,15 @@ app.autodiscover_tasks()
 @worker_init.connect
 def check_delivery_invariants(sender: object = None, **kwargs: object) -> None:
     """Refuse to start a worker whose settings could lose or repeat deliveries."""
-    from postbacks.checks import worker_startup_check
-
     worker_startup_check(app)
+
+
+@checks.register(checks.Tags.compatibility)
+def check_delivery_settings(
+    app_configs: object = None, **kwargs: object
+) -> list[checks.CheckMessage]:
+    """The same rules as a Django system check (`manage.py check`, `migrate`, runserver)."""
+    return system_check_messages(app)
 
 
 class Consumer(CeleryConsumer):

@@ -8,7 +8,8 @@
   when either is wrong, but still 200, since a web node serves clicks and takes conversions
   without them (postbacks wait in the database), and a load balancer must not take every node
   out for a stopped worker.
-- `/metrics`: Prometheus text format (postbacks/metrics.py, plus the liveness gauges and the
+- `/metrics`: Prometheus text format (the attempts recorded by postbacks/metrics.py, the
+  database and Redis figures of `SharedStateCollector` below, the liveness gauges and the
   click pipeline's figures) behind a bearer token. It names every publisher's callback hosts,
   so with DEBUG off it is refused (403) until `METRICS_BEARER_TOKEN` is set, and
   `check --deploy` reports the missing token as an error.
@@ -17,21 +18,29 @@
 
 import hmac
 import logging
+from collections.abc import Iterator
 
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
 from django.db import DatabaseError, connections
+from django.db.models import Count, Min, Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from config import liveness
+from config.celery import app
 from postbacks import metrics
+from postbacks.fairness import breaker_states
+from postbacks.models import Postback
 from tracking import clickbuffer
-from tracking.models import ClickDeadLetter
+from tracking.models import Click, ClickDeadLetter, Conversion
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +64,6 @@ def database_problem() -> str | None:
 
 def broker_problem() -> str | None:
     """None when the Celery broker accepts a connection (and Redis answers PING)."""
-    from config.celery import app
-
     timeout = settings.READYZ_TIMEOUT_SECONDS
     try:
         with app.connection_for_write() as connection:
@@ -121,6 +128,52 @@ def pipeline_status_page(request: HttpRequest) -> HttpResponse:
     )
 
 
+# Values of roundtrip_breaker_state, from postbacks.fairness's state names.
+BREAKER_STATES = {"closed": 0, "half": 1, "open": 2}
+
+
+class SharedStateCollector(Collector):
+    """Figures read at scrape time from the database (a few index look-ups) and from the
+    breakers' shared state in Redis."""
+
+    def collect(self) -> Iterator[Metric]:
+        now = timezone.now()
+        # Rows, not the highest id: the click buffer's insert (ON CONFLICT DO NOTHING) spends a
+        # sequence value on every click that was already written when a conversion needed it,
+        # so ids ran at about twice the clicks.
+        yield CounterMetricFamily(
+            "roundtrip_clicks", "Clicks recorded (rows stored).", value=Click.objects.count()
+        )
+        yield CounterMetricFamily(
+            "roundtrip_conversions",
+            "Conversions recorded (rows stored).",
+            value=Conversion.objects.count(),
+        )
+        due = Postback.objects.filter(status=Postback.Status.PENDING).aggregate(
+            due=Count("pk", filter=Q(next_attempt_at__lte=now)),
+            oldest=Min("next_attempt_at", filter=Q(next_attempt_at__lte=now)),
+        )
+        yield GaugeMetricFamily(
+            "roundtrip_postbacks_due",
+            "Pending postbacks whose next attempt is due now (the delivery backlog).",
+            value=due["due"],
+        )
+        lag = (now - due["oldest"]).total_seconds() if due["oldest"] else 0.0
+        yield GaugeMetricFamily(
+            "roundtrip_postback_queue_lag_seconds",
+            "How long the oldest due postback has been waiting; alert when it grows.",
+            value=lag,
+        )
+        breakers = GaugeMetricFamily(
+            "roundtrip_breaker_state",
+            "Circuit breaker per destination host: 0 closed, 1 half-open (probing), 2 open.",
+            labels=["host"],
+        )
+        for host, state in sorted(breaker_states().items()):
+            breakers.add_metric([host], BREAKER_STATES.get(state, 2))
+        yield breakers
+
+
 @require_GET
 @never_cache
 def metrics_view(request: HttpRequest) -> HttpResponse:
@@ -139,5 +192,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
             response = HttpResponse("unauthorized\n", status=401, content_type="text/plain")
             response["WWW-Authenticate"] = 'Bearer realm="metrics"'
             return response
-    exposition = metrics.exposition(liveness.LivenessCollector(), clickbuffer.PipelineCollector())
+    exposition = metrics.exposition(
+        SharedStateCollector(), liveness.LivenessCollector(), clickbuffer.PipelineCollector()
+    )
     return HttpResponse(exposition, content_type=CONTENT_TYPE_LATEST)

@@ -145,7 +145,7 @@ AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
 AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
 AXES_RESET_ON_SUCCESS = True
-AXES_CLIENT_IP_CALLABLE = "tracking.views.client_ip"
+AXES_CLIENT_IP_CALLABLE = "config.client_ip.client_ip"
 AXES_USERNAME_CALLABLE = "config.hostile.sign_in_username"
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 # Views (by URL name) that answer NUL characters in their input themselves instead of
@@ -251,10 +251,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "PREPROCESSING_HOOKS": ["publishers.api.openapi.add_shared_path_endpoints"],
+    "PREPROCESSING_HOOKS": ["publishers.api.conversions.add_shared_path_endpoints"],
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "publishers.api.openapi.add_advertiser_security_schemes",
+        "tracking.api.add_advertiser_security_schemes",
     ],
     "ENUM_NAME_OVERRIDES": {
         "ConversionStatusEnum": "tracking.models.Conversion.Status",

@@ -4,6 +4,9 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from postbacks.models import DemoCallback, Postback, PostbackAttempt
+from publishers.audit import Actor
+from publishers.models import Publisher
+from publishers.services import postbacks_replay
 
 
 class PostbackAttemptInline(admin.TabularInline):
@@ -52,10 +55,6 @@ class PostbackAdmin(admin.ModelAdmin):
 
     @admin.action(description="Send selected postbacks now (delivered ones again)")
     def retry_selected(self, request: HttpRequest, queryset) -> None:
-        from publishers.audit import Actor
-        from publishers.models import Publisher
-        from publishers.services import postbacks_replay
-
         # Per publisher, so each one's activity log shows the replay of its own postbacks.
         by_publisher: dict[int, list[tuple[int, str]]] = defaultdict(list)
         for pk, publisher_id, event_id in queryset.values_list("pk", "publisher_id", "event_id"):

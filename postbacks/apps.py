@@ -5,5 +5,6 @@ class PostbacksConfig(AppConfig):
     name = "postbacks"
 
     def ready(self) -> None:
-        # Registers the delivery-settings system check.
-        from postbacks import checks  # noqa: F401
+        # Inside ready(), as Django asks of an app's system checks (check_metrics_token): the
+        # app registry is loaded by then.
+        import postbacks.checks  # noqa: F401

@@ -1,9 +1,9 @@
 """Start-up checks of the delivery invariants (RELIABILITY.md, item 15).
 
-Two entry points share one list of rules:
+Two entry points share one list of rules, both bound to the Celery app in config/celery.py:
 
 - `check_delivery_settings` is a Django system check (`manage.py check`, `migrate`, runserver):
-  the rules about settings, with no network I/O.
+  the rules about settings, with no network I/O (`system_check_messages`).
 - `worker_startup_check` runs on Celery's `worker_init` signal: the same rules plus a look at
   the Redis broker itself. A worker whose configuration could lose or repeat deliveries refuses
   to start (SystemExit); a risky Redis eviction policy is logged loudly.
@@ -174,13 +174,8 @@ def import_task_modules() -> None:
             importlib.import_module(f"{config.name}.tasks")
 
 
-@checks.register(checks.Tags.compatibility)
-def check_delivery_settings(
-    app_configs: object = None, **kwargs: object
-) -> list[checks.CheckMessage]:
-    """Django system check over `settings_problems` (no network I/O)."""
-    from config.celery import app
-
+def system_check_messages(app: Celery) -> list[checks.CheckMessage]:
+    """`settings_problems` as Django system check messages (no network I/O)."""
     import_task_modules()
     return [
         (checks.Error if problem.is_error else checks.Warning)(problem.message, id=problem.id)

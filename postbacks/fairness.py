@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from redis.exceptions import RedisError
 
+from config.redis import get_redis
+
 logger = logging.getLogger(__name__)
 
 # Marks tokens a LocalGate issued, so settle() hands them back to it.
@@ -416,8 +418,6 @@ _gates_lock = threading.Lock()
 
 def get_gate() -> Gate:
     """This process's gate: Redis-backed when REDIS_URL is set, local otherwise."""
-    from config.redis import get_redis
-
     pid = os.getpid()
     with _gates_lock:
         gate = _gates.get(pid)

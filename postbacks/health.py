@@ -29,6 +29,8 @@ from django.utils import timezone
 
 from postbacks import retry
 from postbacks.models import Postback
+from publishers.audit import Action, audit_record
+from publishers.models import CallbackTemplate, Membership
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +67,6 @@ def endpoint_outcomes_record(
     Call it inside the transaction that records the attempts; e-mails go out after commit.
     `gone` are templates whose endpoint answered 410: paused (and deactivated) at once.
     """
-    from publishers.models import CallbackTemplate
-
     gone = list(gone)
     if gone:
         # First: a 410 is the reason to show, even where the streak would pause it too.
@@ -91,8 +91,6 @@ def endpoint_outcomes_record(
 
 
 def _warn_or_pause(template_ids: Iterable[int], *, now: datetime) -> None:
-    from publishers.models import CallbackTemplate
-
     pause_after = timedelta(seconds=settings.POSTBACKS_HEALTH_PAUSE_AFTER_SECONDS)
     warn_after = settings.POSTBACKS_HEALTH_WARN_AFTER_FAILURES
     rows = CallbackTemplate.objects.filter(pk__in=list(template_ids), paused_at__isnull=True)
@@ -117,8 +115,6 @@ def endpoint_pause(template_ids: Iterable[int], *, reason: str, now: datetime | 
     by endpoint health is audited and e-mailed here; the publisher's own pause ("manual") is
     audited by its caller, with its actor.
     """
-    from publishers.models import CallbackTemplate
-
     now = now or timezone.now()
     changes: dict = {"paused_at": now, "paused_reason": reason, "is_active": False}
     paused = 0
@@ -140,9 +136,6 @@ def endpoint_pause(template_ids: Iterable[int], *, reason: str, now: datetime | 
 
 def _audit_pause(template_id: int, *, reason: str, held: int) -> None:
     """The pause in the publisher's activity log: the team sees why deliveries stopped."""
-    from publishers.audit import Action, audit_record
-    from publishers.models import CallbackTemplate
-
     template = CallbackTemplate.objects.select_related("publisher").get(pk=template_id)
     audit_record(
         publisher=template.publisher,
@@ -165,8 +158,6 @@ def endpoint_resume(template_id: int, *, now: datetime | None = None) -> int:
 
     Publishers resume through `publishers.services.callback_template_resume_deliveries`
     (dashboard, API, admin), which records who did it."""
-    from publishers.models import CallbackTemplate
-
     with transaction.atomic():
         CallbackTemplate.objects.filter(pk=template_id).update(
             is_active=True,
@@ -192,8 +183,6 @@ def _notify_on_commit(notice: _Notice) -> None:
 def _notify(notice: _Notice) -> None:
     """E-mail the publisher's owners. A mail failure is logged, never raised: it must not undo
     or repeat the delivery bookkeeping that triggered it."""
-    from publishers.models import CallbackTemplate, Membership
-
     template = CallbackTemplate.objects.select_related("publisher").filter(pk=notice.template_id)
     template = template.first()
     if template is None:

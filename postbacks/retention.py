@@ -19,6 +19,8 @@ from django.utils import timezone
 
 from postbacks.models import Postback, PostbackAttempt
 from publishers.models import AuditEvent
+from tracking.models import Click, Conversion
+from tracking.partitions import clicks_partitioned, in_default_partition
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +59,6 @@ def prunable_postbacks(now: datetime, days: int) -> QuerySet:
 def prunable_clicks(now: datetime, days: int) -> QuerySet:
     """Clicks older than `days` and than their campaign's attribution window, that never
     converted."""
-    from tracking.models import Click, Conversion
-    from tracking.partitions import clicks_partitioned, in_default_partition
-
     clicks = (
         Click.objects.filter(created_at__lt=now - timedelta(days=days))
         .alias(

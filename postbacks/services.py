@@ -19,6 +19,7 @@ from postbacks.placeholders import (
     expand_placeholders,
 )
 from postbacks.values import placeholder_values
+from publishers.models import CallbackTemplate
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -39,8 +40,6 @@ def postbacks_create_for_conversion(
     Must run inside the conversion's transaction; the delivery tasks are sent on commit.
     Clicks without a spid have nobody to call back.
     """
-    from publishers.models import CallbackTemplate
-
     now = now or timezone.now()
     if not click.spid:
         return []

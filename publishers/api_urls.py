@@ -1,14 +1,16 @@
 """Routes of the publisher API, included under `/api/v1/` by config/urls.py.
 
-`/api/v1/conversions` itself is routed in tracking/urls.py, where one dispatcher serves the
-advertisers' POST and the publishers' GET (`ConversionListView`).
+`/api/v1/conversions` serves two audiences through one dispatcher
+(`publishers.api.conversions.conversions_endpoint`): the publishers' GET and the advertisers'
+POST (tracking/api.py).
 """
 
-from django.urls import path
+from django.urls import path, re_path
 
 from publishers.api import callbacks, conversions, postbacks, reports
 
 urlpatterns = [
+    re_path(r"^conversions/?$", conversions.conversions_endpoint, name="api-conversions"),
     path("clicks/<str:click_id>", conversions.ClickDetailView.as_view(), name="api-click"),
     path("trace", conversions.TraceView.as_view(), name="api-trace"),
     path("postbacks", postbacks.PostbackListView.as_view(), name="api-postbacks"),

@@ -14,6 +14,9 @@ from django.db import models
 from django.db.models import Q
 from django.http import HttpRequest
 
+from config.client_ip import client_ip
+from postbacks.models import Postback
+from publishers.cursor import decode_cursor, encode_cursor
 from publishers.models import (
     AuditEvent,
     CallbackTemplate,
@@ -22,7 +25,6 @@ from publishers.models import (
     Publisher,
     PublisherAPIKey,
 )
-from tracking.selectors import decode_cursor, encode_cursor
 
 Action = AuditEvent.Action
 
@@ -42,32 +44,25 @@ class Actor:
     @classmethod
     def dashboard(cls, request: HttpRequest, *, user: Any = None) -> "Actor":
         """The signed-in user, or `user` on pages used signed out (password reset)."""
-        return cls(AuditEvent.Via.DASHBOARD, user=user or request.user, ip=_client_ip(request))
+        return cls(AuditEvent.Via.DASHBOARD, user=user or request.user, ip=client_ip(request))
 
     @classmethod
     def invitee(cls, request: HttpRequest, *, email: str) -> "Actor":
         """Whoever holds an invitation's link (sent to `email`), signed in or not."""
         user = request.user if request.user.is_authenticated else None
-        return cls(AuditEvent.Via.DASHBOARD, user=user, ip=_client_ip(request), name=email)
+        return cls(AuditEvent.Via.DASHBOARD, user=user, ip=client_ip(request), name=email)
 
     @classmethod
     def admin(cls, request: HttpRequest) -> "Actor":
-        return cls(AuditEvent.Via.ADMIN, user=request.user, ip=_client_ip(request))
+        return cls(AuditEvent.Via.ADMIN, user=request.user, ip=client_ip(request))
 
     @classmethod
     def api(cls, request) -> "Actor":
         """For a DRF request authenticated by a publisher API key."""
-        return cls(AuditEvent.Via.API, api_key=request.user.key, ip=_client_ip(request))
+        return cls(AuditEvent.Via.API, api_key=request.user.key, ip=client_ip(request))
 
 
 SYSTEM = Actor()
-
-
-def _client_ip(request) -> str | None:
-    # The click endpoint's rule: X-Forwarded-For is believed only from TRUSTED_PROXIES.
-    from tracking.views import client_ip
-
-    return client_ip(request)
 
 
 def key_label(key: PublisherAPIKey) -> str:
@@ -78,8 +73,6 @@ def key_label(key: PublisherAPIKey) -> str:
 
 def describe(target: object) -> tuple[str, str, str]:
     """(type, id, text) of what an event is about."""
-    from postbacks.models import Postback
-
     if isinstance(target, CallbackTemplate):
         return "callback", target.public_id, str(target)[:200]
     if isinstance(target, PublisherAPIKey):

@@ -12,6 +12,7 @@ from django.utils import timezone
 from postbacks.http import DeliveryError, check_destination_allowed
 from postbacks.placeholders import CALLBACK_PLACEHOLDERS, TemplateError, validate_template
 from publishers.ids import new_public_id
+from tracking.statuses import ConversionStatus
 
 
 def default_statuses() -> list[str]:
@@ -227,9 +228,7 @@ class CallbackTemplate(models.Model):
         except DeliveryError as exc:
             raise ValidationError({"url_template": exc.message}) from None
         self.events = sorted({str(e).strip().lower() for e in self.events or [] if str(e).strip()})
-        from tracking.models import Conversion
-
-        valid = set(Conversion.Status.values)
+        valid = set(ConversionStatus.values)
         bad = [s for s in self.statuses or [] if s not in valid]
         if bad:
             raise ValidationError({"statuses": f"Unknown status {', '.join(bad)}."})

@@ -7,6 +7,7 @@ from django.db.models import Count, Q, QuerySet
 from django.http import Http404, HttpRequest
 
 from postbacks.models import Postback
+from publishers.cursor import decode_cursor, encode_cursor
 from publishers.models import (
     CallbackTemplate,
     Invitation,
@@ -14,8 +15,7 @@ from publishers.models import (
     Publisher,
     PublisherAPIKey,
 )
-from tracking.models import Campaign, Creative, TrackingLink
-from tracking.selectors import decode_cursor, encode_cursor
+from tracking.models import Campaign, Creative, SmartAd, TrackingLink
 
 
 def membership_for_user(request: HttpRequest) -> Membership:
@@ -56,8 +56,6 @@ def creatives_for_publisher(publisher: Publisher) -> QuerySet[Creative]:
 def smart_ads_for_publisher(publisher: Publisher) -> QuerySet:
     """Active smart ads whose pool holds one of the publisher's campaigns: the units it can
     embed. (Smart ads are staff-managed; their id, name and size are not tenant data.)"""
-    from tracking.models import SmartAd
-
     return (
         SmartAd.objects.filter(is_active=True, campaigns__links__publisher=publisher)
         .distinct()

@@ -1,13 +1,14 @@
-"""Conversion intake for advertisers and ad servers: `POST /api/v1/conversions` and `GET /postback`."""
+"""Conversion intake for advertisers and ad servers: `POST /api/v1/conversions` and `GET /postback`,
+with their OpenAPI description. (`/api/v1/conversions` also answers publishers' GET: its
+dispatcher lives with that list, in publishers/api/conversions.py.)"""
 
-from django.http import HttpRequest, HttpResponse
-from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import parsers, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import APIError
+from config.api import ERROR_TEXT, APIError, ErrorSerializer
 from config.hostile import StrictJSONParser
 from postbacks.values import format_amount
 from tracking import selectors
@@ -45,6 +46,68 @@ class ConversionInSerializer(serializers.Serializer):
 
     def validate_currency(self, value: str | None) -> str | None:
         return value.upper() if value else None
+
+
+class IntakePostbackSerializer(serializers.Serializer):
+    id = serializers.CharField(help_text="The postback's event id.")
+    status = serializers.CharField()
+    conversion_status = serializers.CharField()
+
+
+# The intake's answer, as `conversion_payload` builds it.
+class IntakeConversionSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    click_id = serializers.CharField()
+    event = serializers.CharField()
+    txn_id = serializers.CharField()
+    status = serializers.CharField()
+    reason = serializers.CharField(
+        allow_blank=True, help_text='Why a guard changed the status (e.g. "too_fast"), or "".'
+    )
+    payout = serializers.CharField()
+    revenue = serializers.CharField(allow_null=True)
+    currency = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    created = serializers.BooleanField(help_text="False when this replays a recorded conversion.")
+    postbacks = IntakePostbackSerializer(many=True)
+
+
+_INTAKE_RESPONSES = {
+    201: IntakeConversionSerializer,
+    200: OpenApiResponse(
+        IntakeConversionSerializer, description="Already recorded (or a status change)."
+    ),
+    400: OpenApiResponse(ErrorSerializer, description=ERROR_TEXT[400]),
+    401: OpenApiResponse(ErrorSerializer, description="No key, or a wrong or revoked one."),
+    404: OpenApiResponse(ErrorSerializer, description="`click_not_found`."),
+    409: OpenApiResponse(
+        ErrorSerializer, description="`txn_id_conflict` or `status_change_not_allowed`."
+    ),
+    422: OpenApiResponse(ErrorSerializer, description="`attribution_window_expired`."),
+    503: OpenApiResponse(ErrorSerializer, description=ERROR_TEXT[503]),
+}
+
+ADVERTISER_SECURITY_SCHEMES = {
+    "advertiserKey": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "rt_adv_<lookup>_<secret>",
+        "description": "An advertiser API key.",
+    },
+    "advertiserToken": {
+        "type": "apiKey",
+        "in": "query",
+        "name": "token",
+        "description": "An advertiser GET postback token (rt_tok_…).",
+    },
+}
+
+
+def add_advertiser_security_schemes(result: dict, generator, request, public) -> dict:
+    """Postprocessing hook: the intake's schemes, which no DRF authentication class declares."""
+    schemes = result.setdefault("components", {}).setdefault("securitySchemes", {})
+    schemes.update(ADVERTISER_SECURITY_SCHEMES)
+    return result
 
 
 def conversion_payload(outcome: ConversionOutcome) -> dict:
@@ -103,6 +166,14 @@ class ConversionCreateView(_ConversionIntake):
             )
         return advertiser
 
+    @extend_schema(
+        operation_id="conversion_record",
+        summary="Record a conversion (advertisers)",
+        tags=["advertiser intake"],
+        request=ConversionInSerializer,
+        responses={**_INTAKE_RESPONSES, 415: OpenApiResponse(ErrorSerializer)},
+        auth=[{"advertiserKey": []}],
+    )
     def post(self, request: Request) -> Response:
         # Authenticate first: a caller without a valid key learns nothing about the body.
         advertiser = self.authenticate_advertiser(request)
@@ -127,22 +198,15 @@ class ConversionGetPostbackView(_ConversionIntake):
             )
         return advertiser
 
+    @extend_schema(
+        operation_id="conversion_record_get",
+        summary="Record a conversion with a GET pixel (advertisers)",
+        tags=["advertiser intake"],
+        parameters=[ConversionInSerializer],
+        responses=_INTAKE_RESPONSES,
+        auth=[{"advertiserToken": []}],
+    )
     def get(self, request: Request) -> Response:
         fields = ConversionInSerializer().fields
         data = {name: request.query_params[name] for name in fields if name in request.query_params}
         return self.record(self.authenticate_advertiser(request), data)
-
-
-_conversion_create = ConversionCreateView.as_view()
-
-
-@csrf_exempt
-def conversions_endpoint(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-    """`/api/v1/conversions`: GET (and HEAD) is the publisher API's conversion list, anything
-    else the advertisers' intake (POST; other methods get its 405)."""
-    if request.method in ("GET", "HEAD"):
-        # Imported here: tracking must not depend on the publisher API at import time.
-        from publishers.api.conversions import conversion_list
-
-        return conversion_list(request, *args, **kwargs)
-    return _conversion_create(request, *args, **kwargs)

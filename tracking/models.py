@@ -13,6 +13,7 @@ from postbacks.placeholders import LANDING_PLACEHOLDERS, TemplateError, validate
 from publishers.ids import new_click_id, new_conversion_id, new_public_id
 from publishers.models import APIKeyBase, Publisher
 from tracking import clickinput
+from tracking.statuses import ConversionStatus
 
 currency_validator = RegexValidator(r"^[A-Z]{3}$", "Use a three-letter ISO 4217 code, e.g. USD.")
 country_list_validator = RegexValidator(
@@ -244,13 +245,8 @@ class Click(models.Model):
 
 
 class Conversion(models.Model):
-    class Status(models.TextChoices):
-        APPROVED = "approved"
-        PENDING = "pending"
-        REJECTED = "rejected"
-        # An approved conversion the advertiser took back (chargeback, refund): unlike
-        # "rejected" it was paid out, so publishers usually claw the payout back.
-        REVERSED = "reversed"
+    # Defined in tracking/statuses.py: callback templates filter on the same list.
+    Status = ConversionStatus
 
     class Reason(models.TextChoices):
         TOO_FAST = "too_fast", "Too fast: converted sooner than the campaign's minimum time"

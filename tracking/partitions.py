@@ -42,6 +42,8 @@ from django.db import connection, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Max
 
+from tracking.models import Campaign
+
 logger = logging.getLogger(__name__)
 
 PARENT = "tracking_click"
@@ -233,8 +235,6 @@ def expiry_cutoff(*, now: datetime, retention_days: int) -> datetime | None:
     """Clicks older than this may go: older than the retention and than the longest
     attribution window of any campaign (so a late conversion still finds its click), at a day
     boundary. None when retention is off (0)."""
-    from tracking.models import Campaign
-
     if retention_days <= 0:
         return None
     longest = Campaign.objects.aggregate(longest=Max("attribution_window"))["longest"]

@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 from config.outage import DATABASE_OUTAGE_ERRORS
 from postbacks.models import Postback
 from postbacks.services import postbacks_create_for_conversion
+from publishers.keys import generate_key
 from tracking import clickbuffer, clickinput, intelligence
 from tracking import smart as smart_ads
 from tracking.models import (
@@ -412,8 +413,6 @@ def advertiser_key_create(
 ) -> tuple[AdvertiserAPIKey, str]:
     """Create an API key (kind "api") or GET postback token (kind "token"); returns the row
     and the plaintext, which is shown once and never stored."""
-    from publishers.keys import generate_key
-
     generated = generate_key(AdvertiserAPIKey.PREFIXES[kind])
     key = AdvertiserAPIKey.objects.create(
         advertiser=advertiser,

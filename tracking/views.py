@@ -1,10 +1,8 @@
 """The public endpoints: `/click` (record, then redirect: every visitor of every publisher hits it)
 and `/smart` (the iframe ad unit)."""
 
-import ipaddress
 import secrets
 
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.utils.cache import add_never_cache_headers
@@ -12,29 +10,11 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.http import require_GET
 
+from config.client_ip import client_ip
 from config.outage import answers_outage_with
 from postbacks.placeholders import TemplateError, expand_placeholders
 from tracking import clickinput, intelligence, selectors, services, smart
 from tracking.models import Campaign, ClickRejection, SmartAd
-
-
-def client_ip(request: HttpRequest) -> str | None:
-    """REMOTE_ADDR, or the nearest untrusted X-Forwarded-For hop when the peer is our proxy."""
-    remote = request.META.get("REMOTE_ADDR") or None
-    proxies = settings.TRUSTED_PROXY_NETWORKS
-    if not remote or not proxies:
-        return remote
-    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-    chain = [hop.strip() for hop in forwarded.split(",") if hop.strip()] + [remote]
-    # Walk from the nearest hop outwards while the hop is one of our proxies.
-    for hop in reversed(chain):
-        try:
-            address = ipaddress.ip_address(hop)
-        except ValueError:
-            return remote
-        if not any(address in network for network in proxies):
-            return hop
-    return chain[0]
 
 
 def _landing_url(campaign: Campaign, values: dict[str, str]) -> str:

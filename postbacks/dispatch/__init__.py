@@ -68,6 +68,7 @@ from postbacks.dispatch.rows import (
     record_outcomes,
 )
 from postbacks.dispatch.sender import HostGroup, Job, Sender, get_sender
+from publishers.models import CallbackTemplate, Publisher
 
 __all__ = [
     "DispatchConfig",
@@ -285,8 +286,6 @@ def _prepare(
 ) -> tuple[list[Outcome], list[HostGroup]]:
     """Sign each row and group it by destination host; a URL refused on its shape alone
     (no DNS needed) fails at once."""
-    from publishers.models import CallbackTemplate, Publisher
-
     publishers = Publisher.objects.in_bulk({row.publisher_id for row in rows})
     secrets = {pk: publisher.active_signing_secrets() for pk, publisher in publishers.items()}
     # Templates with a failing streak: a success must reset theirs (the others' needs no write).

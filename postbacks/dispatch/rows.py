@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from postbacks import health, http, metrics, retry
 from postbacks.models import Postback, PostbackAttempt
+from publishers.models import CallbackTemplate
 
 logger = logging.getLogger(__name__)
 
@@ -234,8 +235,6 @@ def claim_batch(*, lane: Lane, limit: int, now: datetime, lease: float) -> list[
         return []
     until = now + timedelta(seconds=lease)
     if connection.vendor == "postgresql":
-        from publishers.models import CallbackTemplate
-
         sql = _CLAIM_SQL.format(
             postback=Postback._meta.db_table,
             template=CallbackTemplate._meta.db_table,

@@ -8,12 +8,11 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from config.api import APIError
+from config.api import APIError, errors
 from postbacks.placeholders import CALLBACK_PLACEHOLDERS
 from postbacks.sample import postback_send_test
 from publishers import services
 from publishers.api.base import PublisherScopedView
-from publishers.api.openapi import errors
 from publishers.api.serializers import (
     CallbackSerializer,
     CallbackTestRequestSerializer,

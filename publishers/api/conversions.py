@@ -1,18 +1,20 @@
-"""Conversions, clicks and the spid trace: what happened to a publisher's traffic."""
+"""Conversions, clicks and the spid trace: what happened to a publisher's traffic. Also the owner
+of `/api/v1/conversions`, where publishers GET their conversions and advertisers POST new ones."""
 
 from datetime import timedelta
 
 from django.conf import settings
 from django.db.models import Prefetch, QuerySet
-from django.http import Http404
+from django.http import Http404, HttpRequest, HttpResponse
 from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from config.api import errors
 from postbacks.models import Postback
 from publishers.api.base import Keyset, PublisherScopedView, validated_query
-from publishers.api.openapi import errors
 from publishers.api.serializers import (
     ClickJourneySerializer,
     ConversionPageSerializer,
@@ -22,6 +24,7 @@ from publishers.api.serializers import (
     TraceSerializer,
 )
 from tracking import selectors
+from tracking.api import ConversionCreateView
 from tracking.models import Click, Conversion
 
 # Oldest change first: a poller walks forward in time and keeps its place with the cursor.
@@ -131,5 +134,32 @@ class TraceView(PublisherScopedView):
         )
 
 
-# Built once; tracking.api.conversions_endpoint hands GET /api/v1/conversions to it.
+# --- /api/v1/conversions: one path, two audiences -------------------------------------------
+
+# Built once: the dispatcher below hands each request to one of them.
 conversion_list = ConversionListView.as_view()
+_conversion_create = ConversionCreateView.as_view()
+
+
+@csrf_exempt
+def conversions_endpoint(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+    """`/api/v1/conversions`: GET (and HEAD) is the publishers' conversion list, anything else
+    the advertisers' intake (POST, tracking/api.py; other methods get its 405)."""
+    if request.method in ("GET", "HEAD"):
+        return conversion_list(request, *args, **kwargs)
+    return _conversion_create(request, *args, **kwargs)
+
+
+SHARED_PATH = "/api/v1/conversions"
+
+
+def add_shared_path_endpoints(endpoints: list) -> list:
+    """Preprocessing hook of the OpenAPI description: the schema generator cannot look into
+    `conversions_endpoint`, so this says which view answers which method there."""
+    # The regex only serves path parameters, of which this path has none.
+    regex = r"^api/v1/conversions/?$"
+    shared = [
+        (SHARED_PATH, regex, "GET", ConversionListView.as_view()),
+        (SHARED_PATH, regex, "POST", ConversionCreateView.as_view()),
+    ]
+    return [*shared, *(e for e in endpoints if e[0].rstrip("/") != SHARED_PATH)]

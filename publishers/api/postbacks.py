@@ -6,11 +6,10 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from config.api import APIError
+from config.api import APIError, errors
 from postbacks.models import Postback
 from publishers import services
 from publishers.api.base import Keyset, PublisherScopedView, validated_query
-from publishers.api.openapi import errors
 from publishers.api.serializers import (
     PostbackDetailSerializer,
     PostbackPageSerializer,

@@ -8,11 +8,11 @@ from rest_framework import renderers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from config.api import APIError
+from config.api import APIError, errors
 from config.hostile import SafeJSONRenderer
 from publishers.api import reconciliation
 from publishers.api.base import PublisherScopedView, validated_query
-from publishers.api.openapi import FORMAT_PARAMETER, errors
+from publishers.api.openapi import FORMAT_PARAMETER
 from publishers.api.serializers import (
     ReconciliationQuerySerializer,
     ReconciliationSerializer,

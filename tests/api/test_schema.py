@@ -64,7 +64,7 @@ def test_it_serves_the_docs_with_local_assets(client):
 
 @pytest.mark.django_db
 def test_it_describes_the_intake_answer_as_it_is(client, api_key, link):
-    """The intake views are described in publishers/api/openapi.py, away from their code:
+    """The intake's answer is described by a serializer of its own (tracking/api.py):
     this keeps the description and the real answer in step."""
     from tests.api.conftest import browser_click
 

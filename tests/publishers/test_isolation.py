@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from postbacks import health
 from postbacks.models import Postback
+from publishers.cursor import encode_cursor
 from publishers.models import (
     AuditEvent,
     CallbackTemplate,
@@ -21,7 +22,6 @@ from publishers.models import (
     PublisherAPIKey,
 )
 from publishers.urls import urlpatterns
-from tracking.selectors import encode_cursor
 
 pytestmark = pytest.mark.django_db
 

@@ -4,7 +4,9 @@ advertisers by API key, both cached per process."""
 import time as time_module
 
 from django.conf import settings
+from django.utils import timezone
 
+from publishers.keys import parse_lookup, verify_key
 from tracking.cache import MISS, ProcessCache
 from tracking.models import (
     Advertiser,
@@ -60,10 +62,6 @@ def advertiser_for_key(plaintext: str, kind: str) -> Advertiser | None:
     without a query. The price: revoking a key or pausing its advertiser takes up to that
     long to reach every web process. Unknown and revoked keys are never cached.
     """
-    from django.utils import timezone
-
-    from publishers.keys import parse_lookup, verify_key
-
     lookup = parse_lookup(plaintext, AdvertiserAPIKey.PREFIXES[kind])
     if lookup is None:
         return None

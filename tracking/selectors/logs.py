@@ -1,13 +1,12 @@
 """Reads for the conversion log (keyset pages) and the spid trace. Every read takes the publisher."""
 
-import base64
-import binascii
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from django.db.models import Count, OuterRef, Prefetch, Q, Subquery, Sum
 
 from postbacks.models import Postback, PostbackAttempt
+from publishers.cursor import decode_cursor, encode_cursor
 from publishers.models import CallbackTemplate, Publisher
 from tracking.models import (
     Click,
@@ -18,24 +17,6 @@ from tracking.models import (
 
 # --- Conversion log -------------------------------------------------------------------------
 from tracking.selectors.reports import local_day_range
-
-
-def encode_cursor(moment: datetime, token: str) -> str:
-    """An opaque keyset cursor for (time, id) ordering; `decode_cursor` reads it back."""
-    raw = f"{moment.isoformat()}|{token}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str] | None:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        moment, public_id = raw.split("|", 1)
-        parsed = datetime.fromisoformat(moment)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed, public_id
 
 
 def conversion_log(
