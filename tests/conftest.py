@@ -25,7 +25,7 @@ from tracking.services import advertiser_key_create
 def receiver():
     server = Receiver().start()
     yield server
-    server.stop()
+    server.stop(hold=False)
 
 
 @pytest.fixture

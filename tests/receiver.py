@@ -1,5 +1,7 @@
 """A real HTTP receiver on 127.0.0.1 for tests: records every request, answers as told."""
 
+import contextlib
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ class Receiver:
     responder: object = None  # callable(handler) -> None, overrides status/body
     bind_port: int = 0  # 0: any free port; a fixed one brings a stopped receiver back
     _server: ThreadingHTTPServer | None = None
+    _held: socket.socket | None = None  # the port of a stopped receiver, bound, not listening
 
     @property
     def port(self) -> int:
@@ -55,12 +58,33 @@ class Receiver:
             def log_message(self, *args) -> None:
                 pass
 
+        self.release()
         self._server = ThreadingHTTPServer(("127.0.0.1", self.bind_port), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
         return self
 
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+    def stop(self, *, hold: bool = True) -> None:
+        """Stop answering. Its port stays bound, never listening (a connection is refused), so
+        that no other server, of this test or of another xdist worker, takes the port and
+        answers in its place; `start` on the same port or `release` frees it."""
+        if self._server is None:
+            return
+        port = self.port
+        self._server.shutdown()
+        self._server.server_close()
+        if hold and self._held is None:
+            held = socket.socket()
+            held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                held.bind(("127.0.0.1", port))
+            except OSError:  # taken already: nothing to hold
+                held.close()
+            else:
+                self._held = held
+
+    def release(self) -> None:
+        if self._held is not None:
+            with contextlib.suppress(OSError):
+                self._held.close()
+            self._held = None
