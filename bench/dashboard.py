@@ -93,7 +93,7 @@ def pages(publisher) -> list[tuple[str, str]]:
     from postbacks.models import Postback
     from publishers.models import CallbackTemplate
     from tracking.models import Click, Conversion
-    from tracking.selectors import encode_cursor
+    from tracking.selectors.logs import CONVERSION_LOG
 
     today = timezone.now().date()
     month = f"start={today - timedelta(days=29)}&end={today}"
@@ -124,7 +124,7 @@ def pages(publisher) -> list[tuple[str, str]]:
         ("Reports, two dimensions (pair rollup), 7 days", f"/dashboard/reports/?group_by=country&placement=sidebar&start={today - timedelta(days=6)}&end={today}"),
         ("Reports, two dimensions (pair rollup), 30 days", f"/dashboard/reports/?group_by=country&placement=sidebar&{month}"),
         ("Conversions, first page", "/dashboard/conversions/"),
-        ("Conversions, page 400 (keyset)", f"/dashboard/conversions/?after={encode_cursor(deep.created_at, deep.public_id)}"),
+        ("Conversions, page 400 (keyset)", f"/dashboard/conversions/?after={CONVERSION_LOG.encode(deep.created_at, deep.public_id)}"),
         ("Conversions, status = pending", "/dashboard/conversions/?status=pending"),
         ("Conversions, by spid", f"/dashboard/conversions/?spid={spid}"),
         ("Trace a spid", f"/dashboard/trace/?q={spid}"),

@@ -7,6 +7,7 @@ from django.db.models import Count, Q, QuerySet
 from django.http import Http404, HttpRequest
 
 from postbacks.models import Postback
+from publishers.keyset import Keyset
 from publishers.models import (
     CallbackTemplate,
     Invitation,
@@ -15,7 +16,6 @@ from publishers.models import (
     PublisherAPIKey,
 )
 from tracking.models import Campaign, Creative, TrackingLink
-from tracking.selectors import decode_cursor, encode_cursor
 
 
 def membership_for_user(request: HttpRequest) -> Membership:
@@ -124,6 +124,10 @@ DELIVERY_STATES = {
 }
 
 
+# Newest first; event ids are unique, so they break ties.
+DELIVERY_LOG = Keyset("created_at", "event_id", descending=True)
+
+
 def delivery_counts(publisher: Publisher) -> dict[str, int]:
     return Postback.objects.filter(publisher=publisher).aggregate(
         **{state: Count("pk", filter=condition) for state, condition in DELIVERY_STATES.items()}
@@ -136,21 +140,10 @@ def deliveries(
     """Postbacks in `state`, newest first (keyset on created_at, event_id), and the next
     page's cursor ("" at the end)."""
     rows = Postback.objects.filter(DELIVERY_STATES[state], publisher=publisher)
-    position = decode_cursor(cursor) if cursor else None
-    if position:
-        moment, event_id = position
-        rows = rows.filter(Q(created_at__lt=moment) | Q(created_at=moment, event_id__lt=event_id))
-    page = list(
-        rows.select_related("conversion__click", "template").order_by("-created_at", "-event_id")[
-            : limit + 1
-        ]
+    page = DELIVERY_LOG.page(
+        rows.select_related("conversion__click", "template"), cursor=cursor, limit=limit
     )
-    next_cursor = (
-        encode_cursor(page[limit - 1].created_at, page[limit - 1].event_id)
-        if len(page) > limit
-        else ""
-    )
-    return page[:limit], next_cursor
+    return page.items, page.next_if_more
 
 
 def postback_ids_for_publisher(publisher: Publisher, event_ids: list[str]) -> list[int]:

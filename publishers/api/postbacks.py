@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from config.api import APIError
 from postbacks.models import Postback
 from publishers import services
-from publishers.api.base import Keyset, PublisherScopedView, validated_query
+from publishers.api.base import PublisherScopedView, keyset_response, validated_query
 from publishers.api.openapi import errors
 from publishers.api.serializers import (
     PostbackDetailSerializer,
@@ -21,6 +21,7 @@ from publishers.api.serializers import (
     RetryResultSerializer,
 )
 from publishers.audit import Actor
+from publishers.keyset import Keyset
 from publishers.models import CallbackTemplate
 
 # Newest first, like a log.
@@ -57,16 +58,7 @@ class PostbackListView(PublisherScopedView):
     )
     def get(self, request: Request) -> Response:
         self.query = validated_query(PostbackQuerySerializer, request)
-        page = POSTBACK_LOG.page(
-            self.get_queryset(), cursor=self.query.get("cursor"), limit=self.query["limit"]
-        )
-        return Response(
-            {
-                "results": PostbackSerializer(page.items, many=True).data,
-                "next_cursor": page.next_cursor,
-                "has_more": page.has_more,
-            }
-        )
+        return keyset_response(POSTBACK_LOG, self.get_queryset(), self.query, PostbackSerializer)
 
 
 class _PostbackObjectView(PublisherScopedView):

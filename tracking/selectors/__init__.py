@@ -10,8 +10,6 @@ from tracking.selectors.logs import (
     callback_health,
     click_refusals,
     conversion_log,
-    decode_cursor,
-    encode_cursor,
     trace,
 )
 from tracking.selectors.reports import (
@@ -57,8 +55,6 @@ __all__ = [
     "conversion_log",
     "conversion_outcomes",
     "daily_totals",
-    "decode_cursor",
-    "encode_cursor",
     "hour_aligned",
     "link_for_click",
     "local_day_range",

@@ -1,13 +1,12 @@
 """Reads for the conversion log (keyset pages) and the spid trace. Every read takes the publisher."""
 
-import base64
-import binascii
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from django.db.models import Count, OuterRef, Prefetch, Q, Subquery, Sum
 
 from postbacks.models import Postback, PostbackAttempt
+from publishers.keyset import Keyset
 from publishers.models import CallbackTemplate, Publisher
 from tracking.models import (
     Click,
@@ -15,27 +14,12 @@ from tracking.models import (
     ClickRejection,
     Conversion,
 )
-
-# --- Conversion log -------------------------------------------------------------------------
 from tracking.selectors.reports import local_day_range
 
+# --- Conversion log -------------------------------------------------------------------------
 
-def encode_cursor(moment: datetime, token: str) -> str:
-    """An opaque keyset cursor for (time, id) ordering; `decode_cursor` reads it back."""
-    raw = f"{moment.isoformat()}|{token}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str] | None:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        moment, public_id = raw.split("|", 1)
-        parsed = datetime.fromisoformat(moment)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed, public_id
+# Newest first; public ids are unique, so they break ties.
+CONVERSION_LOG = Keyset("created_at", "public_id", descending=True)
 
 
 def conversion_log(
@@ -70,22 +54,14 @@ def conversion_log(
         conversions = conversions.filter(created_at__gte=local_day_range(start, start, tz)[0])
     if end:
         conversions = conversions.filter(created_at__lt=local_day_range(end, end, tz)[1])
-    position = decode_cursor(cursor) if cursor else None
-    if position:
-        moment, public_id = position
-        conversions = conversions.filter(
-            Q(created_at__lt=moment) | Q(created_at=moment, public_id__lt=public_id)
-        )
-    page = list(
-        conversions.select_related("click", "campaign")
-        .prefetch_related(
+    page = CONVERSION_LOG.page(
+        conversions.select_related("click", "campaign").prefetch_related(
             Prefetch("postbacks", queryset=Postback.objects.order_by("created_at", "pk"))
-        )
-        .order_by("-created_at", "-public_id")[: limit + 1]
+        ),
+        cursor=cursor,
+        limit=limit,
     )
-    last = page[limit - 1] if len(page) > limit else None
-    next_cursor = encode_cursor(last.created_at, last.public_id) if last else ""
-    return page[:limit], next_cursor
+    return page.items, page.next_if_more
 
 
 # --- Spid trace -----------------------------------------------------------------------------
