@@ -40,14 +40,17 @@ def links_for_publisher(publisher: Publisher) -> QuerySet[TrackingLink]:
 
 
 def campaigns_for_publisher(publisher: Publisher) -> QuerySet[Campaign]:
-    """Campaigns the publisher has a link to: the only ones it may see or filter on."""
-    return Campaign.objects.filter(links__publisher=publisher).distinct().order_by("name")
+    """Campaigns the publisher has a link to: the only ones it may see, filter on or attach a
+    callback to; another's is "does not exist". A semi-join, not a join: no duplicates to
+    remove, so it also serves as a subquery."""
+    return Campaign.objects.filter(
+        pk__in=TrackingLink.objects.filter(publisher=publisher).values("campaign_id")
+    )
 
 
 def creatives_for_publisher(publisher: Publisher) -> QuerySet[Creative]:
     return (
-        Creative.objects.filter(campaign__links__publisher=publisher)
-        .distinct()
+        Creative.objects.filter(campaign__in=campaigns_for_publisher(publisher))
         .select_related("campaign")
         .order_by("campaign__name", "name")
     )
@@ -59,7 +62,7 @@ def smart_ads_for_publisher(publisher: Publisher) -> QuerySet:
     from tracking.models import SmartAd
 
     return (
-        SmartAd.objects.filter(is_active=True, campaigns__links__publisher=publisher)
+        SmartAd.objects.filter(is_active=True, campaigns__in=campaigns_for_publisher(publisher))
         .distinct()
         .order_by("pk")
     )

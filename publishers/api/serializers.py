@@ -14,6 +14,7 @@ from config.hostile import validate_day
 from postbacks.models import Postback, PostbackAttempt
 from postbacks.values import format_amount
 from publishers.models import CallbackTemplate, Publisher
+from publishers.selectors import campaigns_for_publisher
 from tracking.models import Campaign, Conversion
 from tracking.selectors import DEFINITIONS, REPORT_FILTERS, REPORT_GROUPS, REPORT_TIMEZONES
 
@@ -447,9 +448,7 @@ class CallbackSerializer(serializers.ModelSerializer):
         publisher: Publisher | None = self.context.get("publisher")
         if publisher is not None:
             # Only campaigns the publisher runs: another's campaign id is "does not exist".
-            self.fields["campaign"].queryset = Campaign.objects.filter(
-                links__publisher=publisher
-            ).distinct()
+            self.fields["campaign"].queryset = campaigns_for_publisher(publisher)
 
 
 def django_errors_to_drf(exc: DjangoValidationError) -> serializers.ValidationError:

@@ -12,6 +12,7 @@ from django.db.models.functions import TruncDate
 
 from postbacks.models import Postback
 from publishers.models import Publisher
+from publishers.selectors import campaigns_for_publisher, creatives_for_publisher
 from tracking.models import (
     Campaign,
     Click,
@@ -221,7 +222,8 @@ def _filter_ids(publisher: Publisher, filters: Mapping[str, str]) -> dict[str, o
             continue
         if name == "campaign":
             campaign_id = (
-                Campaign.objects.filter(public_id=value, links__publisher=publisher)
+                campaigns_for_publisher(publisher)
+                .filter(public_id=value)
                 .values_list("pk", flat=True)
                 .first()
             )
@@ -230,7 +232,8 @@ def _filter_ids(publisher: Publisher, filters: Mapping[str, str]) -> dict[str, o
             resolved[name] = campaign_id
         elif name == "creative":
             creative_id = (
-                Creative.objects.filter(public_id=value, campaign__links__publisher=publisher)
+                creatives_for_publisher(publisher)
+                .filter(public_id=value)
                 .values_list("pk", flat=True)
                 .first()
             )
