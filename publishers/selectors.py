@@ -1,8 +1,6 @@
 """Reads for the publisher dashboard. Every function takes the publisher: tenant scoping is
 not optional."""
 
-from datetime import datetime
-
 from django.db.models import Count, Q, QuerySet
 from django.http import Http404, HttpRequest
 
@@ -158,17 +156,9 @@ def postback_ids_for_publisher(publisher: Publisher, event_ids: list[str]) -> li
     )
 
 
-def postback_ids_in_range(
-    publisher: Publisher, *, start: datetime, end: datetime, states: list[str], limit: int
-) -> list[int]:
-    """The publisher's postbacks in `states` created in [start, end), oldest first."""
+def delivery_condition(states: list[str]) -> Q:
+    """Postbacks in any of `states` (keys of DELIVERY_STATES)."""
     condition = Q()
     for state in states:
         condition |= DELIVERY_STATES[state]
-    return list(
-        Postback.objects.filter(
-            condition, publisher=publisher, created_at__gte=start, created_at__lt=end
-        )
-        .order_by("created_at")
-        .values_list("pk", flat=True)[:limit]
-    )
+    return condition

@@ -377,7 +377,7 @@ class ReplayResultSerializer(serializers.Serializer):
     matched = serializers.IntegerField(help_text="Postbacks in the range with those statuses.")
     queued = serializers.IntegerField(help_text="Made due now and sent to the workers.")
     remaining = serializers.IntegerField(
-        help_text="Matched but left for another request (over API_REPLAY_MAX, or in flight)."
+        help_text="Matched but left for another request (over POSTBACKS_REPLAY_MAX, or in flight)."
     )
 
 

@@ -325,6 +325,26 @@ def test_it_lists_and_retries_deliveries(
     ) == {"pending"}
 
 
+def test_a_range_retry_has_the_apis_cap_and_says_what_remains(
+    member_client, dashboard_data, settings
+):
+    """One cap for both range replays (POSTBACKS_REPLAY_MAX), oldest first."""
+    settings.POSTBACKS_REPLAY_MAX = 1
+    rows = member_client.get(reverse("deliveries")).context["rows"]
+    assert len(rows) == 2
+    today = timezone.now().date().isoformat()
+    response = member_client.post(
+        reverse("deliveries_retry"),
+        {"scope": "range", "start": today, "end": today, "states": ["failing"]},
+        follow=True,
+    )
+    shown = [str(m) for m in response.context["messages"]]
+    assert shown[0] == "1 postback(s) queued for immediate delivery."
+    assert shown[1].startswith("1 more matched but were not queued (at most 1 per replay")
+    oldest = min(rows, key=lambda p: p.pk)
+    assert Postback.objects.get(pk=oldest.pk).next_attempt_at <= timezone.now()
+
+
 def test_a_retry_answer_says_what_happened(member_client, dashboard_data):
     """A 100,000-character `state` used to queue the retry, write the audit row and then answer
     400 (the redirect back was too long): now the answer matches what was done."""
