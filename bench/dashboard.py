@@ -3,7 +3,7 @@
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/roundtrip_bench python bench/dashboard.py
     python bench/dashboard.py --clicks 1000000 --repeat 7 --write docs/performance.md
 
-Loads the data once with `manage.py generate_clicks` (COPY; skipped when the bench publisher
+Loads the data once with bench/dataset.py (COPY; skipped when the bench publisher
 already has enough clicks), then requests each page in-process through Django's test client
 with production settings (DEBUG off, the whole middleware stack, templates rendered): server
 time without the network. Each page is warmed up once, then timed `--repeat` times; the table
@@ -43,6 +43,7 @@ def setup(clicks: int):
     django.setup()
     from django.core.management import call_command
 
+    from bench.dataset import dataset_generate
     from publishers.models import Publisher
     from tracking.models import Click
 
@@ -53,13 +54,7 @@ def setup(clicks: int):
     have = Click.objects.filter(publisher=publisher).count() if publisher else 0
     if have < clicks:
         started = time.monotonic()
-        call_command(
-            "generate_clicks",
-            clicks=clicks - have,
-            publisher=PUBLISHER,
-            owner="bench",
-            skip_checks=True,
-        )
+        dataset_generate(clicks=clicks - have, publisher=PUBLISHER, owner="bench")
         print(f"generated {clicks - have} clicks in {time.monotonic() - started:.1f}s")
     publisher = Publisher.objects.get(name=PUBLISHER)
     _pairs_ensure(publisher)
@@ -202,7 +197,7 @@ def markdown(results: list[dict], env: dict, repeat: int) -> str:
         f"Every dashboard page on PostgreSQL {env['postgresql']} with **{env['clicks']:,} clicks**, "
         f"{env['conversions']:,} conversions and their postbacks for one publisher "
         f"({env['rollup_rows']:,} rows in the hourly rollup), loaded by "
-        "`manage.py generate_clicks`. Server time through Django's test client with production "
+        "`bench/dataset.py`. Server time through Django's test client with production "
         f"settings (DEBUG off, full middleware, templates rendered), median of {repeat} runs after a "
         f"warm-up; {env['cpus']} shared cores, load average {env['load_average'][0]} during the run.",
         "",
