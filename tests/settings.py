@@ -1,4 +1,5 @@
-"""Settings for the suite: production-like (DEBUG off, PostgreSQL, Redis) with test secrets."""
+"""Settings for the suite: production's (DEBUG off, PostgreSQL, Redis, the click buffer and the
+caches on) with test secrets."""
 
 import os
 from urllib.parse import urlsplit
@@ -12,8 +13,25 @@ if not os.environ.get("DATABASE_URL"):
 if not os.environ.get("REDIS_URL"):
     raise RuntimeError("Tests need Redis: run them with `make test` or set REDIS_URL.")
 
-from config.settings import *  # noqa: F403
-from config.settings import STORAGES, env
+
+def _worker_redis(url: str) -> str:
+    """Each pytest-xdist worker gets a Redis database of its own (1, 2, …; the broker uses 14
+    and the e2e stack 15): the click buffer's stream and every other key would otherwise be
+    shared by tests running at once."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return url
+    number = int(worker[2:]) + 1
+    if number > 13:
+        raise RuntimeError("At most 13 pytest-xdist workers: each takes a Redis database.")
+    return urlsplit(url)._replace(path=f"/{number}").geturl()
+
+
+# In the environment, so the processes a test starts use the same database.
+os.environ["REDIS_URL"] = _worker_redis(os.environ["REDIS_URL"])
+
+from config.settings import *  # noqa: F403, E402
+from config.settings import STORAGES, env  # noqa: E402
 
 # Tests send tasks to their own Redis database so nothing else consumes them.
 CELERY_BROKER_URL = env.str("TEST_CELERY_BROKER_URL", default="") or (
@@ -23,11 +41,8 @@ STORAGES = {
     **STORAGES,
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
-# Clicks are written synchronously in tests unless a test turns buffering on (clickbuffer tests).
-CLICKS_BUFFERED = False
-# Tests pause links and expect the next click to see it at once.
-CLICKS_LINK_CACHE_SECONDS = 0
-CONVERSIONS_KEY_CACHE_SECONDS = 0
+# The click buffer and the per-process caches are on, as in production: tests/conftest.py
+# empties them between tests, and `buffered_clicks_flush` writes what a test clicked.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
 SECURE_COOKIES = False
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = False

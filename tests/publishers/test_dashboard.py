@@ -14,7 +14,7 @@ from postbacks import signing
 from postbacks.models import Postback
 from publishers.keys import hash_key
 from publishers.models import AuditEvent, CallbackTemplate, Membership, PublisherAPIKey
-from tracking.services import click_record
+from tests.tracking.helpers import click_stored
 
 pytestmark = pytest.mark.django_db
 
@@ -210,7 +210,7 @@ def test_it_traces_a_spid_through_every_attempt(owner_client, dashboard_data):
 @pytest.mark.parametrize("spid", ["cnv_mine", "evt_42"])
 def test_it_traces_a_spid_that_looks_like_an_id(owner_client, link, spid):
     """Publishers choose their spids: one that starts like our ids is still found as a spid."""
-    click = click_record(link=link, spid=spid, user_agent="Mozilla/5.0")
+    click = click_stored(link=link, spid=spid, user_agent="Mozilla/5.0")
     trace = owner_client.get(reverse("trace") + f"?q={spid}").context["trace"]
     assert [c.pk for c in trace.clicks] == [click.pk]
 

@@ -139,14 +139,12 @@ def test_it_asks_to_retry_when_the_buffer_holding_the_click_is_unreachable(
 
 
 def test_it_writes_directly_when_redis_is_unreachable(client, link, settings):
-    settings.CLICKS_BUFFERED = True
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
     click_id = click(client, link, "fallback")
     assert Click.objects.get().click_id == click_id
 
 
 def test_it_is_off_without_redis(settings):
-    settings.CLICKS_BUFFERED = True
     settings.REDIS_URL = ""
     assert not clickbuffer.buffering_enabled()
     assert django_settings.CLICKS_BUFFERED
