@@ -107,37 +107,43 @@ def copy_rows(model, columns: list[str], rows, chunk: int = 20_000) -> int:
     return count
 
 
+def secondary_indexes_drop(model) -> list[str]:
+    """Drop the table's plain (non-unique) indexes; returns their definitions. A partitioned
+    table's are defined "ON ONLY" the parent: built again without ONLY, each covers every
+    partition."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT i.relname, pg_get_indexdef(x.indexrelid)
+              FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+             WHERE x.indrelid = %s::regclass AND NOT x.indisunique AND NOT x.indisprimary
+            """,
+            [model._meta.db_table],
+        )
+        found = cursor.fetchall()
+        for name, _ in found:
+            cursor.execute(f"DROP INDEX {connection.ops.quote_name(name)}")
+    return [definition for _, definition in found]
+
+
 class SecondaryIndexesDropped:
-    """Drop a table's plain (non-unique) indexes for the duration of a bulk load and build
-    them again afterwards: one sorted build is several times cheaper than a million random
-    B-tree inserts. Inside the load's transaction, so a failure restores them."""
+    """Drop a table's plain indexes for the duration of a bulk load and build them again
+    afterwards: one sorted build is several times cheaper than a million random B-tree
+    inserts. Inside the load's transaction, so a failure restores them."""
 
     def __init__(self, model):
-        self.table = model._meta.db_table
-        self.definitions: list[tuple[str, str]] = []
+        self.model = model
+        self.definitions: list[str] = []
 
     def __enter__(self):
-        with connection.cursor() as cursor:
-            cursor.execute(
-                """
-                SELECT i.relname, pg_get_indexdef(x.indexrelid)
-                  FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
-                 WHERE x.indrelid = %s::regclass AND NOT x.indisunique AND NOT x.indisprimary
-                """,
-                [self.table],
-            )
-            self.definitions = cursor.fetchall()
-            for name, _ in self.definitions:
-                cursor.execute(f"DROP INDEX {connection.ops.quote_name(name)}")
+        self.definitions = secondary_indexes_drop(self.model)
         return self
 
     def __exit__(self, *exc) -> None:
         if exc[0] is not None:
             return
         with connection.cursor() as cursor:
-            for _, definition in self.definitions:
-                # A partitioned table's index is defined "ON ONLY" the parent; built again
-                # without ONLY, it covers every partition.
+            for definition in self.definitions:
                 cursor.execute(definition.replace(" ON ONLY ", " ON ", 1))
 
 

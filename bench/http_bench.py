@@ -344,16 +344,9 @@ print(json.dumps({"publisher": publisher.pk}))
 
 DROP_INDEXES = """
 import json
-from django.db import connection
-with connection.cursor() as cursor:
-    cursor.execute(
-        "SELECT i.relname, pg_get_indexdef(x.indexrelid) FROM pg_index x "
-        "JOIN pg_class i ON i.oid = x.indexrelid WHERE x.indrelid = 'tracking_click'::regclass "
-        "AND NOT x.indisunique AND NOT x.indisprimary")
-    found = cursor.fetchall()
-    for name, _ in found:
-        cursor.execute(f'DROP INDEX "{name}"')
-print(json.dumps([definition for _, definition in found]))
+from bench.dataset import secondary_indexes_drop
+from tracking.models import Click
+print(json.dumps(secondary_indexes_drop(Click)))
 """
 
 FINISH = """
