@@ -3,7 +3,7 @@
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/roundtrip_bench python bench/dashboard.py
     python bench/dashboard.py --clicks 1000000 --repeat 7 --write docs/performance.md
 
-Loads the data once with `manage.py generate_clicks` (COPY; skipped when the bench publisher
+Loads the data once with bench/dataset.py (COPY; skipped when the bench publisher
 already has enough clicks), then requests each page in-process through Django's test client
 with production settings (DEBUG off, the whole middleware stack, templates rendered): server
 time without the network. Each page is warmed up once, then timed `--repeat` times; the table
@@ -43,6 +43,7 @@ def setup(clicks: int):
     django.setup()
     from django.core.management import call_command
 
+    from bench.dataset import dataset_generate
     from publishers.models import Publisher
     from tracking.models import Click
 
@@ -53,13 +54,7 @@ def setup(clicks: int):
     have = Click.objects.filter(publisher=publisher).count() if publisher else 0
     if have < clicks:
         started = time.monotonic()
-        call_command(
-            "generate_clicks",
-            clicks=clicks - have,
-            publisher=PUBLISHER,
-            owner="bench",
-            skip_checks=True,
-        )
+        dataset_generate(clicks=clicks - have, publisher=PUBLISHER, owner="bench")
         print(f"generated {clicks - have} clicks in {time.monotonic() - started:.1f}s")
     publisher = Publisher.objects.get(name=PUBLISHER)
     _pairs_ensure(publisher)
@@ -91,9 +86,9 @@ def pages(publisher) -> list[tuple[str, str]]:
     from django.utils import timezone
 
     from postbacks.models import Postback
-    from publishers.cursor import encode_cursor
     from publishers.models import CallbackTemplate
     from tracking.models import Click, Conversion
+    from tracking.selectors.logs import CONVERSION_LOG
 
     today = timezone.now().date()
     month = f"start={today - timedelta(days=29)}&end={today}"
@@ -124,7 +119,7 @@ def pages(publisher) -> list[tuple[str, str]]:
         ("Reports, two dimensions (pair rollup), 7 days", f"/dashboard/reports/?group_by=country&placement=sidebar&start={today - timedelta(days=6)}&end={today}"),
         ("Reports, two dimensions (pair rollup), 30 days", f"/dashboard/reports/?group_by=country&placement=sidebar&{month}"),
         ("Conversions, first page", "/dashboard/conversions/"),
-        ("Conversions, page 400 (keyset)", f"/dashboard/conversions/?after={encode_cursor(deep.created_at, deep.public_id)}"),
+        ("Conversions, page 400 (keyset)", f"/dashboard/conversions/?after={CONVERSION_LOG.encode(deep.created_at, deep.public_id)}"),
         ("Conversions, status = pending", "/dashboard/conversions/?status=pending"),
         ("Conversions, by spid", f"/dashboard/conversions/?spid={spid}"),
         ("Trace a spid", f"/dashboard/trace/?q={spid}"),
@@ -202,7 +197,7 @@ def markdown(results: list[dict], env: dict, repeat: int) -> str:
         f"Every dashboard page on PostgreSQL {env['postgresql']} with **{env['clicks']:,} clicks**, "
         f"{env['conversions']:,} conversions and their postbacks for one publisher "
         f"({env['rollup_rows']:,} rows in the hourly rollup), loaded by "
-        "`manage.py generate_clicks`. Server time through Django's test client with production "
+        "`bench/dataset.py`. Server time through Django's test client with production "
         f"settings (DEBUG off, full middleware, templates rendered), median of {repeat} runs after a "
         f"warm-up; {env['cpus']} shared cores, load average {env['load_average'][0]} during the run.",
         "",

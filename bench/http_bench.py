@@ -15,7 +15,7 @@ Two stages, so `make bench` can put the 10 M-click load last (bench/run.py):
     python bench/http_bench.py growth --clicks 10000000
 
 Growth datasets live in databases of their own (`<bench database>_1m`, `_10m`), loaded once
-with `manage.py generate_clicks` (COPY, several loaders in parallel, the clicks table's
+with bench/dataset.py (COPY, several loaders in parallel, the clicks table's
 secondary indexes built once at the end) and kept between runs: a dataset is reused only if
 its marker (clicks, generator version, load time) matches and the table holds exactly that
 many generated clicks. The dashboard benchmark reads the 1 M dataset.
@@ -48,7 +48,7 @@ from bench import prod  # noqa: E402
 BIN = Path(sys.executable).parent
 OUT = ROOT / "var" / "bench"
 RESULTS = OUT / "http.json"
-GENERATOR = ROOT / "tracking" / "management" / "commands" / "generate_clicks.py"
+GENERATOR = ROOT / "bench" / "dataset.py"
 DATASET_PUBLISHER = "Bench Publisher"
 DATASET_DAYS = 30
 # Bump when the way a dataset is built changes (what the marker can't see from the generator).
@@ -331,30 +331,22 @@ def dataset_check(env: Env, clicks: int, max_age_hours: float) -> str | None:
 
 SETUP = """
 import json
-from tracking.management.commands.generate_clicks import Command
+from bench.dataset import dataset_setup
 from tracking.partitions import partitions_ensure
 from django.utils import timezone
 from datetime import timedelta
 # Day partitions for the whole range, as partition maintenance keeps them in production (rows
 # of days without one would all land in the default partition).
 partitions_ensure(now=timezone.now() - timedelta(days=%d), days_ahead=%d)
-publisher, links, template = Command()._setup(
-    {"publisher": %r, "owner": "bench", "password": "bench"})
+publisher, links, template = dataset_setup(%r, owner="bench", password="bench")
 print(json.dumps({"publisher": publisher.pk}))
 """
 
 DROP_INDEXES = """
 import json
-from django.db import connection
-with connection.cursor() as cursor:
-    cursor.execute(
-        "SELECT i.relname, pg_get_indexdef(x.indexrelid) FROM pg_index x "
-        "JOIN pg_class i ON i.oid = x.indexrelid WHERE x.indrelid = 'tracking_click'::regclass "
-        "AND NOT x.indisunique AND NOT x.indisprimary")
-    found = cursor.fetchall()
-    for name, _ in found:
-        cursor.execute(f'DROP INDEX "{name}"')
-print(json.dumps([definition for _, definition in found]))
+from bench.dataset import secondary_indexes_drop
+from tracking.models import Click
+print(json.dumps(secondary_indexes_drop(Click)))
 """
 
 FINISH = """
@@ -379,7 +371,7 @@ def _build_index(url: str, definition: str) -> None:
 
 
 def dataset_load(env: Env, clicks: int, start_from: int, loaders: int) -> None:
-    """Add `clicks - start_from` generated clicks with `loaders` generate_clicks processes at
+    """Add `clicks - start_from` generated clicks with `loaders` bench/dataset.py processes at
     once (the clicks table's secondary indexes dropped meanwhile and built once at the end, in
     parallel sessions; the rollup rebuilt once)."""
     started = time.monotonic()
@@ -393,11 +385,11 @@ def dataset_load(env: Env, clicks: int, start_from: int, loaders: int) -> None:
     shares = [todo // loaders + (1 if i < todo % loaders else 0) for i in range(loaders)]
     procs = []
     for i, share in enumerate(shares):
-        argv = env.manage_argv(
-            "generate_clicks", "--clicks", str(share), "--days", str(DATASET_DAYS),
-            "--publisher", DATASET_PUBLISHER, "--seed", str(clicks + start_from + i),
-            "--skip-rollup",
-        )  # fmt: skip
+        argv = [
+            str(BIN / "python"), "-m", "bench.dataset", "--clicks", str(share),
+            "--days", str(DATASET_DAYS), "--publisher", DATASET_PUBLISHER,
+            "--seed", str(clicks + start_from + i), "--skip-rollup",
+        ]  # fmt: skip
         log = (OUT / f"generate-{dataset_label(clicks)}-{i}.log").open("w")
         procs.append(
             subprocess.Popen(
@@ -409,7 +401,7 @@ def dataset_load(env: Env, clicks: int, start_from: int, loaders: int) -> None:
             )
         )
     if any(proc.wait() for proc in procs):
-        raise SystemExit(f"generate_clicks failed: see {OUT}/generate-*.log")
+        raise SystemExit(f"bench/dataset.py failed: see {OUT}/generate-*.log")
     step(f"{todo:,} clicks copied by {loaders} loaders")
     from concurrent.futures import ThreadPoolExecutor
 
@@ -643,7 +635,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0, help="per wrk run")
     parser.add_argument("--loaders", type=int, default=max(2, os.cpu_count() or 2),
-                        help="generate_clicks processes loading a dataset at once")  # fmt: skip
+                        help="bench/dataset.py processes loading a dataset at once")  # fmt: skip
     parser.add_argument("--max-age-hours", type=float, default=36.0,
                         help="reload a dataset older than this")  # fmt: skip
     parser.add_argument("--database-url", default=os.environ.get(

@@ -108,7 +108,7 @@ def section(results: dict) -> str:
             "**Growth.** The same click measurements and the dashboard's report query "
             "(`tracking.selectors.report`, last 30 days, for the publisher that owns the loaded "
             "clicks) with the clicks table at each size. The rows are bulk-loaded with COPY by "
-            "`manage.py generate_clicks` (several loaders at once, day partitions as partition "
+            "`bench/dataset.py` (several loaders at once, day partitions as partition "
             "maintenance keeps them) into a database per size that later runs reuse while it "
             "is recent and holds exactly that dataset; the 0-clicks row is the measurement "
             f"above, the others use `{growth[-1].get('seconds', results['seconds']):g}`-second "

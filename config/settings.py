@@ -238,9 +238,9 @@ ADMISSION_RETRY_AFTER = env.int("ADMISSION_RETRY_AFTER", default=1)
 # committed late (its updated_at is earlier than rows already read) is never skipped by a
 # poller that has moved past it. See docs/api.md, "Polling for changes".
 API_CONVERSIONS_SETTLE_SECONDS = env.float("API_CONVERSIONS_SETTLE_SECONDS", default=5.0)
-# At most this many postbacks are queued by one replay request (the answer says how many
-# more matched).
-API_REPLAY_MAX = env.int("API_REPLAY_MAX", default=10_000)
+# At most this many postbacks are queued by one range replay, from the dashboard or the API
+# (the answer says how many more matched), so one request can't enqueue millions.
+POSTBACKS_REPLAY_MAX = env.int("POSTBACKS_REPLAY_MAX", default=10_000)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Roundtrip API",
     "DESCRIPTION": "Conversion intake for advertisers and the publisher API. See docs/api.md.",

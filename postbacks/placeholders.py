@@ -13,56 +13,71 @@ and cannot change the URL's host, path shape or query structure.
 
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 MAX_TEMPLATE_LENGTH = 2048
 MAX_EXPANDED_LENGTH = 8192
 
-# What a callback template may use. Documented with examples in docs/api.md.
-CALLBACK_PLACEHOLDERS = frozenset(
-    {
+
+@dataclass(frozen=True)
+class Placeholder:
+    name: str
+    help: str  # the dashboard's placeholder reference
+    sample: str  # what a test postback and the live preview put in
+    # Known at click time, so an advertiser's landing URL may use it too.
+    at_click: bool = False
+
+
+# Every placeholder, in the order the dashboard lists them: the one catalog. Documented with
+# examples in docs/api.md.
+CATALOG: tuple[Placeholder, ...] = (
+    Placeholder(
         "spid",
-        "click_id",
-        "conversion_id",
+        "Your identifier from the ad link (up to 255 characters), exactly as you sent it",
+        "123456789",
+        at_click=True,
+    ),
+    Placeholder("click_id", "Our id of the click", "01kb2x7c3s8q4n6p9r1t5v7w9y", at_click=True),
+    Placeholder("conversion_id", "Our id of the conversion", "cnv_01kb2x9d4f6h8j0k2m4n6p8q0r"),
+    Placeholder(
         "event_id",
-        "event",
-        "status",
-        "payout",
-        "currency",
-        "revenue",
-        "txn_id",
-        "campaign_id",
-        "campaign",
+        "Stable id of this postback: the same on every retry, so drop duplicates",
+        "evt_01kb2x9d4f6h8j0k2m4n6p8q0s",
+    ),
+    Placeholder("event", "The advertiser's event name (conversion, sale, lead, …)", "conversion"),
+    Placeholder("status", "The conversion's status: approved, pending, rejected, …", "approved"),
+    Placeholder("payout", "Your payout for this conversion", "2.50"),
+    Placeholder("currency", "Three-letter currency of the payout", "USD"),
+    Placeholder("revenue", "The advertiser's reported revenue, when shared", "4.00"),
+    Placeholder("txn_id", "The advertiser's transaction id", "order-1001"),
+    Placeholder("campaign_id", "Campaign id", "01kb2w3a5c7e9g1j3l5n7q9s1u", at_click=True),
+    Placeholder("campaign", "Campaign name", "Summer Sale"),
+    Placeholder(
         "creative_id",
-        "placement",
-        "smart_ad_id",
-        "keyword",
-        "country",
-        "device",
-        "os",
-        "browser",
-        "click_time",
-        "conversion_time",
-        "timestamp",
-        "publisher_id",
-    }
+        "Creative id (empty if the link named none)",
+        "01kb2w4b6d8f0h2k4m6p8r0t2w",
+        at_click=True,
+    ),
+    Placeholder("placement", "Placement of the click", "sidebar", at_click=True),
+    Placeholder("smart_ad_id", "Smart ad that was clicked", "1491", at_click=True),
+    Placeholder("keyword", "Keyword (q) of the smart ad", "running shoes", at_click=True),
+    Placeholder("country", "Two-letter country of the click", "DE", at_click=True),
+    Placeholder("device", "Device type: desktop, mobile or tablet", "mobile", at_click=True),
+    Placeholder("os", "Operating system", "Android"),
+    Placeholder("browser", "Browser", "Chrome"),
+    Placeholder("click_time", "Unix time of the click", "1767225600"),
+    Placeholder("conversion_time", "Unix time of the conversion", "1767229200"),
+    Placeholder("timestamp", "Unix time of this attempt", "1767229201"),
+    Placeholder("publisher_id", "Your publisher id", "01kb2v1z3x5v7t9r1p3n5l7j9g", at_click=True),
 )
 
+# What a callback template may use.
+CALLBACK_PLACEHOLDERS = frozenset(p.name for p in CATALOG)
 # What an advertiser's landing URL may use: only what is known at click time.
-LANDING_PLACEHOLDERS = frozenset(
-    {
-        "click_id",
-        "spid",
-        "publisher_id",
-        "campaign_id",
-        "creative_id",
-        "placement",
-        "smart_ad_id",
-        "keyword",
-        "country",
-        "device",
-    }
-)
+LANDING_PLACEHOLDERS = frozenset(p.name for p in CATALOG if p.at_click)
+# What a test postback (and the dashboard's live preview) puts in each placeholder.
+SAMPLE_VALUES: dict[str, str] = {p.name: p.sample for p in CATALOG}
 
 # Spellings other trackers use, accepted so publishers can paste their existing templates.
 ALIASES = {
@@ -77,6 +92,23 @@ ALIASES = {
     "campaignid": "campaign_id",
     "geo": "country",
 }
+
+
+def placeholder_reference() -> list[dict]:
+    """The catalog as the dashboard shows it: name, help, example and the aliases of each."""
+    aliases: dict[str, list[str]] = {}
+    for alias, name in ALIASES.items():
+        aliases.setdefault(name, []).append(alias)
+    return [
+        {
+            "name": p.name,
+            "help": p.help,
+            "example": p.sample,
+            "aliases": sorted(aliases.get(p.name, [])),
+        }
+        for p in CATALOG
+    ]
+
 
 _PLACEHOLDER = re.compile(r"\[([A-Za-z][A-Za-z0-9_]*)\]|\{([A-Za-z][A-Za-z0-9_]*)\}")
 _FORBIDDEN_CHARS = re.compile(r"[\x00-\x20\x7f]")

@@ -9,11 +9,11 @@ from django.utils import timezone
 from postbacks import dispatch, http
 from postbacks.placeholders import (
     CALLBACK_PLACEHOLDERS,
+    SAMPLE_VALUES,
     TemplateError,
     expand_placeholders,
     validate_template,
 )
-from postbacks.values import SAMPLE_VALUES
 from publishers.ids import new_event_id
 
 

@@ -1,6 +1,9 @@
-"""Postback signatures: sign on our side, verify on the publisher's. Standard library only.
+"""Every HMAC signature we make: postbacks and reconciliation files. Sign on our side, verify
+on the publisher's. Standard library only.
 
-This module imports nothing from Django, so a publisher can copy it as is. Each postback carries:
+This module imports nothing from Django, so a publisher can copy it as is. Both kinds use the
+same signature, `v1=<base64 HMAC-SHA256(secret's UTF-8 bytes, message)>`, with one signature
+per active secret, space-separated, during a rotation. Each postback carries:
 
     Roundtrip-Event-Id:  evt_...            (stable across retries: dedupe on it)
     Roundtrip-Timestamp: 1767225600          (unix seconds of this attempt)
@@ -18,6 +21,18 @@ True
 >>> verify(["whsec_test"], "evt_1", "1767225600", sig, "/cb?id=43", now=1767225700)
 False
 >>> verify(["whsec_test"], "evt_1", "1767225600", sig, "/cb?id=42", now=1767226000)
+False
+
+A reconciliation file carries `Roundtrip-Content-SHA256` (hex SHA-256 of the exact body),
+`Roundtrip-Timestamp` (when it was made) and `Roundtrip-Signature`, whose message is
+"<timestamp>.<date>.<sha256 hex>": the date is signed so a file can't be passed off as another
+day's.
+
+>>> body = b"conversion_id,spid\\r\\n"
+>>> header = file_signature_header(["whsec_test"], 1767225600, "2026-01-01", content_sha256(body))
+>>> verify_file(["whsec_test"], "1767225600", "2026-01-01", body, header)
+True
+>>> verify_file(["whsec_test"], "1767225600", "2026-01-02", body, header)
 False
 """
 
@@ -37,6 +52,31 @@ _MAX_SIGNATURES = 8
 _TIMESTAMP = re.compile(r"^[0-9]{1,15}$")
 
 
+def _signature(secret: str, message: bytes) -> str:
+    mac = hmac.new(secret.encode(), message, hashlib.sha256)
+    return f"{VERSION}={base64.b64encode(mac.digest()).decode()}"
+
+
+def _header_matches(secrets: Iterable[str], message: bytes, header: str) -> bool:
+    """True when `header` holds a signature of `message` by any of `secrets`. Entries of
+    other versions are ignored."""
+    offered = [
+        entry.encode()
+        for entry in (header or "").split()[:_MAX_SIGNATURES]
+        if entry.startswith(f"{VERSION}=")
+    ]
+    found = False
+    for secret in secrets:
+        expected = _signature(secret, message).encode()
+        for candidate in offered:
+            # Constant-time, and no early exit, so timing says nothing about which matched.
+            found |= hmac.compare_digest(expected, candidate)
+    return found
+
+
+# --- Postbacks -------------------------------------------------------------------------------
+
+
 def signed_content(event_id: str, timestamp: int | str, path_qs: str, method: str = "GET") -> bytes:
     """The exact bytes that are signed."""
     return f"{event_id}.{timestamp}.{method.upper()} {path_qs}".encode()
@@ -46,10 +86,7 @@ def sign(
     secret: str, event_id: str, timestamp: int | str, path_qs: str, method: str = "GET"
 ) -> str:
     """One `v1=<base64>` signature of a request to `path_qs` (path plus `?query`)."""
-    mac = hmac.new(
-        secret.encode(), signed_content(event_id, timestamp, path_qs, method), hashlib.sha256
-    )
-    return f"{VERSION}={base64.b64encode(mac.digest()).decode()}"
+    return _signature(secret, signed_content(event_id, timestamp, path_qs, method))
 
 
 def signature_header(
@@ -82,15 +119,30 @@ def verify(
     current = time.time() if now is None else now
     if abs(current - int(timestamp)) > tolerance:
         return False
-    offered = [
-        entry.removeprefix(f"{VERSION}=").encode()
-        for entry in (header or "").split()[:_MAX_SIGNATURES]
-        if entry.startswith(f"{VERSION}=")
-    ]
-    found = False
-    for secret in secrets:
-        expected = sign(secret, event_id, timestamp, path_qs, method).removeprefix(f"{VERSION}=")
-        for candidate in offered:
-            # Constant-time, and no early exit, so timing says nothing about which matched.
-            found |= hmac.compare_digest(expected.encode(), candidate)
-    return found
+    return _header_matches(secrets, signed_content(event_id, timestamp, path_qs, method), header)
+
+
+# --- Reconciliation files --------------------------------------------------------------------
+
+
+def content_sha256(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def file_signature_header(secrets: Iterable[str], timestamp: int, day: str, sha256_hex: str) -> str:
+    """The `Roundtrip-Signature` of a reconciliation file for `day` (YYYY-MM-DD)."""
+    message = f"{timestamp}.{day}.{sha256_hex}".encode()
+    return " ".join(_signature(secret, message) for secret in secrets)
+
+
+def verify_file(secrets: Iterable[str], timestamp: str, day: str, body: bytes, header: str) -> bool:
+    """True when `header` holds a valid signature of `body` for `day` by any of `secrets`.
+
+    No time window, unlike a postback: a file is kept and checked later, and a replayed file
+    proves nothing new (its date and content are what is signed).
+    """
+    timestamp = str(timestamp)
+    if not _TIMESTAMP.match(timestamp):
+        return False
+    message = f"{timestamp}.{day}.{content_sha256(body)}".encode()
+    return _header_matches(secrets, message, header)

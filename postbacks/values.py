@@ -1,5 +1,5 @@
-"""What goes into each placeholder: a conversion's values, the samples a test postback (and the
-dashboard's live preview) uses, and how money is written in a URL."""
+"""What goes into each placeholder: a click's values (landing URLs), a conversion's (postbacks),
+and how money is written in a URL. The names, help and samples are in placeholders.CATALOG."""
 
 from datetime import datetime
 from decimal import Decimal
@@ -25,13 +25,36 @@ def format_amount(value: Decimal | None) -> str:
     return f"{whole}.{frac}"
 
 
+def click_values(
+    click: "Click", *, publisher_public_id: str, campaign_public_id: str
+) -> dict[str, object]:
+    """What is known at click time (`LANDING_PLACEHOLDERS`): a landing URL's values, and the
+    click's part of every postback's. The publisher's and campaign's public ids come from the
+    caller, which has them loaded already (the click may not)."""
+    return {
+        "click_id": click.click_id,
+        "spid": click.spid,
+        "publisher_id": publisher_public_id,
+        "campaign_id": campaign_public_id,
+        "creative_id": click.creative.public_id if click.creative_id else "",
+        "placement": click.placement,
+        "smart_ad_id": click.smart_ad_id,
+        "keyword": click.keyword,
+        "country": click.country,
+        "device": click.device,
+    }
+
+
 def placeholder_values(
     conversion: "Conversion", click: "Click", event_id: str, now: datetime
-) -> dict:
-    campaign = conversion.campaign
+) -> dict[str, object]:
+    """Every callback placeholder's value for one postback of `conversion`."""
     return {
-        "spid": click.spid,
-        "click_id": click.click_id,
+        **click_values(
+            click,
+            publisher_public_id=click.publisher.public_id,
+            campaign_public_id=conversion.campaign.public_id,
+        ),
         "conversion_id": conversion.public_id,
         "event_id": event_id,
         "event": conversion.event,
@@ -40,47 +63,10 @@ def placeholder_values(
         "currency": conversion.currency,
         "revenue": format_amount(conversion.revenue),
         "txn_id": conversion.txn_id,
-        "campaign_id": campaign.public_id,
-        "campaign": campaign.name,
-        "creative_id": click.creative.public_id if click.creative_id else "",
-        "placement": click.placement,
-        "smart_ad_id": click.smart_ad_id,
-        "keyword": click.keyword,
-        "country": click.country,
-        "device": click.device,
+        "campaign": conversion.campaign.name,
         "os": click.os,
         "browser": click.browser,
         "click_time": int(click.created_at.timestamp()),
         "conversion_time": int(conversion.created_at.timestamp()),
         "timestamp": int(now.timestamp()),
-        "publisher_id": click.publisher.public_id,
     }
-
-
-# What a test postback (and the dashboard's live preview) puts in each placeholder.
-SAMPLE_VALUES: dict[str, str] = {
-    "spid": "123456789",
-    "click_id": "01kb2x7c3s8q4n6p9r1t5v7w9y",
-    "conversion_id": "cnv_01kb2x9d4f6h8j0k2m4n6p8q0r",
-    "event_id": "evt_01kb2x9d4f6h8j0k2m4n6p8q0s",
-    "event": "conversion",
-    "status": "approved",
-    "payout": "2.50",
-    "currency": "USD",
-    "revenue": "4.00",
-    "txn_id": "order-1001",
-    "campaign_id": "01kb2w3a5c7e9g1j3l5n7q9s1u",
-    "campaign": "Summer Sale",
-    "creative_id": "01kb2w4b6d8f0h2k4m6p8r0t2w",
-    "placement": "sidebar",
-    "smart_ad_id": "1491",
-    "keyword": "running shoes",
-    "country": "DE",
-    "device": "mobile",
-    "os": "Android",
-    "browser": "Chrome",
-    "click_time": "1767225600",
-    "conversion_time": "1767229200",
-    "timestamp": "1767229201",
-    "publisher_id": "01kb2v1z3x5v7t9r1p3n5l7j9g",
-}

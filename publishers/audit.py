@@ -7,16 +7,14 @@ signing secret.
 """
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from django.db import models
-from django.db.models import Q
 from django.http import HttpRequest
 
 from config.client_ip import client_ip
 from postbacks.models import Postback
-from publishers.cursor import decode_cursor, encode_cursor
+from publishers.keyset import Keyset
 from publishers.models import (
     AuditEvent,
     CallbackTemplate,
@@ -165,6 +163,8 @@ def _shown(value: object) -> object:
 
 # --- Reading --------------------------------------------------------------------------------
 
+AUDIT_LOG = Keyset("created_at", descending=True)
+
 
 def audit_events_for_publisher(
     publisher: Publisher, *, action: str = "", cursor: str = "", limit: int = 50
@@ -175,22 +175,5 @@ def audit_events_for_publisher(
     rows = AuditEvent.objects.filter(publisher=publisher)
     if action:
         rows = rows.filter(action=action)
-    position = _decode(cursor) if cursor else None
-    if position:
-        moment, pk = position
-        rows = rows.filter(Q(created_at__lt=moment) | Q(created_at=moment, pk__lt=pk))
-    page = list(rows.select_related("actor").order_by("-created_at", "-pk")[: limit + 1])
-    next_cursor = (
-        encode_cursor(page[limit - 1].created_at, str(page[limit - 1].pk))
-        if len(page) > limit
-        else ""
-    )
-    return page[:limit], next_cursor
-
-
-def _decode(cursor: str) -> tuple[datetime, int] | None:
-    position = decode_cursor(cursor)
-    if position is None or not position[1].isdigit():
-        return None
-    pk = int(position[1])
-    return (position[0], pk) if pk < 2**63 else None
+    page = AUDIT_LOG.page(rows.select_related("actor"), cursor=cursor, limit=limit)
+    return page.items, page.next_if_more

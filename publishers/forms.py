@@ -7,10 +7,10 @@ from django import forms
 from django.contrib.auth import get_user_model, password_validation
 
 from config.hostile import validate_day
-from publishers import selectors
 from publishers.models import CallbackTemplate, Membership, Publisher
 from tracking.models import Conversion
 from tracking.selectors import ATTRIBUTIONS, REPORT_GROUPS, REPORT_SORTS, REPORT_TIMEZONES
+from tracking.selectors.visible import campaigns_for_publisher, creatives_for_publisher
 
 TIMEZONE_CHOICES = [(tz, tz.replace("_", " ")) for tz in REPORT_TIMEZONES]
 MAX_REPORT_DAYS = 400
@@ -78,7 +78,7 @@ class CallbackTemplateForm(forms.Form):
 
     def __init__(self, *args, publisher: Publisher, **kwargs):
         super().__init__(*args, **kwargs)
-        self.campaigns = {c.public_id: c for c in selectors.campaigns_for_publisher(publisher)}
+        self.campaigns = {c.public_id: c for c in campaigns_for_publisher(publisher)}
         self.fields["campaign"].choices = [("", "All campaigns")] + [
             (public_id, c.name) for public_id, c in self.campaigns.items()
         ]
@@ -191,11 +191,11 @@ class ReportForm(DateRangeMixin, forms.Form):
         merged = {**defaults, **{k: v for k, v in data.items() if v != ""}}
         super().__init__(merged)
         self.fields["campaign"].choices = [("", "All")] + [
-            (c.public_id, c.name) for c in selectors.campaigns_for_publisher(publisher)
+            (c.public_id, c.name) for c in campaigns_for_publisher(publisher)
         ]
         self.fields["creative"].choices = [("", "All")] + [
             (c.public_id, f"{c.campaign.name} · {c.name}")
-            for c in selectors.creatives_for_publisher(publisher)
+            for c in creatives_for_publisher(publisher)
         ]
 
     def clean_country(self) -> str:

@@ -1,13 +1,11 @@
 """Reads for the publisher dashboard. Every function takes the publisher: tenant scoping is
 not optional."""
 
-from datetime import datetime
-
 from django.db.models import Count, Q, QuerySet
 from django.http import Http404, HttpRequest
 
 from postbacks.models import Postback
-from publishers.cursor import decode_cursor, encode_cursor
+from publishers.keyset import Keyset
 from publishers.models import (
     CallbackTemplate,
     Invitation,
@@ -15,7 +13,7 @@ from publishers.models import (
     Publisher,
     PublisherAPIKey,
 )
-from tracking.models import Campaign, Creative, SmartAd, TrackingLink
+from tracking.models import TrackingLink
 
 
 def membership_for_user(request: HttpRequest) -> Membership:
@@ -36,30 +34,6 @@ def links_for_publisher(publisher: Publisher) -> QuerySet[TrackingLink]:
         TrackingLink.objects.filter(publisher=publisher)
         .select_related("campaign")
         .order_by("-is_active", "created_at", "pk")
-    )
-
-
-def campaigns_for_publisher(publisher: Publisher) -> QuerySet[Campaign]:
-    """Campaigns the publisher has a link to: the only ones it may see or filter on."""
-    return Campaign.objects.filter(links__publisher=publisher).distinct().order_by("name")
-
-
-def creatives_for_publisher(publisher: Publisher) -> QuerySet[Creative]:
-    return (
-        Creative.objects.filter(campaign__links__publisher=publisher)
-        .distinct()
-        .select_related("campaign")
-        .order_by("campaign__name", "name")
-    )
-
-
-def smart_ads_for_publisher(publisher: Publisher) -> QuerySet:
-    """Active smart ads whose pool holds one of the publisher's campaigns: the units it can
-    embed. (Smart ads are staff-managed; their id, name and size are not tenant data.)"""
-    return (
-        SmartAd.objects.filter(is_active=True, campaigns__links__publisher=publisher)
-        .distinct()
-        .order_by("pk")
     )
 
 
@@ -122,6 +96,10 @@ DELIVERY_STATES = {
 }
 
 
+# Newest first; event ids are unique, so they break ties.
+DELIVERY_LOG = Keyset("created_at", "event_id", descending=True)
+
+
 def delivery_counts(publisher: Publisher) -> dict[str, int]:
     return Postback.objects.filter(publisher=publisher).aggregate(
         **{state: Count("pk", filter=condition) for state, condition in DELIVERY_STATES.items()}
@@ -134,21 +112,10 @@ def deliveries(
     """Postbacks in `state`, newest first (keyset on created_at, event_id), and the next
     page's cursor ("" at the end)."""
     rows = Postback.objects.filter(DELIVERY_STATES[state], publisher=publisher)
-    position = decode_cursor(cursor) if cursor else None
-    if position:
-        moment, event_id = position
-        rows = rows.filter(Q(created_at__lt=moment) | Q(created_at=moment, event_id__lt=event_id))
-    page = list(
-        rows.select_related("conversion__click", "template").order_by("-created_at", "-event_id")[
-            : limit + 1
-        ]
+    page = DELIVERY_LOG.page(
+        rows.select_related("conversion__click", "template"), cursor=cursor, limit=limit
     )
-    next_cursor = (
-        encode_cursor(page[limit - 1].created_at, page[limit - 1].event_id)
-        if len(page) > limit
-        else ""
-    )
-    return page[:limit], next_cursor
+    return page.items, page.next_if_more
 
 
 def postback_ids_for_publisher(publisher: Publisher, event_ids: list[str]) -> list[int]:
@@ -160,17 +127,9 @@ def postback_ids_for_publisher(publisher: Publisher, event_ids: list[str]) -> li
     )
 
 
-def postback_ids_in_range(
-    publisher: Publisher, *, start: datetime, end: datetime, states: list[str], limit: int
-) -> list[int]:
-    """The publisher's postbacks in `states` created in [start, end), oldest first."""
+def delivery_condition(states: list[str]) -> Q:
+    """Postbacks in any of `states` (keys of DELIVERY_STATES)."""
     condition = Q()
     for state in states:
         condition |= DELIVERY_STATES[state]
-    return list(
-        Postback.objects.filter(
-            condition, publisher=publisher, created_at__gte=start, created_at__lt=end
-        )
-        .order_by("created_at")
-        .values_list("pk", flat=True)[:limit]
-    )
+    return condition

@@ -5,13 +5,14 @@ same transaction: the callers pass `actor` (publishers/audit.py), None meaning t
 """
 
 import secrets
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 from django.db import transaction
+from django.db.models import Q
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -573,3 +574,41 @@ def postbacks_replay(
                 },
             )
     return queued
+
+
+@dataclass(frozen=True)
+class RangeReplay:
+    matched: int
+    queued: int
+
+
+def postbacks_replay_range(
+    *,
+    publisher: Publisher,
+    start: datetime,
+    end: datetime,
+    condition: Q,
+    details: dict,
+    actor: Actor | None = None,
+) -> RangeReplay:
+    """Retry the publisher's postbacks created in [start, end) that meet `condition` (the
+    dashboard's and the API's range replay). At most `POSTBACKS_REPLAY_MAX` per call, so one
+    request can't enqueue millions: `matched - queued` were left for another call (over the
+    cap, or in flight)."""
+    matching = Postback.objects.filter(
+        condition, publisher=publisher, created_at__gte=start, created_at__lt=end
+    )
+    matched = matching.count()
+    # Distinct primary keys in a fixed order: no postback is queued twice by one call, and a
+    # capped replay takes the oldest first.
+    ids = list(
+        matching.order_by("pk").values_list("pk", flat=True)[: settings.POSTBACKS_REPLAY_MAX]
+    )
+    queued = postbacks_replay(
+        publisher=publisher,
+        postback_ids=ids,
+        scope="range",
+        details={**details, "matched": matched},
+        actor=actor,
+    )
+    return RangeReplay(matched, queued)

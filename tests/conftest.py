@@ -7,9 +7,12 @@ from decimal import Decimal
 import pytest
 from django.contrib.auth import get_user_model
 
+from config.redis import get_redis
 from publishers.models import CallbackTemplate, Membership, Publisher
 from publishers.services import api_key_create
 from tests.receiver import Receiver
+from tracking import clickbuffer
+from tracking.cache import process_caches_clear
 from tracking.models import (
     Advertiser,
     AdvertiserAPIKey,
@@ -19,6 +22,32 @@ from tracking.models import (
     TrackingLink,
 )
 from tracking.services import advertiser_key_create
+
+
+def click_buffer_wipe() -> None:
+    client = get_redis()
+    if client is None:
+        return
+    client.delete(clickbuffer.STREAM)
+    keys = list(client.scan_iter("roundtrip:click:*"))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture(autouse=True)
+def production_state_fresh():
+    """The click buffer and the per-process caches are on, as in production (tests/settings.py);
+    each test starts with them empty, so no test sees what another one read or clicked."""
+    process_caches_clear()
+    click_buffer_wipe()
+
+
+@pytest.fixture
+def buffered(settings):
+    """The click buffer's Redis client, flushing batches of 50. Clicks wait there until a
+    flush (`clickbuffer.clicks_flush_all()`), as in production until beat's flusher runs."""
+    settings.CLICKS_BUFFER_BATCH = 50
+    return get_redis()
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Settings for the suite: production-like (DEBUG off, PostgreSQL, Redis) with test secrets."""
+"""Settings for the suite: production's (DEBUG off, PostgreSQL, Redis, the click buffer and the
+caches on) with test secrets."""
 
 import os
 from urllib.parse import urlsplit
@@ -39,11 +40,8 @@ STORAGES = {
     **STORAGES,
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
-# Clicks are written synchronously in tests unless a test turns buffering on (clickbuffer tests).
-CLICKS_BUFFERED = False
-# Tests pause links and expect the next click to see it at once.
-CLICKS_LINK_CACHE_SECONDS = 0
-CONVERSIONS_KEY_CACHE_SECONDS = 0
+# The click buffer and the per-process caches are on, as in production: tests/conftest.py
+# empties them between tests, and `buffered_clicks_flush` writes what a test clicked.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
 SECURE_COOKIES = False
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = False

@@ -11,8 +11,9 @@ served from memory once its freshness is over.
 
 import logging
 import time
+import weakref
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, ClassVar
 
 from django.conf import settings
 
@@ -27,9 +28,14 @@ class ProcessCache(dict):
     """`{key: (fresh until, outage until, value)}`, bounded crudely: when full it is cleared
     whole and refilled within one TTL."""
 
+    # Every cache of the process, so that `process_caches_clear` reaches them all (weak: a
+    # cache is a dict, unhashable, so no WeakSet).
+    instances: ClassVar[list[weakref.ref]] = []
+
     def __init__(self, limit: int) -> None:
         super().__init__()
         self.limit = limit
+        ProcessCache.instances.append(weakref.ref(self))
 
     def fresh(self, key: Hashable, clock: float) -> Any:
         """The value kept for `key` unless it has expired; `MISS` when there is none."""
@@ -69,3 +75,12 @@ class ProcessCache(dict):
         outage_ttl = settings.CLICKS_OUTAGE_STALE_SECONDS if value is not None else 0.0
         self.keep(key, value, clock=clock, ttl=ttl, outage_ttl=outage_ttl)
         return value
+
+
+def process_caches_clear() -> None:
+    """Empty every per-process cache, so the next read of each goes to the database (the
+    suite does it between tests, which run with production's cache times)."""
+    ProcessCache.instances[:] = [ref for ref in ProcessCache.instances if ref() is not None]
+    for ref in ProcessCache.instances:
+        if (cache := ref()) is not None:
+            cache.clear()

@@ -201,23 +201,24 @@ def conversion_record(
     )
     # Looks in the day partitions around the id's own timestamp first (tracking.partitions).
     click = click_first(clicks, click_id)
-    if (
-        click is None
-        and clickbuffer.buffering_enabled()
-        and clickbuffer.click_materialize(click_id)
-    ):
-        # The click was still in the write buffer (converted within seconds of the click).
-        click = click_first(clicks, click_id)
-    if click is None:
-        if clickbuffer.buffering_enabled() and clickbuffer.buffer_behind():
-            # The click may still wait in a buffer that fell behind (its copy by id expired):
-            # "not found" would be a lie the advertiser acts on.
+    if click is None and clickbuffer.buffering_enabled():
+        try:
+            in_buffer = clickbuffer.click_materialize(click_id)
+        except RedisError:
+            in_buffer = None  # unknown: the click may wait in the buffer we can't read
+        if in_buffer:
+            # The click was still in the write buffer (converted within seconds of the click).
+            click = click_first(clicks, click_id)
+        elif in_buffer is None or clickbuffer.buffer_behind():
+            # The click may still wait in a buffer that is down, or fell behind (its copy by
+            # id expired): "not found" would be a lie the advertiser acts on.
             raise IntakeError(
                 503,
                 "click_pipeline_delayed",
                 "Click recording is delayed; retry this request unchanged later.",
                 retry_after=60,
             )
+    if click is None:
         # Another advertiser's click is "not found" too: ids must not leak across tenants.
         raise IntakeError(404, "click_not_found", f"No click with id {click_id!r}.")
 

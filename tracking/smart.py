@@ -72,10 +72,6 @@ def _cache_put(key: tuple, value: Any) -> None:
     )
 
 
-def smart_cache_clear() -> None:
-    _cache.clear()
-
-
 # --- Keywords and selection -----------------------------------------------------------------
 
 

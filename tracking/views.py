@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET
 from config.client_ip import client_ip
 from config.outage import answers_outage_with
 from postbacks.placeholders import TemplateError, expand_placeholders
+from postbacks.values import click_values
 from tracking import clickinput, intelligence, selectors, services, smart
 from tracking.models import Campaign, ClickRejection, SmartAd
 
@@ -78,18 +79,11 @@ def click(request: HttpRequest) -> HttpResponse:
         cleaned=[name for name in params.cleaned if name != "keyword"],
     )
     campaign = recorded.campaign  # the link's, or a smart ad's creative's
-    values = {
-        "click_id": recorded.click_id,
-        "spid": recorded.spid,
-        "publisher_id": link.publisher.public_id,
-        "campaign_id": campaign.public_id,
-        "placement": recorded.placement,
-        "smart_ad_id": recorded.smart_ad_id,
-        "keyword": recorded.keyword,
-        "country": recorded.country,
-        "device": recorded.device,
-        "creative_id": recorded.creative.public_id if recorded.creative else "",
-    }
+    values = click_values(
+        recorded,
+        publisher_public_id=link.publisher.public_id,
+        campaign_public_id=campaign.public_id,
+    )
     return HttpResponseRedirect(_landing_url(campaign, values))
 
 

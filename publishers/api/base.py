@@ -7,18 +7,13 @@ selectors instead of a queryset take the publisher from `self.publisher`, which 
 authenticated key and from nothing the client sends.
 """
 
-import base64
-import binascii
-import json
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, ClassVar
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db.models import Model, Q, QuerySet
+from django.db.models import Model, QuerySet
 from rest_framework.generics import GenericAPIView
 from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
 
 from config.api import APIError
 from publishers.authentication import (
@@ -26,6 +21,7 @@ from publishers.authentication import (
     PublisherKeyRateThrottle,
     PublisherPrincipal,
 )
+from publishers.keyset import Keyset
 from publishers.models import Publisher
 
 
@@ -77,73 +73,24 @@ def validated_query(serializer_class: type, request) -> dict:
 # --- Keyset pagination ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Page:
-    items: list
-    next_cursor: str | None
-    has_more: bool
-
-
-class Keyset:
-    """Keyset ("seek") pagination on (timestamp field, primary key), either direction.
-
-    The cursor is the last row's (timestamp, pk), so a page costs an index seek however deep it
-    is, and rows that move (an updated conversion) are neither skipped nor repeated because of
-    what happened on earlier pages. Opaque to clients (base64 of JSON); a tampered cursor can
-    only move within the caller's own scoped rows.
-    """
-
-    def __init__(self, time_field: str, *, descending: bool = False) -> None:
-        self.time_field = time_field
-        self.descending = descending
-
-    @staticmethod
-    def encode(moment: datetime, pk: int) -> str:
-        raw = json.dumps([moment.isoformat(), pk], separators=(",", ":")).encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-    @staticmethod
-    def decode(cursor: str) -> tuple[datetime, int]:
-        try:
-            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-            moment_text, pk = json.loads(raw)
-            moment = datetime.fromisoformat(moment_text)
-            if moment.tzinfo is None or not isinstance(pk, int) or isinstance(pk, bool):
-                raise ValueError
-            if not 0 <= pk < 2**63:
-                raise ValueError
-        except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
-            raise APIError(
-                400,
-                "invalid",
-                "Invalid fields: cursor.",
-                {"cursor": ["Not a cursor this API returned."]},
-            ) from None
-        return moment, pk
-
-    def order(self) -> Sequence[str]:
-        sign = "-" if self.descending else ""
-        return (f"{sign}{self.time_field}", f"{sign}pk")
-
-    def after(self, queryset: QuerySet, cursor: str | None) -> QuerySet:
-        if not cursor:
-            return queryset
-        moment, pk = self.decode(cursor)
-        op = "lt" if self.descending else "gt"
-        return queryset.filter(
-            Q(**{f"{self.time_field}__{op}": moment})
-            | Q(**{self.time_field: moment, f"pk__{op}": pk})
+def keyset_response(
+    keyset: Keyset, queryset: QuerySet, query: dict, serializer_class: type
+) -> Response:
+    """One page of a feed after `query["cursor"]`, as `{results, next_cursor, has_more}`. A
+    cursor this API did not return is a 400, not a silent restart from the top."""
+    cursor = query.get("cursor")
+    if cursor and keyset.decode(cursor) is None:
+        raise APIError(
+            400,
+            "invalid",
+            "Invalid fields: cursor.",
+            {"cursor": ["Not a cursor this API returned."]},
         )
-
-    def page(self, queryset: QuerySet, *, cursor: str | None, limit: int) -> Page:
-        """One page after `cursor`. `next_cursor` is where to continue; with no rows it is the
-        cursor given (so a poller keeps its place), with more rows `has_more` is true."""
-        rows = list(self.after(queryset, cursor).order_by(*self.order())[: limit + 1])
-        has_more = len(rows) > limit
-        rows = rows[:limit]
-        if rows:
-            last = rows[-1]
-            next_cursor = self.encode(getattr(last, self.time_field), last.pk)
-        else:
-            next_cursor = cursor or None
-        return Page(rows, next_cursor, has_more)
+    page = keyset.page(queryset, cursor=cursor, limit=query["limit"])
+    return Response(
+        {
+            "results": serializer_class(page.items, many=True).data,
+            "next_cursor": page.next_cursor,
+            "has_more": page.has_more,
+        }
+    )

@@ -14,7 +14,7 @@ from rest_framework.response import Response
 
 from config.api import errors
 from postbacks.models import Postback
-from publishers.api.base import Keyset, PublisherScopedView, validated_query
+from publishers.api.base import PublisherScopedView, keyset_response, validated_query
 from publishers.api.serializers import (
     ClickJourneySerializer,
     ConversionPageSerializer,
@@ -23,6 +23,7 @@ from publishers.api.serializers import (
     TraceQuerySerializer,
     TraceSerializer,
 )
+from publishers.keyset import Keyset
 from tracking import selectors
 from tracking.api import ConversionCreateView
 from tracking.models import Click, Conversion
@@ -74,15 +75,8 @@ class ConversionListView(PublisherScopedView):
     )
     def get(self, request: Request) -> Response:
         self.query = validated_query(ConversionQuerySerializer, request)
-        page = CONVERSION_FEED.page(
-            self.get_queryset(), cursor=self.query.get("cursor"), limit=self.query["limit"]
-        )
-        return Response(
-            {
-                "results": ConversionSerializer(page.items, many=True).data,
-                "next_cursor": page.next_cursor,
-                "has_more": page.has_more,
-            }
+        return keyset_response(
+            CONVERSION_FEED, self.get_queryset(), self.query, ConversionSerializer
         )
 
 

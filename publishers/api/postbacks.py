@@ -1,7 +1,6 @@
 """The delivery log: postbacks with their attempts, retry one, replay a time range."""
 
-from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -9,7 +8,7 @@ from rest_framework.response import Response
 from config.api import APIError, errors
 from postbacks.models import Postback
 from publishers import services
-from publishers.api.base import Keyset, PublisherScopedView, validated_query
+from publishers.api.base import PublisherScopedView, keyset_response, validated_query
 from publishers.api.serializers import (
     PostbackDetailSerializer,
     PostbackPageSerializer,
@@ -20,6 +19,7 @@ from publishers.api.serializers import (
     RetryResultSerializer,
 )
 from publishers.audit import Actor
+from publishers.keyset import Keyset
 from publishers.models import CallbackTemplate
 
 # Newest first, like a log.
@@ -56,16 +56,7 @@ class PostbackListView(PublisherScopedView):
     )
     def get(self, request: Request) -> Response:
         self.query = validated_query(PostbackQuerySerializer, request)
-        page = POSTBACK_LOG.page(
-            self.get_queryset(), cursor=self.query.get("cursor"), limit=self.query["limit"]
-        )
-        return Response(
-            {
-                "results": PostbackSerializer(page.items, many=True).data,
-                "next_cursor": page.next_cursor,
-                "has_more": page.has_more,
-            }
-        )
+        return keyset_response(POSTBACK_LOG, self.get_queryset(), self.query, PostbackSerializer)
 
 
 class _PostbackObjectView(PublisherScopedView):
@@ -146,9 +137,7 @@ class PostbackReplayView(PublisherScopedView):
         serializer = ReplayRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        matching = self.get_queryset().filter(
-            created_at__gte=data["from"], created_at__lt=data["to"], status__in=data["status"]
-        )
+        condition = Q(status__in=data["status"])
         if "callback_id" in data:
             template = CallbackTemplate.objects.filter(
                 publisher=self.publisher, public_id=data["callback_id"]
@@ -160,22 +149,25 @@ class PostbackReplayView(PublisherScopedView):
                     "Invalid fields: callback_id.",
                     {"callback_id": ["No such callback."]},
                 )
-            matching = matching.filter(template=template)
-        # Distinct primary keys in a fixed order: no postback is queued twice by one request,
-        # and a capped replay takes the oldest first.
-        matched = matching.count()
-        ids = list(matching.order_by("pk").values_list("pk", flat=True)[: settings.API_REPLAY_MAX])
-        queued = services.postbacks_replay(
+            condition &= Q(template=template)
+        replay = services.postbacks_replay_range(
             publisher=self.publisher,
-            postback_ids=ids,
-            scope="range",
+            start=data["from"],
+            end=data["to"],
+            condition=condition,
             details={
                 "from": data["from"].isoformat(),
                 "to": data["to"].isoformat(),
                 "status": data["status"],
                 "callback_id": data.get("callback_id"),
-                "matched": matched,
             },
             actor=Actor.api(request),
         )
-        return Response({"matched": matched, "queued": queued, "remaining": matched - queued}, 202)
+        return Response(
+            {
+                "matched": replay.matched,
+                "queued": replay.queued,
+                "remaining": replay.matched - replay.queued,
+            },
+            202,
+        )

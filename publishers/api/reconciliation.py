@@ -1,29 +1,7 @@
-"""Signed reconciliation files: every conversion of a day, as JSON or CSV, with a SHA-256 of
-the exact bytes and an HMAC signature by the publisher's signing secret.
+"""Reconciliation files: every conversion of a day, as JSON or CSV, signed by the publisher's
+signing secret (`postbacks.signing.file_signature_header`, where the headers are described)."""
 
-Headers sent with a file:
-
-    Roundtrip-Content-SHA256: <hex SHA-256 of the body>
-    Roundtrip-Timestamp:      <unix seconds when it was made>
-    Roundtrip-Signature:      v1=<base64>   (space-separated list during a secret rotation)
-
-where `<base64>` is the standard base64 of HMAC-SHA256(secret, "<timestamp>.<date>.<sha256 hex>").
-The date is in the signed content so a file can't be passed off as another day's. The signing
-functions use the standard library only, so a publisher can copy them.
-
->>> body = b"conversion_id,spid\\r\\n"
->>> digest = content_sha256(body)
->>> sig = sign("whsec_test", 1767225600, "2026-01-01", digest)
->>> verify(["whsec_test"], "1767225600", "2026-01-01", body, sig)
-True
->>> verify(["whsec_test"], "1767225600", "2026-01-02", body, sig)
-False
-"""
-
-import base64
 import csv
-import hashlib
-import hmac
 import io
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime
@@ -35,7 +13,6 @@ from publishers.models import Publisher
 from tracking.models import Conversion
 from tracking.selectors import local_day_range
 
-VERSION = "v1"
 COLUMNS = (
     "conversion_id",
     "click_id",
@@ -55,36 +32,6 @@ COLUMNS = (
     "last_status_code",
     "delivered_at",
 )
-
-
-def content_sha256(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()
-
-
-def sign(secret: str, timestamp: int, day: str, sha256_hex: str) -> str:
-    """One `v1=<base64>` signature of a file's digest."""
-    message = f"{timestamp}.{day}.{sha256_hex}".encode()
-    mac = hmac.new(secret.encode(), message, hashlib.sha256)
-    return f"{VERSION}={base64.b64encode(mac.digest()).decode()}"
-
-
-def signature_header(secrets: Iterable[str], timestamp: int, day: str, sha256_hex: str) -> str:
-    return " ".join(sign(secret, timestamp, day, sha256_hex) for secret in secrets)
-
-
-def verify(secrets: Iterable[str], timestamp: str, day: str, body: bytes, header: str) -> bool:
-    """True when `header` holds a valid signature of `body` for `day` by any of `secrets`."""
-    try:
-        made_at = int(timestamp)
-    except (TypeError, ValueError):
-        return False
-    digest = content_sha256(body)
-    offered = header.split()
-    return any(
-        hmac.compare_digest(sign(secret, made_at, day, digest), candidate)
-        for secret in secrets
-        for candidate in offered
-    )
 
 
 def reconciliation_rows(publisher: Publisher, day: date, tz: str) -> Iterator[dict]:

@@ -10,6 +10,7 @@ from rest_framework.response import Response
 
 from config.api import APIError, errors
 from config.hostile import SafeJSONRenderer
+from postbacks import signing
 from publishers.api import reconciliation
 from publishers.api.base import PublisherScopedView, validated_query
 from publishers.api.openapi import FORMAT_PARAMETER
@@ -141,12 +142,12 @@ class ReconciliationView(PublisherScopedView):
                 }
             )
             content_type = "application/json"
-        digest = reconciliation.content_sha256(body)
+        digest = signing.content_sha256(body)
         timestamp = int(generated_at.timestamp())
         response = HttpResponse(body, content_type=content_type)
         response["Roundtrip-Content-SHA256"] = digest
         response["Roundtrip-Timestamp"] = str(timestamp)
-        response["Roundtrip-Signature"] = reconciliation.signature_header(
+        response["Roundtrip-Signature"] = signing.file_signature_header(
             self.publisher.active_signing_secrets(), timestamp, day.isoformat(), digest
         )
         if as_csv:

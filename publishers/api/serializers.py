@@ -16,6 +16,7 @@ from postbacks.values import format_amount
 from publishers.models import CallbackTemplate, Publisher
 from tracking.models import Campaign, Conversion
 from tracking.selectors import DEFINITIONS, REPORT_FILTERS, REPORT_GROUPS, REPORT_TIMEZONES
+from tracking.selectors.visible import campaigns_for_publisher
 
 MAX_PAGE_SIZE = 1000
 EVENT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,49}$"
@@ -376,7 +377,7 @@ class ReplayResultSerializer(serializers.Serializer):
     matched = serializers.IntegerField(help_text="Postbacks in the range with those statuses.")
     queued = serializers.IntegerField(help_text="Made due now and sent to the workers.")
     remaining = serializers.IntegerField(
-        help_text="Matched but left for another request (over API_REPLAY_MAX, or in flight)."
+        help_text="Matched but left for another request (over POSTBACKS_REPLAY_MAX, or in flight)."
     )
 
 
@@ -447,9 +448,7 @@ class CallbackSerializer(serializers.ModelSerializer):
         publisher: Publisher | None = self.context.get("publisher")
         if publisher is not None:
             # Only campaigns the publisher runs: another's campaign id is "does not exist".
-            self.fields["campaign"].queryset = Campaign.objects.filter(
-                links__publisher=publisher
-            ).distinct()
+            self.fields["campaign"].queryset = campaigns_for_publisher(publisher)
 
 
 def django_errors_to_drf(exc: DjangoValidationError) -> serializers.ValidationError:

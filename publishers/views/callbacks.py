@@ -9,67 +9,21 @@ from django.views.decorators.http import require_POST
 
 from postbacks.models import Postback
 from postbacks.placeholders import (
-    ALIASES,
     CALLBACK_PLACEHOLDERS,
+    SAMPLE_VALUES,
     TemplateError,
     expand_placeholders,
+    placeholder_reference,
     placeholders_in,
     validate_template,
 )
 from postbacks.sample import postback_send_test
-from postbacks.values import SAMPLE_VALUES
 from publishers import selectors, services
 from publishers.audit import Actor
 from publishers.forms import CallbackTemplateForm
 from publishers.models import CallbackTemplate
 from publishers.views.common import member_view
 from tracking import selectors as tracking_selectors
-
-# Shown in the placeholder reference, in this order.
-PLACEHOLDER_HELP = [
-    ("spid", "Your identifier from the ad link (up to 255 characters), exactly as you sent it"),
-    ("click_id", "Our id of the click"),
-    ("conversion_id", "Our id of the conversion"),
-    ("event_id", "Stable id of this postback: the same on every retry, so drop duplicates"),
-    ("event", "The advertiser's event name (conversion, sale, lead, …)"),
-    ("status", "The conversion's status: approved, pending, rejected, …"),
-    ("payout", "Your payout for this conversion"),
-    ("currency", "Three-letter currency of the payout"),
-    ("revenue", "The advertiser's reported revenue, when shared"),
-    ("txn_id", "The advertiser's transaction id"),
-    ("campaign_id", "Campaign id"),
-    ("campaign", "Campaign name"),
-    ("creative_id", "Creative id (empty if the link named none)"),
-    ("placement", "Placement of the click"),
-    ("smart_ad_id", "Smart ad that was clicked"),
-    ("keyword", "Keyword (q) of the smart ad"),
-    ("country", "Two-letter country of the click"),
-    ("device", "Device type: desktop, mobile or tablet"),
-    ("os", "Operating system"),
-    ("browser", "Browser"),
-    ("click_time", "Unix time of the click"),
-    ("conversion_time", "Unix time of the conversion"),
-    ("timestamp", "Unix time of this attempt"),
-    ("publisher_id", "Your publisher id"),
-]
-
-
-def placeholder_reference() -> list[dict]:
-    aliases: dict[str, list[str]] = {}
-    for alias, name in ALIASES.items():
-        aliases.setdefault(name, []).append(alias)
-    listed = [name for name, _ in PLACEHOLDER_HELP if name in CALLBACK_PLACEHOLDERS]
-    extra = sorted(CALLBACK_PLACEHOLDERS - set(listed))
-    help_text = dict(PLACEHOLDER_HELP)
-    return [
-        {
-            "name": name,
-            "help": help_text.get(name, ""),
-            "example": SAMPLE_VALUES.get(name, ""),
-            "aliases": sorted(aliases.get(name, [])),
-        }
-        for name in listed + extra
-    ]
 
 
 @member_view

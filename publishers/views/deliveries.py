@@ -3,6 +3,7 @@ re-send), a selection or a range."""
 
 import re
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
@@ -16,8 +17,6 @@ from publishers.forms import RetryRangeForm
 from publishers.views.common import chosen_timezone, member_view, today_in
 from tracking.selectors import local_day_range
 
-# A range replay is bounded so one click can't enqueue millions of requests at once.
-MAX_RANGE_RETRY = 10_000
 # A selection is made on one page of the Deliveries list.
 MAX_SELECTION = 100
 _EVENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -76,28 +75,36 @@ def deliveries_retry(request: HttpRequest) -> HttpResponse:
         start, end = local_day_range(
             form.cleaned_data["start"], form.cleaned_data["end"], chosen_timezone(request)
         )
-        ids = selectors.postback_ids_in_range(
-            publisher,
+        states = form.cleaned_data["states"]
+        replay = services.postbacks_replay_range(
+            publisher=publisher,
             start=start,
             end=end,
-            states=form.cleaned_data["states"],
-            limit=MAX_RANGE_RETRY,
+            condition=selectors.delivery_condition(states),
+            details={
+                "from": str(form.cleaned_data["start"]),
+                "to": str(form.cleaned_data["end"]),
+                "states": states,
+                "tz": chosen_timezone(request),
+            },
+            actor=Actor.dashboard(request),
         )
-        scope = "range"
-        details = {
-            "from": str(form.cleaned_data["start"]),
-            "to": str(form.cleaned_data["end"]),
-            "states": form.cleaned_data["states"],
-            "tz": chosen_timezone(request),
-        }
-    else:
-        ids = selectors.postback_ids_for_publisher(publisher, sorted(wanted))
-        if len(ids) != len(wanted):
-            # Someone else's postback (or none at all): the same answer as for a missing one.
-            raise Http404("No such postback.")
-        scope = "one" if len(wanted) == 1 else "selection"
-        # The ids a person picked by hand, a page at most: worth keeping.
-        details = {"event_ids": sorted(wanted)[:100]}
+        _replay_message(request, replay.queued)
+        if replay.matched > replay.queued:
+            messages.info(
+                request,
+                f"{replay.matched - replay.queued} more matched but were not queued (at most "
+                f"{settings.POSTBACKS_REPLAY_MAX} per replay, none already being sent): "
+                "run it again for more.",
+            )
+        return redirect(back)
+    ids = selectors.postback_ids_for_publisher(publisher, sorted(wanted))
+    if len(ids) != len(wanted):
+        # Someone else's postback (or none at all): the same answer as for a missing one.
+        raise Http404("No such postback.")
+    scope = "one" if len(wanted) == 1 else "selection"
+    # The ids a person picked by hand, a page at most: worth keeping.
+    details = {"event_ids": sorted(wanted)[:100]}
     count = services.postbacks_replay(
         publisher=publisher,
         postback_ids=ids,
@@ -105,13 +112,15 @@ def deliveries_retry(request: HttpRequest) -> HttpResponse:
         details=details,
         actor=Actor.dashboard(request),
     )
-    if count:
-        messages.success(request, f"{count} postback(s) queued for immediate delivery.")
-    else:
-        messages.info(request, "Nothing to retry.")
-    if len(ids) == MAX_RANGE_RETRY:
-        messages.info(request, f"At most {MAX_RANGE_RETRY} per replay; run it again for more.")
+    _replay_message(request, count)
     if scope == "one" and request.POST.get("back") == "trace":
         # The trace page's Retry / Re-send button: back to the postback's journey.
         return redirect(reverse("trace") + "?" + urlencode({"q": details["event_ids"][0]}))
     return redirect(back)
+
+
+def _replay_message(request: HttpRequest, count: int) -> None:
+    if count:
+        messages.success(request, f"{count} postback(s) queued for immediate delivery.")
+    else:
+        messages.info(request, "Nothing to retry.")

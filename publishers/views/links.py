@@ -12,6 +12,7 @@ from publishers import selectors
 from publishers.forms import EmbedForm
 from publishers.views.common import member_view
 from tracking import selectors as tracking_selectors
+from tracking.selectors.visible import smart_ads_for_publisher
 
 
 def text_link(code: str, spid: str = "YOUR_SPID") -> str:
@@ -33,7 +34,7 @@ def smart_ad_embed(code: str, *, smart_ad_id: str, keyword: str, width: int, hei
 @member_view
 def links(request: HttpRequest) -> HttpResponse:
     form = EmbedForm(request.GET or None)
-    smart_ads = list(selectors.smart_ads_for_publisher(request.publisher))
+    smart_ads = list(smart_ads_for_publisher(request.publisher))
     options = {"smart_ad_id": "1491", "keyword": "KEYWORD", "width": 200, "height": 200}
     if smart_ads:
         first = smart_ads[0]

@@ -14,8 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from config import admission
 from config.redis import get_redis
+from tests.tracking.helpers import click_stored
 from tracking.models import Conversion
-from tracking.services import click_record
 
 pytestmark = pytest.mark.django_db
 
@@ -53,7 +53,7 @@ def post_conversion(client, key: str, click_id: str, txn: str, **extra):
 
 @pytest.fixture
 def click_id(link) -> str:
-    return click_record(link=link, spid="s1", user_agent="Mozilla/5.0 Chrome/131.0").click_id
+    return click_stored(link=link, spid="s1", user_agent="Mozilla/5.0 Chrome/131.0").click_id
 
 
 def test_a_key_with_every_slot_taken_gets_429_before_any_database_work(

@@ -14,10 +14,10 @@ from rest_framework.test import APIClient
 from postbacks.models import Postback, PostbackAttempt
 from publishers.models import CallbackTemplate, Publisher
 from publishers.services import api_key_create
-from tests.tracking.helpers import isolate_tracking_state
+from tests.tracking.helpers import click_stored, isolate_tracking_state
 from tracking.models import Click, Conversion, TrackingLink
 from tracking.rollups import stats_rebuild
-from tracking.services import click_record, conversion_record
+from tracking.services import conversion_record
 
 SPID = 'sp id&x=1/ü"'
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36"
@@ -36,7 +36,7 @@ def api_settings(settings):
 
 def browser_click(link: TrackingLink, spid: str, **fields) -> Click:
     """A click from a real browser (an empty user agent would be held as a bot click)."""
-    return click_record(link=link, spid=spid, user_agent=BROWSER, **fields)
+    return click_stored(link=link, spid=spid, user_agent=BROWSER, **fields)
 
 
 def client_for(key: str) -> APIClient:

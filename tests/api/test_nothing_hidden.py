@@ -13,10 +13,11 @@ from django.utils import timezone
 from django.utils.html import escape
 
 from tests.api.conftest import browser_click
+from tests.tracking.helpers import click_stored
 from tracking.models import ClickRejection, Conversion
 from tracking.rollups import stats_pairs_build, stats_rebuild
 from tracking.selectors import DEFINITIONS
-from tracking.services import click_record, click_rejection_count, conversion_record
+from tracking.services import click_rejection_count, conversion_record
 
 pytestmark = pytest.mark.django_db
 
@@ -27,7 +28,7 @@ BOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 def traffic(publisher, advertiser, link) -> str:
     human = browser_click(link, "spid-human", placement="footer")
     browser_click(link, "spid-human", placement="footer")  # a repeat: not unique
-    bot = click_record(link=link, spid="spid-bot", placement="footer", user_agent=BOT)
+    bot = click_stored(link=link, spid="spid-bot", placement="footer", user_agent=BOT)
     assert bot.is_bot
     conversion_record(advertiser=advertiser, click_id=human.click_id, payout=Decimal("2"))
     held = conversion_record(advertiser=advertiser, click_id=bot.click_id).conversion

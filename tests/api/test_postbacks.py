@@ -186,7 +186,7 @@ def test_it_replays_only_one_callbacks_postbacks(api, world, failures):
 
 
 def test_it_caps_a_replay_and_says_how_many_remain(api, world, failures, settings):
-    settings.API_REPLAY_MAX = 3
+    settings.POSTBACKS_REPLAY_MAX = 3
     assert replay(api).json() == {"matched": 10, "queued": 3, "remaining": 7}
     assert replay(api).json() == {"matched": 7, "queued": 3, "remaining": 4}
 

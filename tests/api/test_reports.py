@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from publishers.api import reconciliation
+from postbacks import signing
 from publishers.services import publisher_secret_rotate
 
 pytestmark = pytest.mark.django_db
@@ -72,8 +72,8 @@ def fetch(api, **params):
 
 def assert_signed(response, publisher, day: str) -> None:
     digest = response["Roundtrip-Content-SHA256"]
-    assert digest == reconciliation.content_sha256(response.content)
-    assert reconciliation.verify(
+    assert digest == signing.content_sha256(response.content)
+    assert signing.verify_file(
         publisher.active_signing_secrets(),
         response["Roundtrip-Timestamp"],
         day,
@@ -97,7 +97,7 @@ def test_it_serves_a_signed_json_reconciliation(api, world):
     assert_signed(response, world.publisher, day)
     # Another day, another signature: the date is part of what is signed.
     other_day = (timezone.localdate() - timedelta(days=1)).isoformat()
-    assert not reconciliation.verify(
+    assert not signing.verify_file(
         world.publisher.active_signing_secrets(),
         response["Roundtrip-Timestamp"],
         other_day,
@@ -139,7 +139,7 @@ def test_it_signs_with_both_secrets_during_a_rotation(api, world):
     day = json.loads(response.content)["date"]
     assert len(response["Roundtrip-Signature"].split()) == 2
     for secret in (old, world.publisher.signing_secret):
-        assert reconciliation.verify(
+        assert signing.verify_file(
             [secret],
             response["Roundtrip-Timestamp"],
             day,

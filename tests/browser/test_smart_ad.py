@@ -17,6 +17,7 @@ from postbacks.dispatch import Lane
 from publishers.models import CallbackTemplate
 from tests.receiver import Receiver
 from tests.tracking.helpers import build_country_mmdb, isolate_tracking_state
+from tracking import clickbuffer
 from tracking.models import Campaign, Click, Creative, SmartAd
 
 CHROMIUM = "/usr/bin/chromium"
@@ -110,6 +111,7 @@ def test_it_carries_smart_ad_values_from_an_iframe_click_to_the_callback(
         site.stop()
 
     click_id = parse_qs(urlsplit(landing_url).query)["click_id"][0]
+    clickbuffer.clicks_flush_all()  # as beat's flusher would
     click = Click.objects.get(click_id=click_id)
     assert (click.is_bot, click.device, click.browser) == (False, "desktop", "Chrome")
 

@@ -180,3 +180,15 @@ def test_it_keeps_query_strings_out_of_the_access_log():
     for leaky in ('$request"', "$request ", "$args", "$query_string", "$request_uri"):
         assert leaky not in log_format, leaky
     assert "access_log /var/log/nginx/roundtrip-access.log roundtrip_json" in config
+
+
+def test_env_example_documents_every_variable_the_settings_read():
+    """README: `.env.example` documents every variable. A setting read from the environment
+    but missing there is one nobody can find; one listed there but never read is a lie."""
+    settings_text = (ROOT / "config" / "settings.py").read_text()
+    read = set(re.findall(r'env(?:\.\w+)?\(\s*"([A-Z][A-Z0-9_]*)"', settings_text))
+    read |= set(re.findall(r'"([A-Z][A-Z0-9_]*)" (?:not )?in env\b', settings_text))
+    example = (ROOT / ".env.example").read_text()
+    listed = set(re.findall(r"^# ?([A-Z][A-Z0-9_]*)=", example, re.MULTILINE))
+    assert sorted(read - listed) == []
+    assert sorted(listed - read) == []

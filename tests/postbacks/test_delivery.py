@@ -22,7 +22,8 @@ from postbacks.models import Postback, PostbackAttempt
 from postbacks.services import postbacks_retry
 from publishers.models import CallbackTemplate
 from tests.receiver import Receiver
-from tracking.services import click_record, conversion_record
+from tests.tracking.helpers import click_stored
+from tracking.services import conversion_record
 
 pytestmark = pytest.mark.django_db
 
@@ -79,7 +80,7 @@ def make_postback(link, advertiser, template):
         if url_template is not None:
             template.url_template = url_template
             template.save()
-        click = click_record(link=link, spid=spid, user_agent=BROWSER)
+        click = click_stored(link=link, spid=spid, user_agent=BROWSER)
         [postback] = conversion_record(advertiser=advertiser, click_id=click.click_id).postbacks
         return Postback.objects.get(pk=postback.pk)
 

@@ -25,6 +25,7 @@ from postbacks import dispatch, fairness, signing
 from postbacks.dispatch import Lane, rows
 from postbacks.health import HELD_UNTIL
 from postbacks.models import Postback, PostbackAttempt
+from tests.tracking.helpers import click_stored
 from tracking.models import Click, Conversion
 
 pytestmark = pytest.mark.django_db
@@ -556,9 +557,9 @@ def test_it_kicks_a_lane_once_while_a_kick_is_queued(broker, settings):
 def test_it_kicks_the_first_lane_when_a_conversion_commits(
     broker, template, link, settings, django_capture_on_commit_callbacks
 ):
-    from tracking.services import click_record, conversion_record
+    from tracking.services import conversion_record
 
-    clicks = [click_record(link=link, spid=f"s{n}", user_agent=BROWSER) for n in range(3)]
+    clicks = [click_stored(link=link, spid=f"s{n}", user_agent=BROWSER) for n in range(3)]
     for click in clicks:
         with django_capture_on_commit_callbacks(execute=True):
             conversion_record(advertiser=link.campaign.advertiser, click_id=click.click_id)
@@ -572,9 +573,9 @@ def test_it_leaves_rows_to_the_sweeper_when_the_broker_is_down(
     template, link, settings, django_capture_on_commit_callbacks
 ):
     from tests.chaos.infra import free_port, use_broker
-    from tracking.services import click_record, conversion_record
+    from tracking.services import conversion_record
 
-    click = click_record(link=link, spid="s", user_agent=BROWSER)
+    click = click_stored(link=link, spid="s", user_agent=BROWSER)
     with use_broker(f"redis://127.0.0.1:{free_port()}/0"):
         with django_capture_on_commit_callbacks(execute=True):
             conversion_record(advertiser=link.campaign.advertiser, click_id=click.click_id)

@@ -15,7 +15,8 @@ from postbacks.dispatch import Lane
 from postbacks.models import Postback
 from publishers import services as publisher_services
 from tests.postbacks.test_dispatch import BROWSER, make_postbacks, own_redis_keys
-from tracking.services import click_record, conversion_record
+from tests.tracking.helpers import click_stored
+from tracking.services import conversion_record
 
 pytestmark = pytest.mark.django_db
 
@@ -131,7 +132,7 @@ def test_it_pauses_a_template_failing_for_three_days_and_holds_its_postbacks(
     assert deliver(Lane.RETRY) == 0
 
     # A new conversion still records its postback for the paused template, held as well.
-    click = click_record(link=link, spid="new", user_agent=BROWSER)
+    click = click_stored(link=link, spid="new", user_agent=BROWSER)
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         outcome = conversion_record(advertiser=link.campaign.advertiser, click_id=click.click_id)
     (postback,) = outcome.postbacks
@@ -198,7 +199,7 @@ def test_every_pause_holds_new_conversions_and_resume_sends_each_once(
     assert (template.paused_reason, template.is_active) == (kind, False)
 
     for n in range(3):
-        click = click_record(link=link, spid=f"paused-{n}", user_agent=BROWSER)
+        click = click_stored(link=link, spid=f"paused-{n}", user_agent=BROWSER)
         with django_capture_on_commit_callbacks(execute=True):
             conversion_record(advertiser=link.campaign.advertiser, click_id=click.click_id)
     held = Postback.objects.filter(template=template)

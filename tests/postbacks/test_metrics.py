@@ -68,7 +68,8 @@ def test_it_is_ready_when_database_and_broker_answer_and_worker_and_beat_live(cl
             "workers": "ok",
             "beat": "ok",
         },
-        "click_pipeline": {"buffered": None, "dead_letters": 0, "oldest_buffered_seconds": None},
+        # The buffer is on (as in production) and empty.
+        "click_pipeline": {"buffered": 0, "dead_letters": 0, "oldest_buffered_seconds": 0.0},
     }
     samples = scrape(client)
     assert samples["roundtrip_workers_consuming", ()] == 1

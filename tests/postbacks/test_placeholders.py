@@ -20,12 +20,16 @@ from postbacks.placeholders import (
     LANDING_PLACEHOLDERS,
     MAX_EXPANDED_LENGTH,
     MAX_TEMPLATE_LENGTH,
+    SAMPLE_VALUES,
     TemplateError,
     canonical_name,
     expand_placeholders,
+    placeholder_reference,
     placeholders_in,
     validate_template,
 )
+from postbacks.values import click_values
+from tracking.models import Click
 
 # Characters that mean structure somewhere in a URL, and text that looks like our own syntax.
 RESERVED = ":/?#[]@!$&'()*+,;=% \"<>\\^`{|}~."
@@ -335,6 +339,16 @@ def test_it_checks_landing_urls_against_their_own_set():
     validate_template("https://adv.example/l?c=[click_id]&s=[spid]", LANDING_PLACEHOLDERS)
     with pytest.raises(TemplateError, match=r"\[payout\]"):
         validate_template("https://adv.example/l?c=[click_id]&p=[payout]", LANDING_PLACEHOLDERS)
+
+
+def test_it_fills_every_placeholder_from_the_one_catalog():
+    """Landing URLs get exactly the click-time names; a postback and a test send get all."""
+    click = Click(click_id="c1", spid="s1", placement="p", country="DE", device="mobile")
+    landing = click_values(click, publisher_public_id="pub", campaign_public_id="cmp")
+    assert set(landing) == LANDING_PLACEHOLDERS
+    assert (
+        set(SAMPLE_VALUES) == CALLBACK_PLACEHOLDERS == {p["name"] for p in placeholder_reference()}
+    )
 
 
 def test_it_accepts_exactly_the_longest_template():

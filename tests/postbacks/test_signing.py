@@ -164,3 +164,14 @@ def test_it_imports_without_django():
 
 def test_its_doctests_hold():
     assert doctest.testmod(signing).failed == 0
+
+
+def test_it_verifies_a_reconciliation_file_by_the_same_rules():
+    body = b'{"rows": []}'
+    digest = signing.content_sha256(body)
+    header = signing.file_signature_header(["whsec_new", "whsec_old"], TS, "2026-01-01", digest)
+    assert signing.verify_file(["whsec_old"], str(TS), "2026-01-01", body, "v2=x " + header)
+    assert not signing.verify_file(["whsec_old"], f" {TS}", "2026-01-01", body, header)
+    assert not signing.verify_file(["whsec_old"], str(TS), "2026-01-01", body + b" ", header)
+    # A file is checked long after it was made: no time window.
+    assert signing.verify_file(["whsec_new"], str(TS), "2026-01-01", body, header)

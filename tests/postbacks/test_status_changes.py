@@ -15,8 +15,8 @@ from postbacks.dispatch import Lane
 from postbacks.models import Postback
 from publishers.models import CallbackTemplate
 from tests.postbacks.test_dispatch import BROWSER, own_redis_keys
+from tests.tracking.helpers import click_stored
 from tracking.models import Conversion
-from tracking.services import click_record
 
 pytestmark = pytest.mark.django_db
 
@@ -49,7 +49,7 @@ def subscribe(publisher, receiver):
 
 @pytest.fixture
 def click(link):
-    return click_record(link=link, spid="spid-42", user_agent=BROWSER)
+    return click_stored(link=link, spid="spid-42", user_agent=BROWSER)
 
 
 class Advertiser:

@@ -193,6 +193,7 @@ def test_it_records_dashboard_replays_with_their_count(member_client, dashboard_
     assert range_.details | {"tz": "UTC"} == {
         "scope": "range",
         "requested": 2,
+        "matched": 2,
         "queued": 2,
         "from": today,
         "to": today,

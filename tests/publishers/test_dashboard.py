@@ -14,7 +14,7 @@ from postbacks import signing
 from postbacks.models import Postback
 from publishers.keys import hash_key
 from publishers.models import AuditEvent, CallbackTemplate, Membership, PublisherAPIKey
-from tracking.services import click_record
+from tests.tracking.helpers import click_stored
 
 pytestmark = pytest.mark.django_db
 
@@ -210,7 +210,7 @@ def test_it_traces_a_spid_through_every_attempt(owner_client, dashboard_data):
 @pytest.mark.parametrize("spid", ["cnv_mine", "evt_42"])
 def test_it_traces_a_spid_that_looks_like_an_id(owner_client, link, spid):
     """Publishers choose their spids: one that starts like our ids is still found as a spid."""
-    click = click_record(link=link, spid=spid, user_agent="Mozilla/5.0")
+    click = click_stored(link=link, spid=spid, user_agent="Mozilla/5.0")
     trace = owner_client.get(reverse("trace") + f"?q={spid}").context["trace"]
     assert [c.pk for c in trace.clicks] == [click.pk]
 
@@ -323,6 +323,26 @@ def test_it_lists_and_retries_deliveries(
     assert set(
         Postback.objects.filter(pk__in=[p.pk for p in rows]).values_list("status", flat=True)
     ) == {"pending"}
+
+
+def test_a_range_retry_has_the_apis_cap_and_says_what_remains(
+    member_client, dashboard_data, settings
+):
+    """One cap for both range replays (POSTBACKS_REPLAY_MAX), oldest first."""
+    settings.POSTBACKS_REPLAY_MAX = 1
+    rows = member_client.get(reverse("deliveries")).context["rows"]
+    assert len(rows) == 2
+    today = timezone.now().date().isoformat()
+    response = member_client.post(
+        reverse("deliveries_retry"),
+        {"scope": "range", "start": today, "end": today, "states": ["failing"]},
+        follow=True,
+    )
+    shown = [str(m) for m in response.context["messages"]]
+    assert shown[0] == "1 postback(s) queued for immediate delivery."
+    assert shown[1].startswith("1 more matched but were not queued (at most 1 per replay")
+    oldest = min(rows, key=lambda p: p.pk)
+    assert Postback.objects.get(pk=oldest.pk).next_attempt_at <= timezone.now()
 
 
 def test_a_retry_answer_says_what_happened(member_client, dashboard_data):

@@ -2,7 +2,6 @@
 publisher A's identifiers, answers 404 (A's objects) or shows only C's own data; none of A's
 ids or values appears in any response, and nothing of A's changes."""
 
-import base64
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -13,7 +12,7 @@ from django.utils import timezone
 
 from postbacks import health
 from postbacks.models import Postback
-from publishers.cursor import encode_cursor
+from publishers.audit import AUDIT_LOG
 from publishers.models import (
     AuditEvent,
     CallbackTemplate,
@@ -22,6 +21,7 @@ from publishers.models import (
     PublisherAPIKey,
 )
 from publishers.urls import urlpatterns
+from tracking.selectors.logs import CONVERSION_LOG
 
 pytestmark = pytest.mark.django_db
 
@@ -37,8 +37,7 @@ class Case:
 
 
 def cursor_for(conversion) -> str:
-    raw = f"{conversion.created_at.isoformat()}|{conversion.public_id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return CONVERSION_LOG.encode(conversion.created_at, conversion.public_id)
 
 
 def outsider_cases(data) -> list[Case]:
@@ -151,7 +150,7 @@ def outsider_cases(data) -> list[Case]:
 def activity_cursor(data) -> str:
     newest = AuditEvent.objects.filter(publisher=data.publisher).order_by("-created_at").first()
     # One second later: a cursor that would list every one of A's events if it were not scoped.
-    return encode_cursor(newest.created_at + timedelta(seconds=1), str(2**62))
+    return AUDIT_LOG.encode(newest.created_at + timedelta(seconds=1), 2**62)
 
 
 def without_echo(body: str, echo: str) -> str:

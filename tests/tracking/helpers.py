@@ -8,7 +8,10 @@ from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
 from config.redis import get_redis
-from tracking import smart
+from tracking import clickbuffer
+from tracking.cache import process_caches_clear
+from tracking.models import Click
+from tracking.services import click_record
 
 
 def build_country_mmdb(
@@ -23,17 +26,25 @@ def build_country_mmdb(
 
 
 def isolate_tracking_state(settings) -> Callable[[], None]:
-    """Give the test its own Redis key prefix and an empty smart-ad cache; returns the
+    """Give the test its own Redis key prefix and empty per-process caches; returns the
     clean-up, which deletes the test's keys from the Redis configured at the start."""
     prefix = settings.TRACKING_REDIS_PREFIX = f"test:{uuid.uuid4().hex[:12]}:"
     client = get_redis()
-    smart.smart_cache_clear()
+    process_caches_clear()
 
     def clean_up() -> None:
-        smart.smart_cache_clear()
+        process_caches_clear()
         if client is not None:
             keys = list(client.scan_iter(match=f"{prefix}*"))
             if keys:
                 client.delete(*keys)
 
     return clean_up
+
+
+def click_stored(**fields) -> Click:
+    """`click_record(**fields)` through the production path (into the click buffer), flushed
+    as beat's flusher would: the stored row."""
+    recorded = click_record(**fields)
+    clickbuffer.clicks_flush_all()
+    return Click.objects.get(click_id=recorded.click_id)

@@ -121,15 +121,30 @@ def test_it_does_not_duplicate_a_click_flushed_twice(client, link, buffered):
     assert Click.objects.filter(click_id=click_id).count() == 1
 
 
+def test_it_asks_to_retry_when_the_buffer_holding_the_click_is_unreachable(
+    client, link, buffered, api_key, settings
+):
+    """Redis went down with the click in the buffer: the conversion is answered 503 (retry),
+    not 500 and not "unknown click"; once Redis is back and the flush ran, it is recorded."""
+    click_id = click(client, link, "stuck")
+    reachable = settings.REDIS_URL
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    response = convert(client, api_key, click_id)
+    assert response.status_code == 503, response.content
+    assert response["Retry-After"] == "60"
+    assert response.json()["error"]["code"] == "click_pipeline_delayed"
+    settings.REDIS_URL = reachable
+    clickbuffer.clicks_flush()
+    assert convert(client, api_key, click_id).status_code == 201
+
+
 def test_it_writes_directly_when_redis_is_unreachable(client, link, settings):
-    settings.CLICKS_BUFFERED = True
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
     click_id = click(client, link, "fallback")
     assert Click.objects.get().click_id == click_id
 
 
 def test_it_is_off_without_redis(settings):
-    settings.CLICKS_BUFFERED = True
     settings.REDIS_URL = ""
     assert not clickbuffer.buffering_enabled()
     assert django_settings.CLICKS_BUFFERED

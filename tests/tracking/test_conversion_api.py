@@ -17,9 +17,10 @@ from postbacks import dispatch, health
 from postbacks.health import HELD_UNTIL
 from postbacks.models import Postback
 from publishers.models import CallbackTemplate
+from tests.tracking.helpers import click_stored
 from tracking import selectors, services
 from tracking.models import Advertiser, AdvertiserAPIKey, Campaign, Click, Conversion, TrackingLink
-from tracking.services import click_record, conversion_record
+from tracking.services import conversion_record
 
 pytestmark = pytest.mark.django_db
 
@@ -91,7 +92,7 @@ def callback(publisher) -> CallbackTemplate:
 
 @pytest.fixture
 def click(link) -> Click:
-    return click_record(link=link, spid=SPID, user_agent=BROWSER)
+    return click_stored(link=link, spid=SPID, user_agent=BROWSER)
 
 
 def error_of(response, status: int, code: str) -> dict:
@@ -203,7 +204,7 @@ def test_it_dedupes_on_click_and_event_without_a_txn_id(intake, click, callback)
 
 
 def test_it_answers_409_for_a_txn_id_already_used_with_another_click(intake, click, link, callback):
-    other_click = click_record(link=link, spid="other", user_agent=BROWSER)
+    other_click = click_stored(link=link, spid="other", user_agent=BROWSER)
     assert intake.send({"click_id": click.click_id, "txn_id": "T-1"}).status_code == 201
     response = intake.send({"click_id": other_click.click_id, "txn_id": "T-1"})
     error = error_of(response, 409, "txn_id_conflict")
@@ -212,7 +213,7 @@ def test_it_answers_409_for_a_txn_id_already_used_with_another_click(intake, cli
 
 
 def test_it_sends_no_postback_for_a_click_without_spid(intake, link, callback):
-    click = click_record(link=link, spid="", user_agent=BROWSER)
+    click = click_stored(link=link, spid="", user_agent=BROWSER)
     response = intake.send({"click_id": click.click_id})
     assert response.status_code == 201
     assert response.json()["postbacks"] == []
@@ -323,7 +324,7 @@ def test_it_answers_404_for_a_click_of_another_advertisers_campaign(intake, publ
         advertiser=other, name="Theirs", landing_url="https://other.example/?c=[click_id]"
     )
     their_link = TrackingLink.objects.create(publisher=publisher, campaign=campaign, code="theirs")
-    their_click = click_record(link=their_link, spid="x", user_agent=BROWSER)
+    their_click = click_stored(link=their_link, spid="x", user_agent=BROWSER)
     unknown = error_of(intake.send({"click_id": "nosuchclick"}), 404, "click_not_found")
     theirs = error_of(intake.send({"click_id": their_click.click_id}), 404, "click_not_found")
     # Indistinguishable from a click that doesn't exist.
@@ -438,7 +439,6 @@ def test_a_cached_key_still_needs_its_secret_and_a_revocation_lands_within_the_t
     """Verified keys are cached per process (no query on the intake's hot path); the secret is
     still checked on every request, and a revoked key stops working once its entry expires."""
     settings.CONVERSIONS_KEY_CACHE_SECONDS = 60
-    selectors.endpoints._KEY_CACHE.clear()
     assert intake.send({"click_id": click.click_id, "txn_id": "A"}).status_code == 201
     with CaptureQueriesContext(connection) as queries:
         assert intake.send({"click_id": click.click_id, "txn_id": "B"}).status_code == 201
@@ -643,7 +643,7 @@ def test_concurrent_duplicate_requests_get_201_and_200_for_one_conversion(
 def test_concurrent_same_txn_id_on_two_clicks_gets_one_201_and_one_409(
     click, link, advertiser, callback, inserts_meet
 ):
-    other = click_record(link=link, spid="other", user_agent=BROWSER)
+    other = click_stored(link=link, spid="other", user_agent=BROWSER)
 
     def record(click_id):
         return lambda: conversion_record(advertiser=advertiser, click_id=click_id, txn_id="T-1")

@@ -6,9 +6,9 @@ from datetime import timedelta
 import pytest
 
 from postbacks.models import Postback
-from tests.tracking.helpers import isolate_tracking_state
+from tests.tracking.helpers import click_stored, isolate_tracking_state
 from tracking.models import Click, Conversion
-from tracking.services import click_record, conversion_record
+from tracking.services import conversion_record
 
 pytestmark = pytest.mark.django_db
 
@@ -26,7 +26,7 @@ def isolated(settings):
 
 
 def visit(link, user_agent: str = BROWSER) -> Click:
-    return click_record(link=link, spid="s-1", ip="203.0.113.7", user_agent=user_agent)
+    return click_stored(link=link, spid="s-1", ip="203.0.113.7", user_agent=user_agent)
 
 
 def test_it_rejects_a_conversion_faster_than_the_campaigns_minimum(

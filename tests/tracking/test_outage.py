@@ -13,10 +13,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from config.redis import get_redis
 from tests.outage import database_down
 from tests.tracking.helpers import isolate_tracking_state
-from tracking import clickbuffer, selectors
+from tracking import clickbuffer
 from tracking.models import Click, ClickRejection, TrackingLink
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -25,17 +24,14 @@ BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/131.0 Safar
 
 
 @pytest.fixture(autouse=True)
-def fresh_caches(settings):
-    """Production-like click path: buffered in Redis, caches empty at the start."""
-    settings.CLICKS_BUFFERED = True
+def links_read_every_time(settings):
+    """The production click path (buffered, caches on), except that a link is fresh for no
+    time at all: every click reads it again, so these tests decide when the last live copy is
+    all there is (in production, after its few seconds of freshness)."""
+    settings.CLICKS_LINK_CACHE_SECONDS = 0
     settings.CLICKS_OUTAGE_STALE_SECONDS = 900
     clean_up = isolate_tracking_state(settings)
-    selectors.endpoints._LINK_CACHE.clear()
-    client = get_redis()
-    client.delete(clickbuffer.STREAM)
     yield
-    selectors.endpoints._LINK_CACHE.clear()
-    client.delete(clickbuffer.STREAM)
     clean_up()
 
 

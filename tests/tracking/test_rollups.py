@@ -4,9 +4,9 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.core.management import call_command
 from django.utils import timezone
 
+from bench.dataset import dataset_generate
 from publishers.models import Publisher
 from tracking.models import Click, Conversion, HourlyStat, StatsDirtyHour
 from tracking.rollups import (
@@ -116,7 +116,7 @@ def test_it_counts_a_status_change_in_the_report(publisher, link, campaign, adve
 
 
 def test_it_generates_clicks_conversions_and_postbacks(db):
-    call_command("generate_clicks", clicks=3000, days=5, publisher="Gen", owner="gen", seed=3)
+    dataset_generate(clicks=3000, days=5, publisher="Gen", owner="gen", seed=3)
     publisher = Publisher.objects.get(name="Gen")
     clicks = Click.objects.filter(publisher=publisher)
     assert clicks.count() == 3000

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime
 from django.db.models import Count, OuterRef, Prefetch, Q, Subquery, Sum
 
 from postbacks.models import Postback, PostbackAttempt
-from publishers.cursor import decode_cursor, encode_cursor
+from publishers.keyset import Keyset
 from publishers.models import CallbackTemplate, Publisher
 from tracking.models import (
     Click,
@@ -14,9 +14,12 @@ from tracking.models import (
     ClickRejection,
     Conversion,
 )
+from tracking.selectors.reports import local_day_range
 
 # --- Conversion log -------------------------------------------------------------------------
-from tracking.selectors.reports import local_day_range
+
+# Newest first; public ids are unique, so they break ties.
+CONVERSION_LOG = Keyset("created_at", "public_id", descending=True)
 
 
 def conversion_log(
@@ -51,22 +54,14 @@ def conversion_log(
         conversions = conversions.filter(created_at__gte=local_day_range(start, start, tz)[0])
     if end:
         conversions = conversions.filter(created_at__lt=local_day_range(end, end, tz)[1])
-    position = decode_cursor(cursor) if cursor else None
-    if position:
-        moment, public_id = position
-        conversions = conversions.filter(
-            Q(created_at__lt=moment) | Q(created_at=moment, public_id__lt=public_id)
-        )
-    page = list(
-        conversions.select_related("click", "campaign")
-        .prefetch_related(
+    page = CONVERSION_LOG.page(
+        conversions.select_related("click", "campaign").prefetch_related(
             Prefetch("postbacks", queryset=Postback.objects.order_by("created_at", "pk"))
-        )
-        .order_by("-created_at", "-public_id")[: limit + 1]
+        ),
+        cursor=cursor,
+        limit=limit,
     )
-    last = page[limit - 1] if len(page) > limit else None
-    next_cursor = encode_cursor(last.created_at, last.public_id) if last else ""
-    return page[:limit], next_cursor
+    return page.items, page.next_if_more
 
 
 # --- Spid trace -----------------------------------------------------------------------------

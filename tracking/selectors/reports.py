@@ -29,6 +29,7 @@ from tracking.rollups import (
     pairs_supported,
     unique_clicks_aggregate,
 )
+from tracking.selectors.visible import campaigns_for_publisher, creatives_for_publisher
 
 # --- Reports --------------------------------------------------------------------------------
 
@@ -221,7 +222,8 @@ def _filter_ids(publisher: Publisher, filters: Mapping[str, str]) -> dict[str, o
             continue
         if name == "campaign":
             campaign_id = (
-                Campaign.objects.filter(public_id=value, links__publisher=publisher)
+                campaigns_for_publisher(publisher)
+                .filter(public_id=value)
                 .values_list("pk", flat=True)
                 .first()
             )
@@ -230,7 +232,8 @@ def _filter_ids(publisher: Publisher, filters: Mapping[str, str]) -> dict[str, o
             resolved[name] = campaign_id
         elif name == "creative":
             creative_id = (
-                Creative.objects.filter(public_id=value, campaign__links__publisher=publisher)
+                creatives_for_publisher(publisher)
+                .filter(public_id=value)
                 .values_list("pk", flat=True)
                 .first()
             )
