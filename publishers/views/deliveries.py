@@ -74,7 +74,7 @@ def deliveries_retry(request: HttpRequest) -> HttpResponse:
             form.cleaned_data["start"], form.cleaned_data["end"], chosen_timezone(request)
         )
         states = form.cleaned_data["states"]
-        replay = services.postbacks_replay_range(
+        matched, queued = services.postbacks_replay_range(
             publisher=publisher,
             start=start,
             end=end,
@@ -87,11 +87,11 @@ def deliveries_retry(request: HttpRequest) -> HttpResponse:
             },
             actor=Actor.dashboard(request),
         )
-        _replay_message(request, replay.queued)
-        if replay.matched > replay.queued:
+        _replay_message(request, queued)
+        if matched > queued:
             messages.info(
                 request,
-                f"{replay.matched - replay.queued} more matched but were not queued (at most "
+                f"{matched - queued} more matched but were not queued (at most "
                 f"{settings.POSTBACKS_REPLAY_MAX} per replay, none already being sent): "
                 "run it again for more.",
             )
