@@ -1,8 +1,8 @@
 """Bulk-load realistic traffic for one publisher: clicks, conversions, postbacks and attempts.
 The benchmarks' dataset (bench/dashboard.py, bench/http_bench.py), not part of the product.
 
-    DATABASE_URL=postgres://… python -m bench.dataset --clicks 1000000 --days 30 \\
-        --publisher "Bench Publisher" --owner bench --password bench
+    DATABASE_URL=postgres://… python manage.py shell -c "from bench.dataset import \\
+        dataset_generate; dataset_generate(clicks=1_000_000, owner='bench', password='bench')"
 
 PostgreSQL only: rows go in with COPY (psycopg 3 `cursor.copy`), ids are reserved from each
 table's sequence up front, then the dashboard rollups are rebuilt for the whole range. Values
@@ -11,7 +11,6 @@ countries, smart ads and keywords, as real traffic does. Run it on a database th
 taking traffic at the same time.
 """
 
-import argparse
 import base64
 import os
 import random
@@ -19,12 +18,6 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-
-import django
-
-if __name__ == "__main__":
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    django.setup()
 
 from django.contrib.auth import get_user_model
 from django.db import DatabaseError, connection, transaction
@@ -450,25 +443,3 @@ def _postbacks(rng, publisher, template, conversions) -> int:
         attempt_rows(),
     )  # fmt: skip
     return len(approved)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clicks", type=int, default=100_000)
-    parser.add_argument("--days", type=int, default=30)
-    parser.add_argument("--publisher", default="Bench Publisher", help="Name (created if new)")
-    parser.add_argument("--owner", default="", help="Username of an owner to create")
-    parser.add_argument("--password", default="", help="Password for --owner")
-    parser.add_argument("--conversion-rate", type=float, default=0.03)
-    parser.add_argument("--spids", type=int, default=0, help="Distinct spids (default clicks/3)")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
-        "--skip-rollup",
-        action="store_true",
-        help="Leave the rollup rebuild to the caller (parallel loads rebuild it once).",
-    )
-    dataset_generate(**vars(parser.parse_args()))
-
-
-if __name__ == "__main__":
-    main()

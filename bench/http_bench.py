@@ -342,6 +342,12 @@ publisher, links, template = dataset_setup(%r, owner="bench", password="bench")
 print(json.dumps({"publisher": publisher.pk}))
 """
 
+# One loader: its share of the clicks, without the rollup (rebuilt once at the end).
+LOAD = """
+from bench.dataset import dataset_generate
+dataset_generate(clicks=%d, days=%d, publisher=%r, seed=%d, skip_rollup=True)
+"""
+
 DROP_INDEXES = """
 import json
 from bench.dataset import secondary_indexes_drop
@@ -385,11 +391,9 @@ def dataset_load(env: Env, clicks: int, start_from: int, loaders: int) -> None:
     shares = [todo // loaders + (1 if i < todo % loaders else 0) for i in range(loaders)]
     procs = []
     for i, share in enumerate(shares):
-        argv = [
-            str(BIN / "python"), "-m", "bench.dataset", "--clicks", str(share),
-            "--days", str(DATASET_DAYS), "--publisher", DATASET_PUBLISHER,
-            "--seed", str(clicks + start_from + i), "--skip-rollup",
-        ]  # fmt: skip
+        argv = env.manage_argv(
+            "shell", "-c", LOAD % (share, DATASET_DAYS, DATASET_PUBLISHER, clicks + start_from + i)
+        )
         log = (OUT / f"generate-{dataset_label(clicks)}-{i}.log").open("w")
         procs.append(
             subprocess.Popen(

@@ -18,7 +18,6 @@ True
 import base64
 import binascii
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -69,10 +68,6 @@ class Keyset:
             return None
         return moment, tie
 
-    def order(self) -> Sequence[str]:
-        sign = "-" if self.descending else ""
-        return (f"{sign}{self.time_field}", f"{sign}{self.tie_field}")
-
     def after(self, queryset: QuerySet, position: tuple[datetime, int | str] | None) -> QuerySet:
         if position is None:
             return queryset
@@ -87,7 +82,9 @@ class Keyset:
         """One page of `queryset` after `cursor`, in this keyset's order. A cursor that does
         not decode starts from the top (the API refuses it first, with a 400)."""
         position = self.decode(cursor) if cursor else None
-        rows = list(self.after(queryset, position).order_by(*self.order())[: limit + 1])
+        sign = "-" if self.descending else ""
+        order = (f"{sign}{self.time_field}", f"{sign}{self.tie_field}")
+        rows = list(self.after(queryset, position).order_by(*order)[: limit + 1])
         has_more = len(rows) > limit
         rows = rows[:limit]
         if rows:

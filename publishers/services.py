@@ -5,7 +5,7 @@ same transaction: the callers pass `actor` (publishers/audit.py), None meaning t
 """
 
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -576,12 +576,6 @@ def postbacks_replay(
     return queued
 
 
-@dataclass(frozen=True)
-class RangeReplay:
-    matched: int
-    queued: int
-
-
 def postbacks_replay_range(
     *,
     publisher: Publisher,
@@ -590,11 +584,11 @@ def postbacks_replay_range(
     condition: Q,
     details: dict,
     actor: Actor | None = None,
-) -> RangeReplay:
+) -> tuple[int, int]:
     """Retry the publisher's postbacks created in [start, end) that meet `condition` (the
-    dashboard's and the API's range replay). At most `POSTBACKS_REPLAY_MAX` per call, so one
-    request can't enqueue millions: `matched - queued` were left for another call (over the
-    cap, or in flight)."""
+    dashboard's and the API's range replay); returns (matched, queued). At most
+    `POSTBACKS_REPLAY_MAX` per call, so one request can't enqueue millions: `matched - queued`
+    were left for another call (over the cap, or in flight)."""
     matching = Postback.objects.filter(
         condition, publisher=publisher, created_at__gte=start, created_at__lt=end
     )
@@ -611,4 +605,4 @@ def postbacks_replay_range(
         details={**details, "matched": matched},
         actor=actor,
     )
-    return RangeReplay(matched, queued)
+    return matched, queued

@@ -150,7 +150,7 @@ class PostbackReplayView(PublisherScopedView):
                     {"callback_id": ["No such callback."]},
                 )
             condition &= Q(template=template)
-        replay = services.postbacks_replay_range(
+        matched, queued = services.postbacks_replay_range(
             publisher=self.publisher,
             start=data["from"],
             end=data["to"],
@@ -163,11 +163,4 @@ class PostbackReplayView(PublisherScopedView):
             },
             actor=Actor.api(request),
         )
-        return Response(
-            {
-                "matched": replay.matched,
-                "queued": replay.queued,
-                "remaining": replay.matched - replay.queued,
-            },
-            202,
-        )
+        return Response({"matched": matched, "queued": queued, "remaining": matched - queued}, 202)

@@ -2,11 +2,10 @@
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.utils.http import urlencode
 
 from publishers.audit import audit_events_for_publisher
 from publishers.models import AuditEvent
-from publishers.views.common import chosen_timezone, member_view
+from publishers.views.common import chosen_timezone, keyset_pager, member_view
 
 PAGE_SIZE = 50
 
@@ -16,8 +15,9 @@ def activity(request: HttpRequest) -> HttpResponse:
     action = request.GET.get("action", "")
     if action not in AuditEvent.Action.values:
         action = ""
+    cursor = request.GET.get("after", "")
     events, next_cursor = audit_events_for_publisher(
-        request.publisher, action=action, cursor=request.GET.get("after", ""), limit=PAGE_SIZE
+        request.publisher, action=action, cursor=cursor, limit=PAGE_SIZE
     )
     query = {"action": action} if action else {}
     return render(
@@ -28,8 +28,7 @@ def activity(request: HttpRequest) -> HttpResponse:
             "events": [{"event": e, "details": _details(e)} for e in events],
             "actions": AuditEvent.Action.choices,
             "action": action,
-            "next_url": "?" + urlencode({**query, "after": next_cursor}) if next_cursor else "",
-            "first_url": "?" + urlencode(query) if request.GET.get("after") else "",
+            **keyset_pager(query, cursor, next_cursor),
             "tz": chosen_timezone(request),
         },
     )

@@ -1,6 +1,6 @@
 """What every dashboard view shares: the signed-in member's publisher, roles, time zone."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from functools import wraps
 from zoneinfo import ZoneInfo
@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
+from django.utils.http import urlencode
 
 from publishers import selectors
 from publishers.models import Membership
@@ -56,3 +57,12 @@ def chosen_timezone(request: HttpRequest) -> str:
 
 def today_in(tz: str, now: datetime | None = None) -> date:
     return (now or datetime.now(ZoneInfo("UTC"))).astimezone(ZoneInfo(tz)).date()
+
+
+def keyset_pager(query: Mapping[str, str], cursor: str, next_cursor: str) -> dict[str, str]:
+    """The links of a keyset-paged list (publishers/_pager.html): back to the newest page
+    when on a later one, and on to older rows when there are more. `query` keeps the filters."""
+    return {
+        "first_url": "?" + urlencode(query) if cursor else "",
+        "next_url": "?" + urlencode({**query, "after": next_cursor}) if next_cursor else "",
+    }

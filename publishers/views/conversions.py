@@ -2,10 +2,9 @@
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.utils.http import urlencode
 
 from publishers.forms import ConversionFilterForm
-from publishers.views.common import chosen_timezone, member_view
+from publishers.views.common import chosen_timezone, keyset_pager, member_view
 from tracking import selectors as tracking_selectors
 
 
@@ -48,8 +47,7 @@ def conversions(request: HttpRequest) -> HttpResponse:
             "form": form,
             "rows": rows,
             "tz": tz,
-            "next_url": "?" + urlencode({**query, "after": next_cursor}) if next_cursor else "",
-            "first_url": "?" + urlencode(query) if cursor else "",
+            **keyset_pager(query, cursor, next_cursor),
         },
     )
 

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_POST
 from publishers import selectors, services
 from publishers.audit import Actor
 from publishers.forms import RetryRangeForm
-from publishers.views.common import chosen_timezone, member_view, today_in
+from publishers.views.common import chosen_timezone, keyset_pager, member_view, today_in
 from tracking.selectors import local_day_range
 
 # A selection is made on one page of the Deliveries list.
@@ -43,9 +43,7 @@ def deliveries(request: HttpRequest) -> HttpResponse:
             "paused_templates": [
                 t for t in selectors.templates_for_publisher(request.publisher) if t.paused_at
             ],
-            "next_url": "?" + urlencode({"state": state, "after": next_cursor})
-            if next_cursor
-            else "",
+            **keyset_pager({"state": state}, cursor, next_cursor),
             "range_form": RetryRangeForm(
                 initial={"start": today, "end": today, "states": ["failing"]}
             ),
@@ -76,7 +74,7 @@ def deliveries_retry(request: HttpRequest) -> HttpResponse:
             form.cleaned_data["start"], form.cleaned_data["end"], chosen_timezone(request)
         )
         states = form.cleaned_data["states"]
-        replay = services.postbacks_replay_range(
+        matched, queued = services.postbacks_replay_range(
             publisher=publisher,
             start=start,
             end=end,
@@ -89,11 +87,11 @@ def deliveries_retry(request: HttpRequest) -> HttpResponse:
             },
             actor=Actor.dashboard(request),
         )
-        _replay_message(request, replay.queued)
-        if replay.matched > replay.queued:
+        _replay_message(request, queued)
+        if matched > queued:
             messages.info(
                 request,
-                f"{replay.matched - replay.queued} more matched but were not queued (at most "
+                f"{matched - queued} more matched but were not queued (at most "
                 f"{settings.POSTBACKS_REPLAY_MAX} per replay, none already being sent): "
                 "run it again for more.",
             )

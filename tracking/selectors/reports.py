@@ -213,6 +213,10 @@ class Report:
         return sorted(self.totals.payouts)
 
 
+# Filters that name a row by its public id, and where the publisher's rows of that kind are.
+_BY_PUBLIC_ID = {"campaign": campaigns_for_publisher, "creative": creatives_for_publisher}
+
+
 def _filter_ids(publisher: Publisher, filters: Mapping[str, str]) -> dict[str, object] | None:
     """Filters with public ids turned into primary keys; None when one names nothing of the
     publisher's (the report is then empty, never another tenant's)."""
@@ -220,28 +224,12 @@ def _filter_ids(publisher: Publisher, filters: Mapping[str, str]) -> dict[str, o
     for name, value in filters.items():
         if value == "":
             continue
-        if name == "campaign":
-            campaign_id = (
-                campaigns_for_publisher(publisher)
-                .filter(public_id=value)
-                .values_list("pk", flat=True)
-                .first()
-            )
-            if campaign_id is None:
+        if name in _BY_PUBLIC_ID:
+            rows = _BY_PUBLIC_ID[name](publisher).filter(public_id=value)
+            value = rows.values_list("pk", flat=True).first()
+            if value is None:
                 return None
-            resolved[name] = campaign_id
-        elif name == "creative":
-            creative_id = (
-                creatives_for_publisher(publisher)
-                .filter(public_id=value)
-                .values_list("pk", flat=True)
-                .first()
-            )
-            if creative_id is None:
-                return None
-            resolved[name] = creative_id
-        else:
-            resolved[name] = value
+        resolved[name] = value
     return resolved
 
 
