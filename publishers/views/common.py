@@ -56,3 +56,17 @@ def chosen_timezone(request: HttpRequest) -> str:
 
 def today_in(tz: str, now: datetime | None = None) -> date:
     return (now or datetime.now(ZoneInfo("UTC"))).astimezone(ZoneInfo(tz)).date()
+
+
+def csv_safe(text: str) -> str:
+    """A cell for a CSV export. Values come from visitors and advertisers (spids, keywords,
+    placements, transaction ids): keep spreadsheets from running them as formulas."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+class Echo:
+    """A file-like sink for `csv.writer` whose `write` hands the line back, so a
+    StreamingHttpResponse can send a CSV row by row without holding it all."""
+
+    def write(self, value: str) -> str:
+        return value

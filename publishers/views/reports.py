@@ -7,7 +7,7 @@ from django.shortcuts import render
 from django.utils.http import urlencode
 
 from publishers.forms import ReportForm
-from publishers.views.common import chosen_timezone, member_view, today_in
+from publishers.views.common import chosen_timezone, csv_safe, member_view, today_in
 from tracking import selectors as tracking_selectors
 from tracking.selectors import REPORT_GROUPS, ReportParams
 
@@ -123,7 +123,7 @@ def _csv(result: tracking_selectors.Report, publisher_code: str) -> HttpResponse
     )
     for row in result.rows:
         writer.writerow(
-            [_safe(row.label)]
+            [csv_safe(row.label)]
             + ([row.key] if with_id else [])
             + [_format(row, column) for column, _ in columns]
         )
@@ -131,9 +131,3 @@ def _csv(result: tracking_selectors.Report, publisher_code: str) -> HttpResponse
         ["Total"] + ([""] if with_id else []) + [_format(result.totals, c) for c, _ in columns]
     )
     return response
-
-
-def _safe(text: str) -> str:
-    # Values come from visitors (keywords, placements): keep spreadsheets from running them
-    # as formulas.
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
