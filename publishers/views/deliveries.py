@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
+from postbacks.models import Postback
 from publishers import selectors, services
 from publishers.audit import Actor
 from publishers.forms import RetryRangeForm
@@ -22,6 +23,23 @@ MAX_SELECTION = 100
 _EVENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
+def delivery_state(postback: Postback) -> tuple[str, str]:
+    """What a listed postback is doing, as a pill and a sentence: "failed" (given up),
+    "held" (its callback is paused; the reason says by whom), "retrying" (tried, failed, tried
+    again on schedule) or "waiting" (no attempt yet). Never "pending": it says too little."""
+    template = postback.template
+    if postback.status == Postback.Status.FAILED:
+        return "failed", "Given up after the last retry; retry it by hand once the endpoint works."
+    if template is not None and template.paused_at is not None:
+        return (
+            "held",
+            f"{template.get_paused_reason_display()}: held until you resume the callback.",
+        )
+    if postback.attempts:
+        return "retrying", f"Failed {postback.attempts} time(s); retried on schedule."
+    return "waiting", "Waiting for its first attempt."
+
+
 @member_view
 def deliveries(request: HttpRequest) -> HttpResponse:
     state = request.GET.get("state", "failing")
@@ -29,8 +47,11 @@ def deliveries(request: HttpRequest) -> HttpResponse:
         state = "failing"
     cursor = request.GET.get("after", "")
     rows, next_cursor = selectors.deliveries(request.publisher, state=state, cursor=cursor)
+    for row in rows:
+        row.state, row.state_why = delivery_state(row)
     tz = chosen_timezone(request)
     today = today_in(tz)
+    templates = list(selectors.templates_for_publisher(request.publisher))
     return render(
         request,
         "publishers/deliveries.html",
@@ -40,10 +61,9 @@ def deliveries(request: HttpRequest) -> HttpResponse:
             "rows": rows,
             "counts": selectors.delivery_counts(request.publisher),
             # Endpoint health paused these: their postbacks are held, not retried.
-            "paused_templates": [
-                t for t in selectors.templates_for_publisher(request.publisher) if t.paused_at
-            ],
-            "next_url": "?" + urlencode({"state": state, "after": next_cursor})
+            "paused_templates": [t for t in templates if t.paused_at],
+            "has_callbacks": bool(templates),
+            "next_url": "?" + urlencode({"state": state, "tz": tz, "after": next_cursor})
             if next_cursor
             else "",
             "range_form": RetryRangeForm(
