@@ -15,6 +15,11 @@ urlpatterns = [
     path("dashboard/callbacks/test/", views.callback_test, name="callback_test"),
     path("dashboard/callbacks/<str:public_id>/", views.callback_edit, name="callback_edit"),
     path(
+        "dashboard/callbacks/<str:public_id>/delete/",
+        views.callback_delete,
+        name="callback_delete",
+    ),
+    path(
         "dashboard/callbacks/<str:public_id>/toggle/",
         views.callback_toggle,
         name="callback_toggle",

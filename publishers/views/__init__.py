@@ -12,6 +12,7 @@ from publishers.views.account import (
 )
 from publishers.views.activity import activity
 from publishers.views.callbacks import (
+    callback_delete,
     callback_edit,
     callback_new,
     callback_preview,
@@ -34,6 +35,7 @@ __all__ = [
     "api_key_create",
     "api_key_revoke",
     "api_keys",
+    "callback_delete",
     "callback_edit",
     "callback_new",
     "callback_preview",

@@ -102,6 +102,31 @@ def callback_toggle(request: HttpRequest, public_id: str) -> HttpResponse:
     return redirect("callbacks")
 
 
+@member_view
+def callback_delete(request: HttpRequest, public_id: str) -> HttpResponse:
+    """GET asks (what stays, what happens to postbacks not delivered yet); POST deletes, with
+    the CSRF token, and the activity log records it with the callback's last settings."""
+    template = selectors.template_for_publisher(request.publisher, public_id)
+    if request.method == "POST":
+        services.callback_template_delete(template=template, actor=Actor.dashboard(request))
+        messages.success(
+            request,
+            f"Callback {template} deleted. Its postbacks stay in Deliveries and in the trace.",
+        )
+        return redirect("callbacks")
+    postbacks = Postback.objects.filter(template=template)
+    return render(
+        request,
+        "publishers/callback_delete.html",
+        {
+            "nav": "callbacks",
+            "template": template,
+            "sent": postbacks.count(),
+            "undelivered": postbacks.filter(status=Postback.Status.PENDING).count(),
+        },
+    )
+
+
 def _held_count(template: CallbackTemplate) -> int:
     return Postback.objects.filter(template=template, status=Postback.Status.PENDING).count()
 

@@ -65,7 +65,7 @@ def held(dashboard_data) -> CallbackTemplate:
 
 
 def test_it_records_a_key_created_without_its_plaintext(owner_client, publisher):
-    response = owner_client.post(reverse("api_key_create"), {"name": "reconciliation"})
+    response = owner_client.post(reverse("api_key_create"), {"name": "reconciliation"}, follow=True)
     plaintext = response.context["new_key"]
     event = only(publisher, Action.API_KEY_CREATED)
     key = PublisherAPIKey.objects.get(name="reconciliation")
