@@ -2,6 +2,8 @@
 (retrying, held with the reason, failed, waiting); a callback is deleted after a confirmation
 page, by POST with the CSRF token, audited, and its delivery history stays."""
 
+import re
+
 import pytest
 from django.test import Client
 from django.urls import reverse
@@ -90,3 +92,20 @@ def test_deleting_a_callback_needs_the_csrf_token(dashboard_data):
     response = client.post(reverse("callback_delete", args=[template.public_id]))
     assert response.status_code == 403
     assert CallbackTemplate.objects.filter(pk=template.pk).exists()
+
+
+EMPTY = re.compile(r'class="(?:empty|panel empty-state)"[^>]*>(.*?)</(?:td|div)>', re.S)
+
+
+@pytest.mark.parametrize(
+    "page",
+    ["conversions", "callbacks", "deliveries", "api_keys", "activity", "reports", "links"],
+)
+def test_every_empty_table_says_what_to_do_next(owner_client, publisher, page):
+    response = owner_client.get(reverse(page))
+    assert response.status_code == 200
+    empties = EMPTY.findall(response.content.decode())
+    assert empties, page
+    for text in empties:
+        # A next step: a link to follow or someone to ask, never a bare "nothing here".
+        assert "<a " in text or "account manager" in text, (page, text)
