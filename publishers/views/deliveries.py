@@ -83,7 +83,10 @@ def deliveries_retry(request: HttpRequest) -> HttpResponse:
     state = request.POST.get("state", "failing")
     if state not in selectors.DELIVERY_STATES:
         state = "failing"
-    back = reverse("deliveries") + "?" + urlencode({"state": state})
+    tz = chosen_timezone(request)
+    # Back to the page as it was: its tab and its time zone (the range was read in that zone).
+    kept = {"tz": tz} if tz != "UTC" else {}
+    back = reverse("deliveries") + "?" + urlencode({"state": state, **kept})
     wanted = set(request.POST.getlist("event_id"))
     if len(wanted) > MAX_SELECTION or not all(_EVENT_ID.fullmatch(e) for e in wanted):
         return HttpResponseBadRequest("Choose at most 100 postbacks from the Deliveries page.")
@@ -92,9 +95,7 @@ def deliveries_retry(request: HttpRequest) -> HttpResponse:
         if not form.is_valid():
             messages.error(request, "Choose a valid date range and at least one state.")
             return redirect(back)
-        start, end = local_day_range(
-            form.cleaned_data["start"], form.cleaned_data["end"], chosen_timezone(request)
-        )
+        start, end = local_day_range(form.cleaned_data["start"], form.cleaned_data["end"], tz)
         states = form.cleaned_data["states"]
         replay = services.postbacks_replay_range(
             publisher=publisher,
@@ -105,7 +106,7 @@ def deliveries_retry(request: HttpRequest) -> HttpResponse:
                 "from": str(form.cleaned_data["start"]),
                 "to": str(form.cleaned_data["end"]),
                 "states": states,
-                "tz": chosen_timezone(request),
+                "tz": tz,
             },
             actor=Actor.dashboard(request),
         )
@@ -135,7 +136,7 @@ def deliveries_retry(request: HttpRequest) -> HttpResponse:
     _replay_message(request, count)
     if scope == "one" and request.POST.get("back") == "trace":
         # The trace page's Retry / Re-send button: back to the postback's journey.
-        return redirect(reverse("trace") + "?" + urlencode({"q": details["event_ids"][0]}))
+        return redirect(reverse("trace") + "?" + urlencode({"q": details["event_ids"][0], **kept}))
     return redirect(back)
 
 
