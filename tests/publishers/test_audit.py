@@ -281,7 +281,8 @@ def test_it_resumes_deliveries_from_the_dashboard(
 
 def test_it_shows_held_postbacks_as_held(member_client, held):
     page = member_client.get(reverse("deliveries")).content.decode()
-    assert "held: The endpoint answered 410 Gone" in page and "9999" not in page
+    assert 'data-state="held"' in page and "The endpoint answered 410 Gone" in page
+    assert "9999" not in page
     assert 'id="paused-callbacks"' in page
 
 
