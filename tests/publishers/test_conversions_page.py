@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from publishers.views.common import today_in
 from tracking.models import Click, ConversionRefusal
+from tracking.selectors import logs
 from tracking.services import IntakeError, conversion_record
 
 pytestmark = pytest.mark.django_db
@@ -221,3 +222,21 @@ def test_the_stats_api_counts_expired_conversions(publisher_key, expired, client
 def test_bad_filters_get_a_form_error_never_a_500(owner_client, dashboard_data, query):
     assert _page(owner_client, **query).status_code == 200
     assert _page(owner_client, format="csv", **query).status_code in (200, 400)
+
+
+def test_time_groups_without_dates_cover_the_last_days(owner_client, dashboard_data):
+    today = timezone.now().date()
+    days = _page(owner_client, group_by="day").context["groups"].rows
+    assert [r.key for r in days] == [today - timedelta(days=n) for n in range(29, -1, -1)]
+    hours = _page(owner_client, group_by="hour").context["groups"].rows
+    assert len(hours) == 24 and hours[0].key.date() == today
+
+
+def test_other_groups_list_those_with_most_conversions_and_say_so(
+    owner_client, dashboard_data, monkeypatch
+):
+    monkeypatch.setattr(logs, "GROUPS_MAX_ROWS", 1)
+    response = _page(owner_client, group_by="spid")
+    groups = response.context["groups"]
+    assert groups.truncated and len(groups.rows) == 1
+    assert "Only the 1 groups with most conversions are shown" in response.content.decode()
