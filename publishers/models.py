@@ -271,6 +271,7 @@ class AuditEvent(models.Model):
         MEMBER_ROLE_CHANGED = "member.role_changed", "Team member's role changed"
         PASSWORD_CHANGED = "account.password_changed", "Password changed"
         STAFF_EDITED = "staff.edited", "Edited by Roundtrip staff"
+        STAFF_VIEWED = "staff.viewed", "Dashboard viewed by Roundtrip staff (read-only)"
 
     class Via(models.TextChoices):
         DASHBOARD = "dashboard"

@@ -91,6 +91,21 @@ def outsider_cases(data) -> list[Case]:
         Case("get", reverse("callback_delete", args=[a_template]), status=(404,)),
         Case("post", reverse("callback_delete", args=[a_template]), status=(404,)),
         Case("post", reverse("callback_toggle", args=[a_template]), status=(404,)),
+        # Switching to A's dashboard: not on A's team. The staff pages: not staff.
+        Case(
+            "post",
+            reverse("publisher_switch"),
+            {"publisher": data.publisher.public_id},
+            status=(404,),
+        ),
+        Case("get", reverse("staff_publishers"), status=(403,)),
+        Case(
+            "post",
+            reverse("staff_view_start"),
+            {"publisher": data.publisher.public_id},
+            status=(403,),
+        ),
+        Case("post", reverse("staff_view_stop"), status=(403,)),
         Case("post", reverse("callback_resume", args=[a_template]), status=(404,)),
         Case("post", reverse("api_key_revoke", args=[data.key_lookup]), status=(404,)),
         Case("post", reverse("member_remove"), {"username": "member-a"}, status=(404,)),
