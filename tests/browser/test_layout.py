@@ -12,6 +12,7 @@ PAGES = [
     "/dashboard/",
     "/dashboard/?period=30d&tz=Asia/Kolkata",
     "/dashboard/reports/?group_by=placement",
+    "/dashboard/reports/?group_by=day&tz=Asia/Kolkata",
     "/dashboard/conversions/",
     "/dashboard/conversions/?group_by=day&tz=Asia/Kolkata",
     "/dashboard/conversions/?group_by=spid",

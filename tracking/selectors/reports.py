@@ -749,11 +749,14 @@ def period_summary(publisher: Publisher, *, start: date, end: date, tz: str) -> 
 def daily_totals(publisher: Publisher, *, start: date, end: date, tz: str) -> list[dict]:
     """Clicks and conversions per calendar day in [start, end] (days without traffic included,
     as zeros), from the same report as Reports grouped by day."""
-    found = {
-        row.key: row
-        for row in report(publisher, ReportParams(start=start, end=end, tz=tz)).rows
-        if isinstance(row.key, date)
-    }
+    rows = report(publisher, ReportParams(start=start, end=end, tz=tz)).rows
+    return days_filled(rows, start, end)
+
+
+def days_filled(rows: list[ReportRow], start: date, end: date) -> list[dict]:
+    """Rows of a report grouped by day as {"day", "clicks", "conversions"}: every day of
+    [start, end], a day without a row as zeros."""
+    found = {row.key: row for row in rows if isinstance(row.key, date)}
     days = []
     day = start
     while day <= end:
