@@ -14,6 +14,7 @@ from postbacks.placeholders import (
     expand_placeholders,
     validate_template,
 )
+from postbacks.values import hidden_values
 from publishers.ids import new_event_id
 
 
@@ -33,6 +34,7 @@ def postback_send_test(*, template, sample_values: dict | None = None) -> dict:
         "event_id": event_id,
         "timestamp": str(int(now.timestamp())),
         "publisher_id": template.publisher.public_id,
+        **hidden_values(template.publisher),
         **(sample_values or {}),
     }
     try:

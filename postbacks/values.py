@@ -45,6 +45,12 @@ def click_values(
     }
 
 
+def hidden_values(publisher) -> dict[str, str]:
+    """Placeholders emptied for this publisher: [revenue] shows the network's margin, so it is
+    filled only for a publisher the network shares it with (`Publisher.share_revenue`)."""
+    return {} if publisher.share_revenue else {"revenue": ""}
+
+
 def placeholder_values(
     conversion: "Conversion", click: "Click", event_id: str, now: datetime
 ) -> dict[str, object]:
@@ -69,4 +75,5 @@ def placeholder_values(
         "click_time": int(click.created_at.timestamp()),
         "conversion_time": int(conversion.created_at.timestamp()),
         "timestamp": int(now.timestamp()),
+        **hidden_values(click.publisher),
     }

@@ -9,7 +9,15 @@ from django.contrib.auth import get_user_model, password_validation
 from config.hostile import validate_day
 from publishers.models import CallbackTemplate, Membership, Publisher
 from tracking.models import Conversion
-from tracking.selectors import ATTRIBUTIONS, REPORT_GROUPS, REPORT_SORTS, REPORT_TIMEZONES
+from tracking.selectors import (
+    ATTRIBUTIONS,
+    CONVERSION_GROUPS,
+    REPORT_GROUPS,
+    REPORT_SORTS,
+    REPORT_TIMEZONES,
+    SPID_MATCHES,
+    ConversionFilters,
+)
 from tracking.selectors.visible import campaigns_for_publisher, creatives_for_publisher
 
 TIMEZONE_CHOICES = [(tz, tz.replace("_", " ")) for tz in REPORT_TIMEZONES]
@@ -207,14 +215,73 @@ class ReportForm(DateRangeMixin, forms.Form):
         }
 
 
+# A grouped view by hour lists every hour of the range: bounded so the page stays readable.
+MAX_HOURLY_DAYS = 31
+# A grouped view by day without dates: the last days up to today.
+DEFAULT_GROUP_DAYS = 30
+
+
 class ConversionFilterForm(DateRangeMixin, forms.Form):
-    # Not stripped: a spid is matched exactly as it was sent, spaces included.
+    # Not stripped: a spid is matched exactly as it was sent, spaces included (unless the
+    # publisher asks for a part of one).
     spid = forms.CharField(required=False, max_length=255, strip=False)
+    spid_match = forms.ChoiceField(
+        choices=list(SPID_MATCHES.items()), required=False, initial="exact", label="spid match"
+    )
     click_id = forms.CharField(required=False, max_length=32, label="Click id")
+    txn_id = forms.CharField(
+        required=False, max_length=255, label="Transaction id", help_text="Or a part of one."
+    )
     status = forms.ChoiceField(choices=[("", "Any"), *Conversion.Status.choices], required=False)
     event = forms.CharField(required=False, max_length=50)
     start = DayField(required=False)
     end = DayField(required=False)
+    group_by = forms.ChoiceField(
+        choices=[("", "None: each conversion"), *CONVERSION_GROUPS.items()],
+        required=False,
+        label="Group by",
+    )
+    tz = forms.ChoiceField(
+        choices=TIMEZONE_CHOICES, required=False, initial="UTC", label="Time zone"
+    )
+
+    def clean(self):
+        data = super().clean()
+        start, end = data.get("start"), data.get("end")
+        if (
+            data.get("group_by") == "hour"
+            and start
+            and end
+            and (end - start).days >= MAX_HOURLY_DAYS
+        ):
+            raise forms.ValidationError(
+                f"Group by hour covers at most {MAX_HOURLY_DAYS} days; narrow the dates."
+            )
+        return data
+
+    def conversion_filters(self, *, today: date) -> ConversionFilters:
+        """The valid form as the selectors' filters. A grouping by day or hour needs both
+        dates (every period of the range is a row): missing ones default to the last days."""
+        data = self.cleaned_data
+        start, end = data.get("start"), data.get("end")
+        if data.get("group_by") == "hour":
+            end = end or start or today
+            start = start or end
+        elif data.get("group_by") == "day":
+            end = end or max(today, start or today)
+            start = start or end - timedelta(days=DEFAULT_GROUP_DAYS - 1)
+            start = max(start, end - timedelta(days=MAX_REPORT_DAYS))
+        return ConversionFilters(
+            spid=data.get("spid", ""),
+            spid_match=data.get("spid_match") or "exact",
+            click_id=data.get("click_id", ""),
+            txn_id=data.get("txn_id", ""),
+            status=data.get("status", ""),
+            event=data.get("event", ""),
+            start=start,
+            end=end,
+            tz=data.get("tz") or "UTC",
+        )
 
 
 class RetryRangeForm(DateRangeMixin, forms.Form):

@@ -35,6 +35,13 @@ class Publisher(models.Model):
     # During a rotation both secrets sign, until previous_secret_expires_at.
     previous_signing_secret = models.CharField(max_length=100, blank=True, default="")
     previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
+    # [revenue] tells a publisher the network's margin: filled in its callbacks only when the
+    # network chose to share it (postbacks.values.hidden_values).
+    share_revenue = models.BooleanField(
+        default=False,
+        help_text="Fill [revenue] in this publisher's callbacks with the advertiser's revenue "
+        "(it shows the network's margin). Off: [revenue] is always empty.",
+    )
     members = models.ManyToManyField(
         settings.AUTH_USER_MODEL, through="Membership", related_name="publishers"
     )
@@ -271,6 +278,7 @@ class AuditEvent(models.Model):
         MEMBER_ROLE_CHANGED = "member.role_changed", "Team member's role changed"
         PASSWORD_CHANGED = "account.password_changed", "Password changed"
         STAFF_EDITED = "staff.edited", "Edited by Roundtrip staff"
+        STAFF_VIEWED = "staff.viewed", "Dashboard viewed by Roundtrip staff (read-only)"
 
     class Via(models.TextChoices):
         DASHBOARD = "dashboard"

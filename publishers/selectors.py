@@ -15,18 +15,44 @@ from publishers.models import (
 )
 from tracking.models import TrackingLink
 
+# Session keys: the publisher a member of several teams chose, and the one a staff user views
+# read-only (publisher public ids; checked again on every request).
+SESSION_PUBLISHER = "dashboard.publisher"
+SESSION_STAFF_VIEW = "dashboard.staff_view"
 
-def membership_for_user(request: HttpRequest) -> Membership:
-    """The signed-in user's membership (their first one); 404 when they have none."""
-    membership = (
+
+def memberships_for_user(user) -> QuerySet[Membership]:
+    """Every team the user is on, oldest first: the dashboard's publisher switcher."""
+    return (
         Membership.objects.select_related("publisher")
-        .filter(user=request.user)
+        .filter(user=user)
         .order_by("created_at", "pk")
-        .first()
     )
-    if membership is None:
-        raise Http404("You are not a member of any publisher.")
-    return membership
+
+
+def membership_for_user(request: HttpRequest) -> Membership | None:
+    """The signed-in user's membership: the publisher they chose (`SESSION_PUBLISHER`) while
+    they are still on its team, else their first one; None when they have none."""
+    memberships = memberships_for_user(request.user)
+    chosen = request.session.get(SESSION_PUBLISHER)
+    found = memberships.filter(publisher__public_id=chosen).first() if chosen else None
+    return found or memberships.first()
+
+
+def staff_viewed_publisher(request: HttpRequest) -> Publisher | None:
+    """The publisher a staff user chose to view read-only, while they are staff."""
+    chosen = request.session.get(SESSION_STAFF_VIEW)
+    if not chosen or not request.user.is_staff:
+        return None
+    return Publisher.objects.filter(public_id=chosen).first()
+
+
+def publishers_for_staff(query: str = "", *, limit: int = 100) -> QuerySet[Publisher]:
+    """Publishers a staff user may pick to view: by name or public id, at most `limit`."""
+    publishers = Publisher.objects.order_by("name", "pk")
+    if query:
+        publishers = publishers.filter(Q(name__icontains=query) | Q(public_id=query))
+    return publishers[:limit]
 
 
 def links_for_publisher(publisher: Publisher) -> QuerySet[TrackingLink]:

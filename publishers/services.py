@@ -606,3 +606,9 @@ def postbacks_replay_range(
         actor=actor,
     )
     return matched, queued
+
+
+def staff_view_record(*, publisher: Publisher, actor: Actor) -> None:
+    """A staff user starts viewing the publisher's dashboard (read-only): the publisher's team
+    sees it in Activity."""
+    audit_record(publisher=publisher, actor=actor, action=Action.STAFF_VIEWED, target=publisher)

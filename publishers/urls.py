@@ -15,6 +15,11 @@ urlpatterns = [
     path("dashboard/callbacks/test/", views.callback_test, name="callback_test"),
     path("dashboard/callbacks/<str:public_id>/", views.callback_edit, name="callback_edit"),
     path(
+        "dashboard/callbacks/<str:public_id>/delete/",
+        views.callback_delete,
+        name="callback_delete",
+    ),
+    path(
         "dashboard/callbacks/<str:public_id>/toggle/",
         views.callback_toggle,
         name="callback_toggle",
@@ -42,6 +47,10 @@ urlpatterns = [
     path("dashboard/settings/team/remove/", views.member_remove, name="member_remove"),
     path("dashboard/settings/team/role/", views.member_role, name="member_role"),
     path("dashboard/activity/", views.activity, name="activity"),
+    path("dashboard/switch/", views.publisher_switch, name="publisher_switch"),
+    path("dashboard/staff/", views.staff_publishers, name="staff_publishers"),
+    path("dashboard/staff/view/", views.staff_view_start, name="staff_view_start"),
+    path("dashboard/staff/leave/", views.staff_view_stop, name="staff_view_stop"),
     # An invitation's link (publishers/views/invitations.py): accept or decline.
     path("invitations/<str:token>/", views.invitation, name="invitation"),
     # Accounts: sign in (throttled by django-axes), sign out, password reset by email.

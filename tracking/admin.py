@@ -12,6 +12,7 @@ from tracking.models import (
     ClickDeadLetter,
     ClickRejection,
     Conversion,
+    ConversionRefusal,
     Creative,
     ImpressionFlush,
     SmartAd,
@@ -204,6 +205,23 @@ class ClickRejectionAdmin(admin.ModelAdmin):
     list_display = ["day", "publisher", "reason", "count"]
     list_filter = ["reason"]
     readonly_fields = ["publisher", "day", "reason", "count"]
+
+
+@admin.register(ConversionRefusal)
+class ConversionRefusalAdmin(admin.ModelAdmin):
+    """Conversions advertisers sent that the intake refused (422): what they can check when a
+    conversion is missing. Read-only: nothing here was paid or sent."""
+
+    list_display = ["created_at", "advertiser", "publisher", "reason", "click_id", "txn_id"]
+    list_filter = ["reason"]
+    search_fields = ["click_id", "txn_id", "spid"]
+    readonly_fields = [f.name for f in ConversionRefusal._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
 
 
 @admin.register(ClickDeadLetter)

@@ -379,6 +379,53 @@ class ClickRejection(models.Model):
         return f"{self.publisher} {self.day} {self.reason}: {self.count}"
 
 
+class ConversionRefusal(models.Model):
+    """A conversion the intake answered 422 after finding its click (e.g. the click is older
+    than the campaign's attribution window): not a conversion, so nothing is paid or sent, but
+    recorded so the publisher and the advertiser can see what was not counted and why.
+
+    One row per conversion the advertiser tried (its click, event and transaction id); sending
+    the same one again only counts in `attempts`. No foreign key to the click: old clicks are
+    what this is about, and retention may drop them (tracking/partitions.py)."""
+
+    class Reason(models.TextChoices):
+        EXPIRED = "expired", "Expired: the click is older than the campaign's attribution window"
+
+    publisher = models.ForeignKey(
+        Publisher, on_delete=models.CASCADE, related_name="conversion_refusals"
+    )
+    advertiser = models.ForeignKey(Advertiser, on_delete=models.CASCADE, related_name="+")
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="+")
+    click_id = models.CharField(max_length=32)
+    click_created_at = models.DateTimeField()
+    spid = models.CharField(max_length=clickinput.SPID_MAX_LENGTH, blank=True)
+    event = models.CharField(max_length=50)
+    txn_id = models.CharField(max_length=255, blank=True)
+    # What the advertiser asked for (null/"" when it sent none: the campaign's default applied).
+    payout = models.DecimalField(max_digits=20, decimal_places=6, null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True)
+    reason = models.CharField(max_length=32, choices=Reason.choices)
+    reason_detail = models.CharField(max_length=255, blank=True)
+    attempts = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_refused_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["advertiser", "click_id", "event", "txn_id"],
+                name="tracking_conversionrefusal_unique",
+            ),
+        ]
+        indexes = [
+            # The dashboard's list and counts: one publisher's refusals by time.
+            models.Index(fields=["publisher", "created_at"], name="tracking_convref_pub_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.click_id} {self.event}: {self.reason}"
+
+
 class ClickDeadLetter(models.Model):
     """A buffered click the database refused: set aside with its error, never retried on its
     own, so it can't hold up the clicks behind it (tracking/clickbuffer.py). Staff see them in

@@ -24,6 +24,7 @@ from tracking.models import (
     Click,
     ClickRejection,
     Conversion,
+    ConversionRefusal,
     TrackingLink,
 )
 from tracking.partitions import click_first
@@ -229,12 +230,22 @@ def conversion_record(
         outcome = _replay_recorded(advertiser, click, event, txn_id, status, now)
         if outcome is not None:
             return outcome
-        raise IntakeError(
-            422,
-            "attribution_window_expired",
+        message = (
             f"The click is older than the campaign's attribution window "
-            f"({campaign.attribution_window}).",
+            f"({campaign.attribution_window})."
         )
+        conversion_refusal_record(
+            advertiser=advertiser,
+            click=click,
+            event=event,
+            txn_id=txn_id,
+            payout=payout,
+            currency=currency,
+            reason=ConversionRefusal.Reason.EXPIRED,
+            detail=message,
+            now=now,
+        )
+        raise IntakeError(422, "attribution_window_expired", message)
     # Insert first and let the unique constraints spot a repeat: most conversions are new, and
     # this way they cost no read and no savepoint. A repeat (or a concurrent request that
     # recorded the same transaction first) rolls this transaction back and is answered from
@@ -257,6 +268,43 @@ def conversion_record(
         if outcome is None:
             raise
         return outcome
+
+
+def conversion_refusal_record(
+    *,
+    advertiser: Advertiser,
+    click: Click,
+    event: str,
+    txn_id: str,
+    payout: Decimal | None,
+    currency: str | None,
+    reason: str,
+    detail: str,
+    now: datetime,
+) -> ConversionRefusal:
+    """Record a conversion refused for `reason` (the 422 still goes out): one row per
+    conversion tried, a repeat only counts another attempt."""
+    key = {"advertiser": advertiser, "click_id": click.click_id, "event": event, "txn_id": txn_id}
+    try:
+        with transaction.atomic():
+            return ConversionRefusal.objects.create(
+                **key,
+                publisher_id=click.publisher_id,
+                campaign_id=click.campaign_id,
+                click_created_at=click.created_at,
+                spid=click.spid,
+                payout=payout,
+                currency=currency or "",
+                reason=reason,
+                reason_detail=detail[:255],
+                created_at=now,
+                last_refused_at=now,
+            )
+    except IntegrityError:
+        ConversionRefusal.objects.filter(**key).update(
+            attempts=F("attempts") + 1, last_refused_at=now, reason=reason
+        )
+        return ConversionRefusal.objects.get(**key)
 
 
 def _conversion_create(

@@ -268,6 +268,7 @@ class ConversionSerializer(serializers.ModelSerializer):
             "event",
             "txn_id",
             "status",
+            "reason",
             "payout",
             "currency",
             "campaign",
@@ -276,6 +277,12 @@ class ConversionSerializer(serializers.ModelSerializer):
             "postback_status",
             "postbacks",
         ]
+        extra_kwargs = {
+            "reason": {
+                "help_text": "Why a guard changed the status the advertiser sent: `too_fast` "
+                "(rejected) or `bot_click` (held as pending for review); empty when none did."
+            }
+        }
 
     @extend_schema_field(serializers.ChoiceField(choices=POSTBACK_STATUSES))
     def get_postback_status(self, conversion: Conversion) -> str:

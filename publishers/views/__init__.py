@@ -12,6 +12,7 @@ from publishers.views.account import (
 )
 from publishers.views.activity import activity
 from publishers.views.callbacks import (
+    callback_delete,
     callback_edit,
     callback_new,
     callback_preview,
@@ -27,6 +28,12 @@ from publishers.views.keys import api_key_create, api_key_revoke, api_keys
 from publishers.views.links import links
 from publishers.views.overview import dashboard, home
 from publishers.views.reports import reports
+from publishers.views.teams import (
+    publisher_switch,
+    staff_publishers,
+    staff_view_start,
+    staff_view_stop,
+)
 
 __all__ = [
     "PasswordResetConfirm",
@@ -34,6 +41,7 @@ __all__ = [
     "api_key_create",
     "api_key_revoke",
     "api_keys",
+    "callback_delete",
     "callback_edit",
     "callback_new",
     "callback_preview",
@@ -52,9 +60,13 @@ __all__ = [
     "member_invite",
     "member_remove",
     "member_role",
+    "publisher_switch",
     "reports",
     "secret_reveal",
     "secret_rotate",
     "settings_page",
+    "staff_publishers",
+    "staff_view_start",
+    "staff_view_stop",
     "trace",
 ]

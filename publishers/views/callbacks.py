@@ -18,12 +18,25 @@ from postbacks.placeholders import (
     validate_template,
 )
 from postbacks.sample import postback_send_test
+from postbacks.values import hidden_values
 from publishers import selectors, services
 from publishers.audit import Actor
 from publishers.forms import CallbackTemplateForm
 from publishers.models import CallbackTemplate
 from publishers.views.common import member_view
 from tracking import selectors as tracking_selectors
+
+
+def _reference_for(publisher) -> list[dict]:
+    """The placeholder reference as this publisher's callbacks see it: [revenue] empty unless
+    the network shares it (postbacks.values.hidden_values)."""
+    hidden = hidden_values(publisher)
+    reference = placeholder_reference()
+    for entry in reference:
+        if entry["name"] in hidden:
+            entry["example"] = hidden[entry["name"]]
+            entry["help"] += " (your network doesn't share it: always empty)"
+    return reference
 
 
 @member_view
@@ -76,7 +89,7 @@ def _save(request: HttpRequest, template: CallbackTemplate | None) -> HttpRespon
             "form": form,
             "template": template,
             "held": _held_count(template) if template and template.paused_at else 0,
-            "placeholders": placeholder_reference(),
+            "placeholders": _reference_for(publisher),
         },
     )
 
@@ -100,6 +113,31 @@ def callback_toggle(request: HttpRequest, public_id: str) -> HttpResponse:
     )
     messages.success(request, "Callback resumed." if template.is_active else "Callback paused.")
     return redirect("callbacks")
+
+
+@member_view
+def callback_delete(request: HttpRequest, public_id: str) -> HttpResponse:
+    """GET asks (what stays, what happens to postbacks not delivered yet); POST deletes, with
+    the CSRF token, and the activity log records it with the callback's last settings."""
+    template = selectors.template_for_publisher(request.publisher, public_id)
+    if request.method == "POST":
+        services.callback_template_delete(template=template, actor=Actor.dashboard(request))
+        messages.success(
+            request,
+            f"Callback {template} deleted. Its postbacks stay in Deliveries and in the trace.",
+        )
+        return redirect("callbacks")
+    postbacks = Postback.objects.filter(template=template)
+    return render(
+        request,
+        "publishers/callback_delete.html",
+        {
+            "nav": "callbacks",
+            "template": template,
+            "sent": postbacks.count(),
+            "undelivered": postbacks.filter(status=Postback.Status.PENDING).count(),
+        },
+    )
 
 
 def _held_count(template: CallbackTemplate) -> int:
@@ -137,7 +175,12 @@ def callback_preview(request: HttpRequest) -> JsonResponse:
     try:
         validate_template(text, CALLBACK_PLACEHOLDERS)
         url = expand_placeholders(
-            text, {**SAMPLE_VALUES, "publisher_id": request.publisher.public_id}
+            text,
+            {
+                **SAMPLE_VALUES,
+                "publisher_id": request.publisher.public_id,
+                **hidden_values(request.publisher),
+            },
         )
     except TemplateError as exc:
         return JsonResponse({"ok": False, "url": "", "error": str(exc), "placeholders": []})

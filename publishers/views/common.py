@@ -7,7 +7,8 @@ from zoneinfo import ZoneInfo
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect
 from django.utils.http import urlencode
 
 from publishers import selectors
@@ -17,15 +18,40 @@ from tracking.selectors import REPORT_TIMEZONES
 View = Callable[..., HttpResponse]
 
 
+# What a staff user viewing a publisher may send: reads only.
+READ_ONLY_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
 def member_view(view: View) -> View:
-    """Signed in and on a team: sets `request.membership` and `request.publisher` (404 for a
-    user without a publisher). Every dashboard view goes through this."""
+    """Signed in and on a team: sets `request.membership` and `request.publisher`, and
+    `request.memberships` (every team of the user, for the switcher). Every dashboard view
+    goes through this.
+
+    A staff user who picked a publisher on the staff page sees that publisher's dashboard
+    read-only (`request.staff_view`): as a member, never an owner, and anything but a read
+    is refused (403). A staff user on no team is sent to that page; anyone else on no team
+    gets a 404."""
 
     @login_required
     @wraps(view)
     def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        request.membership = selectors.membership_for_user(request)
-        request.publisher = request.membership.publisher
+        request.memberships = list(selectors.memberships_for_user(request.user))
+        viewed = selectors.staff_viewed_publisher(request)
+        request.staff_view = viewed is not None
+        if viewed is not None:
+            if request.method not in READ_ONLY_METHODS:
+                raise PermissionDenied("Staff view is read-only.")
+            membership = Membership(
+                publisher=viewed, user=request.user, role=Membership.Role.MEMBER
+            )
+        else:
+            membership = selectors.membership_for_user(request)
+        if membership is None:
+            if request.user.is_staff:
+                return redirect("staff_publishers")
+            raise Http404("You are not a member of any publisher.")
+        request.membership = membership
+        request.publisher = membership.publisher
         return view(request, *args, **kwargs)
 
     return wrapper
@@ -66,3 +92,17 @@ def keyset_pager(query: Mapping[str, str], cursor: str, next_cursor: str) -> dic
         "first_url": "?" + urlencode(query) if cursor else "",
         "next_url": "?" + urlencode({**query, "after": next_cursor}) if next_cursor else "",
     }
+
+
+def csv_safe(text: str) -> str:
+    """A cell for a CSV export. Values come from visitors and advertisers (spids, keywords,
+    placements, transaction ids): keep spreadsheets from running them as formulas."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+class Echo:
+    """A file-like sink for `csv.writer` whose `write` hands the line back, so a
+    StreamingHttpResponse can send a CSV row by row without holding it all."""
+
+    def write(self, value: str) -> str:
+        return value

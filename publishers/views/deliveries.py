@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
+from postbacks.models import Postback
 from publishers import selectors, services
 from publishers.audit import Actor
 from publishers.forms import RetryRangeForm
@@ -22,6 +23,23 @@ MAX_SELECTION = 100
 _EVENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
+def delivery_state(postback: Postback) -> tuple[str, str]:
+    """What a listed postback is doing, as a pill and a sentence: "failed" (given up),
+    "held" (its callback is paused; the reason says by whom), "retrying" (tried, failed, tried
+    again on schedule) or "waiting" (no attempt yet). Never "pending": it says too little."""
+    template = postback.template
+    if postback.status == Postback.Status.FAILED:
+        return "failed", "Given up after the last retry; retry it by hand once the endpoint works."
+    if template is not None and template.paused_at is not None:
+        return (
+            "held",
+            f"{template.get_paused_reason_display()}: held until you resume the callback.",
+        )
+    if postback.attempts:
+        return "retrying", f"Failed {postback.attempts} time(s); retried on schedule."
+    return "waiting", "Waiting for its first attempt."
+
+
 @member_view
 def deliveries(request: HttpRequest) -> HttpResponse:
     state = request.GET.get("state", "failing")
@@ -29,8 +47,11 @@ def deliveries(request: HttpRequest) -> HttpResponse:
         state = "failing"
     cursor = request.GET.get("after", "")
     rows, next_cursor = selectors.deliveries(request.publisher, state=state, cursor=cursor)
+    for row in rows:
+        row.state, row.state_why = delivery_state(row)
     tz = chosen_timezone(request)
     today = today_in(tz)
+    templates = list(selectors.templates_for_publisher(request.publisher))
     return render(
         request,
         "publishers/deliveries.html",
@@ -40,10 +61,9 @@ def deliveries(request: HttpRequest) -> HttpResponse:
             "rows": rows,
             "counts": selectors.delivery_counts(request.publisher),
             # Endpoint health paused these: their postbacks are held, not retried.
-            "paused_templates": [
-                t for t in selectors.templates_for_publisher(request.publisher) if t.paused_at
-            ],
-            **keyset_pager({"state": state}, cursor, next_cursor),
+            "paused_templates": [t for t in templates if t.paused_at],
+            "has_callbacks": bool(templates),
+            **keyset_pager({"state": state, "tz": tz}, cursor, next_cursor),
             "range_form": RetryRangeForm(
                 initial={"start": today, "end": today, "states": ["failing"]}
             ),
@@ -61,7 +81,10 @@ def deliveries_retry(request: HttpRequest) -> HttpResponse:
     state = request.POST.get("state", "failing")
     if state not in selectors.DELIVERY_STATES:
         state = "failing"
-    back = reverse("deliveries") + "?" + urlencode({"state": state})
+    tz = chosen_timezone(request)
+    # Back to the page as it was: its tab and its time zone (the range was read in that zone).
+    kept = {"tz": tz} if tz != "UTC" else {}
+    back = reverse("deliveries") + "?" + urlencode({"state": state, **kept})
     wanted = set(request.POST.getlist("event_id"))
     if len(wanted) > MAX_SELECTION or not all(_EVENT_ID.fullmatch(e) for e in wanted):
         return HttpResponseBadRequest("Choose at most 100 postbacks from the Deliveries page.")
@@ -70,9 +93,7 @@ def deliveries_retry(request: HttpRequest) -> HttpResponse:
         if not form.is_valid():
             messages.error(request, "Choose a valid date range and at least one state.")
             return redirect(back)
-        start, end = local_day_range(
-            form.cleaned_data["start"], form.cleaned_data["end"], chosen_timezone(request)
-        )
+        start, end = local_day_range(form.cleaned_data["start"], form.cleaned_data["end"], tz)
         states = form.cleaned_data["states"]
         matched, queued = services.postbacks_replay_range(
             publisher=publisher,
@@ -83,7 +104,7 @@ def deliveries_retry(request: HttpRequest) -> HttpResponse:
                 "from": str(form.cleaned_data["start"]),
                 "to": str(form.cleaned_data["end"]),
                 "states": states,
-                "tz": chosen_timezone(request),
+                "tz": tz,
             },
             actor=Actor.dashboard(request),
         )
@@ -113,7 +134,7 @@ def deliveries_retry(request: HttpRequest) -> HttpResponse:
     _replay_message(request, count)
     if scope == "one" and request.POST.get("back") == "trace":
         # The trace page's Retry / Re-send button: back to the postback's journey.
-        return redirect(reverse("trace") + "?" + urlencode({"q": details["event_ids"][0]}))
+        return redirect(reverse("trace") + "?" + urlencode({"q": details["event_ids"][0], **kept}))
     return redirect(back)
 
 

@@ -25,9 +25,19 @@ def _page(request: HttpRequest, form: ApiKeyForm, new_key: str = "") -> HttpResp
     )
 
 
+# Session key holding a just-created key's plaintext until the page after the redirect shows
+# it (and forgets it): Post/Redirect/Get, so a refresh never creates a second key.
+NEW_KEY_SESSION = "publishers.new_api_key"
+
+
 @member_view
 def api_keys(request: HttpRequest) -> HttpResponse:
-    return _page(request, ApiKeyForm())
+    new_key = request.session.pop(NEW_KEY_SESSION, "")
+    response = _page(request, ApiKeyForm(), new_key=new_key)
+    if new_key:
+        # The only response that carries the plaintext: never cached, never shown again.
+        response["Cache-Control"] = "no-store"
+    return response
 
 
 @require_POST
@@ -39,10 +49,8 @@ def api_key_create(request: HttpRequest) -> HttpResponse:
     _, plaintext = services.api_key_create(
         publisher=request.publisher, name=form.cleaned_data["name"], actor=Actor.dashboard(request)
     )
-    # Rendered, not redirected: the plaintext exists only in this response.
-    response = _page(request, ApiKeyForm(), new_key=plaintext)
-    response["Cache-Control"] = "no-store"
-    return response
+    request.session[NEW_KEY_SESSION] = plaintext
+    return redirect("api_keys")
 
 
 @require_POST

@@ -6,6 +6,7 @@ from decimal import Decimal
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
+from publishers.views.charts import daily_chart
 from publishers.views.common import chosen_timezone, member_view, today_in
 from tracking import selectors as tracking_selectors
 
@@ -35,47 +36,6 @@ def _change(current: float | None, previous: float | None) -> float | None:
     if current is None or not previous:
         return None
     return 100.0 * (current - previous) / previous
-
-
-def chart(days: list[dict], width: int = 760, height: int = 220) -> dict:
-    """Geometry of an SVG chart: clicks as bars (left scale), conversions as a line (right
-    scale). Computed here so the page needs no script and no charting library."""
-    left, right, top, bottom = 44, 44, 12, 26
-    plot_w, plot_h = width - left - right, height - top - bottom
-    max_clicks = max([d["clicks"] for d in days] + [1])
-    max_conv = max([d["conversions"] for d in days] + [1])
-    step = plot_w / max(len(days), 1)
-    bars, points, labels = [], [], []
-    for i, day in enumerate(days):
-        bar_h = plot_h * day["clicks"] / max_clicks
-        x = left + i * step
-        bars.append(
-            {
-                "x": round(x + step * 0.15, 1),
-                "y": round(top + plot_h - bar_h, 1),
-                "w": round(step * 0.7, 1),
-                "h": round(bar_h, 1),
-                "title": f"{day['day']:%b %d}: {day['clicks']} clicks, "
-                f"{day['conversions']} conversions",
-            }
-        )
-        cx = x + step / 2
-        cy = top + plot_h - plot_h * day["conversions"] / max_conv
-        points.append((round(cx, 1), round(cy, 1)))
-        if i % 5 == 0 or i == len(days) - 1:
-            labels.append({"x": round(cx, 1), "text": f"{day['day']:%b %d}"})
-    return {
-        "width": width,
-        "height": height,
-        "plot": {"left": left, "top": top, "right": width - right, "bottom": top + plot_h},
-        "bars": bars,
-        "line": " ".join(f"{x},{y}" for x, y in points),
-        "dots": [{"x": x, "y": y} for x, y in points],
-        "labels": labels,
-        "label_y": height - 8,
-        "max_clicks": max_clicks,
-        "max_conversions": max_conv,
-    }
 
 
 def _metric_values(current, previous) -> list[tuple]:
@@ -161,7 +121,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "tz": tz,
             "metrics": metrics,
             "current": current,
-            "chart": chart(days),
+            "chart": daily_chart(days),
             "refusals": tracking_selectors.click_refusals(publisher, since=start, until=end),
             "outcomes": tracking_selectors.conversion_outcomes(
                 publisher, start=start, end=end, tz=tz

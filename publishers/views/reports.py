@@ -7,7 +7,8 @@ from django.shortcuts import render
 from django.utils.http import urlencode
 
 from publishers.forms import ReportForm
-from publishers.views.common import chosen_timezone, member_view, today_in
+from publishers.views.charts import daily_chart, ranking_chart
+from publishers.views.common import chosen_timezone, csv_safe, member_view, today_in
 from tracking import selectors as tracking_selectors
 from tracking.selectors import REPORT_GROUPS, ReportParams
 
@@ -52,7 +53,7 @@ def reports(request: HttpRequest) -> HttpResponse:
     publisher = request.publisher
     tz = chosen_timezone(request)
     form = ReportForm(request.GET, publisher=publisher, today=today_in(tz), tz=tz)
-    result = None
+    result = chart = ranking = None
     if form.is_valid():
         data = form.cleaned_data
         params = ReportParams(
@@ -68,6 +69,12 @@ def reports(request: HttpRequest) -> HttpResponse:
         result = tracking_selectors.report(publisher, params)
         if request.GET.get("format") == "csv":
             return _csv(result, publisher.public_id)
+        if params.group_by == "day":
+            chart = daily_chart(
+                tracking_selectors.days_filled(result.rows, params.start, params.end)
+            )
+        else:
+            ranking = ranking_chart(result.rows)
     query = {k: v for k, v in form.data.items() if k not in ("sort", "dir", "format")}
     sort = (result.params.sort if result else "") or "key"
     direction = "desc" if result and result.params.descending else "asc"
@@ -99,6 +106,9 @@ def reports(request: HttpRequest) -> HttpResponse:
             "nav": "reports",
             "form": form,
             "report": result,
+            "chart": chart,
+            "ranking": ranking,
+            "group_label": REPORT_GROUPS.get(result.params.group_by, "") if result else "",
             "headers": headers,
             "table": table,
             "totals": [_format(result.totals, column) for column, _ in columns] if result else [],
@@ -123,7 +133,7 @@ def _csv(result: tracking_selectors.Report, publisher_code: str) -> HttpResponse
     )
     for row in result.rows:
         writer.writerow(
-            [_safe(row.label)]
+            [csv_safe(row.label)]
             + ([row.key] if with_id else [])
             + [_format(row, column) for column, _ in columns]
         )
@@ -131,9 +141,3 @@ def _csv(result: tracking_selectors.Report, publisher_code: str) -> HttpResponse
         ["Total"] + ([""] if with_id else []) + [_format(result.totals, c) for c, _ in columns]
     )
     return response
-
-
-def _safe(text: str) -> str:
-    # Values come from visitors (keywords, placements): keep spreadsheets from running them
-    # as formulas.
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

@@ -108,3 +108,12 @@ def test_reports_and_the_csv_show_bot_clicks(owner_client, traffic):
 def test_links_still_shows_refusals(owner_client, traffic):
     content = owner_client.get(reverse("links")).content.decode()
     assert "Refused: Smart-ad link altered (bad signature)" in content
+
+
+def test_the_conversion_api_says_why_a_guard_changed_a_status(api, traffic, settings):
+    settings.API_CONVERSIONS_SETTLE_SECONDS = 0  # list the conversions just recorded
+    rows = api.get("/api/v1/conversions").json()["results"]
+    assert sorted((row["spid"], row["status"], row["reason"]) for row in rows) == [
+        ("spid-bot", "pending", "bot_click"),
+        ("spid-human", "approved", ""),
+    ]

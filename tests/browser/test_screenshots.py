@@ -79,10 +79,10 @@ def test_it_renders_every_main_page_for_screenshots(
     folder = Path(os.environ.get("ROUNDTRIP_SCREENSHOTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
 
-    def shot(name: str, heading: str) -> None:
+    def shot(name: str, heading: str, *, full_page: bool = True) -> None:
         expect(page.locator("main h1")).to_have_text(heading)
         path = folder / f"{name}.png"
-        page.screenshot(path=str(path), full_page=True)
+        page.screenshot(path=str(path), full_page=full_page)
         assert path.stat().st_size > 10_000, name
 
     page.goto("/accounts/login/")
@@ -117,3 +117,22 @@ def test_it_renders_every_main_page_for_screenshots(
     page.goto("/dashboard/activity/")
     expect(page.locator("#activity-table")).to_contain_text("API key created")
     shot("12-activity", "Activity")
+    page.goto("/dashboard/conversions/?group_by=day")
+    expect(page.locator("#conversion-groups")).to_be_visible()
+    shot("13-conversions-by-day", "Conversions")
+    page.goto(
+        "/dashboard/reports/?group_by=day&start=" + str(timezone.now().date() - timedelta(days=29))
+    )
+    expect(page.locator("#report-chart svg")).to_be_visible()
+    shot("14-reports-chart", "Reports")
+
+    # The same pages on a phone (390 px), the first screen of each: tables scroll inside their
+    # own box.
+    page.set_viewport_size({"width": 390, "height": 844})
+    for name, path, heading in [
+        ("phone-02-overview", "/dashboard/?period=30d", "Overview"),
+        ("phone-04-conversions", "/dashboard/conversions/", "Conversions"),
+        ("phone-08-deliveries", "/dashboard/deliveries/", "Deliveries"),
+    ]:
+        page.goto(path)
+        shot(name, heading, full_page=False)

@@ -9,6 +9,7 @@ from postbacks.models import Postback
 from publishers.keys import verify_key
 from publishers.models import AuditEvent, Invitation, Membership, Publisher, PublisherAPIKey
 from tests.postbacks.test_dispatch import make_postbacks
+from tests.publishers.test_audit import change_form
 from tracking.models import AdvertiserAPIKey
 
 pytestmark = pytest.mark.django_db
@@ -150,3 +151,16 @@ def test_postback_rows_are_read_only_in_the_admin(admin_client, template, link):
     assert admin_client.get("/admin/postbacks/postback/add/").status_code == 403
     changelist = admin_client.get("/admin/postbacks/postback/").content.decode()
     assert "delete_selected" not in changelist and "retry_selected" in changelist
+
+
+def test_staff_turn_on_revenue_sharing_in_the_change_form(admin_client, publisher):
+    page = f"/admin/publishers/publisher/{publisher.pk}/change/"
+    form = change_form(admin_client.get(page).content.decode())
+    assert "share_revenue" not in form  # off, an unchecked box
+    form["share_revenue"] = "on"
+    response = admin_client.post(page, form)
+    assert response.status_code == 302
+    publisher.refresh_from_db()
+    assert publisher.share_revenue
+    event = AuditEvent.objects.get(publisher=publisher, action="staff.edited")
+    assert event.details["changed"] == {"share_revenue": {"from": False, "to": True}}

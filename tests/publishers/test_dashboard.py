@@ -379,12 +379,19 @@ def test_it_shows_copyable_links_and_embed_codes(member_client, dashboard_data, 
 
 
 def test_it_creates_a_key_shown_once_and_revokes_it(owner_client, publisher):
-    response = owner_client.post(reverse("api_key_create"), {"name": "reconcile"})
+    # Post/Redirect/Get: the POST answers a redirect, the page it leads to shows the key once.
+    posted = owner_client.post(reverse("api_key_create"), {"name": "reconcile"})
+    assert posted.status_code == 302 and posted["Location"] == reverse("api_keys")
+    response = owner_client.get(posted["Location"])
     plaintext = response.context["new_key"]
+    assert response["Cache-Control"] == "no-store"
     key = PublisherAPIKey.objects.get(publisher=publisher)
     assert key.name == "reconcile" and key.digest == hash_key(plaintext)
     assert plaintext in response.content.decode()
-    assert plaintext not in owner_client.get(reverse("api_keys")).content.decode()
+    # A refresh is a GET: no second key, and the plaintext is gone.
+    again = owner_client.get(reverse("api_keys"))
+    assert plaintext not in again.content.decode() and again.context["new_key"] == ""
+    assert PublisherAPIKey.objects.filter(publisher=publisher).count() == 1
     owner_client.post(reverse("api_key_revoke", args=[key.lookup]))
     key.refresh_from_db()
     assert key.revoked_at is not None

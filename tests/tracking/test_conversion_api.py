@@ -19,7 +19,15 @@ from postbacks.models import Postback
 from publishers.models import CallbackTemplate
 from tests.tracking.helpers import click_stored
 from tracking import selectors, services
-from tracking.models import Advertiser, AdvertiserAPIKey, Campaign, Click, Conversion, TrackingLink
+from tracking.models import (
+    Advertiser,
+    AdvertiserAPIKey,
+    Campaign,
+    Click,
+    Conversion,
+    ConversionRefusal,
+    TrackingLink,
+)
 from tracking.services import conversion_record
 
 pytestmark = pytest.mark.django_db
@@ -342,6 +350,16 @@ def test_it_answers_422_outside_the_attribution_window(intake, click, callback):
     error = error_of(intake.send({"click_id": click.click_id}), 422, "attribution_window_expired")
     assert "7 days" in error["message"]
     assert not Conversion.objects.exists() and not Postback.objects.exists()
+    # Recorded as refused, so the publisher and the advertiser see what was not counted; the
+    # same conversion sent again is another attempt, not another row.
+    error_of(intake.send({"click_id": click.click_id}), 422, "attribution_window_expired")
+    refusal = ConversionRefusal.objects.get()
+    assert (refusal.click_id, refusal.reason, refusal.attempts) == (
+        click.click_id,
+        ConversionRefusal.Reason.EXPIRED,
+        2,
+    )
+    assert refusal.publisher_id == click.publisher_id and refusal.spid == click.spid
 
 
 def test_it_accepts_a_conversion_just_inside_the_attribution_window(intake, click):

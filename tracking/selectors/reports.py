@@ -16,6 +16,7 @@ from tracking.models import (
     Campaign,
     Click,
     Conversion,
+    ConversionRefusal,
     Creative,
     DailyPairStat,
     HourlyStat,
@@ -94,8 +95,11 @@ DEFINITIONS = {
     "refused_clicks": "Clicks refused at the edge and never stored (e.g. a spid that can't be "
     "kept exactly), by reason; the visitor still reached the landing page.",
     "conversions": "Approved conversions (the ones that pay), counted when recorded.",
-    "conversion_outcomes": "Every conversion recorded in the period by status and reason: "
-    "pending ones (too fast, bot click) wait for the advertiser's review.",
+    "conversion_outcomes": "Every conversion the advertiser sent in the period, by status and "
+    "reason: rejected too fast, pending bot clicks held for review, and refused ones never "
+    "recorded as conversions (expired: the click was older than the attribution window).",
+    "refused_conversions": "Conversions the advertiser sent that were refused (HTTP 422) and "
+    "not counted: nothing is paid and no postback is sent.",
     "impressions": "Smart-ad views by people: a bot's view is not counted.",
 }
 
@@ -630,6 +634,10 @@ def _label_rows(rows: list[ReportRow], group_by: str) -> None:
 # --- Overview -------------------------------------------------------------------------------
 
 
+# The status of a conversion the intake refused (ConversionRefusal): never a Conversion status.
+REFUSED = "refused"
+
+
 @dataclass(frozen=True)
 class ConversionOutcome:
     status: str
@@ -641,10 +649,11 @@ class ConversionOutcome:
 def conversion_outcomes(
     publisher: Publisher, *, start: date, end: date, tz: str
 ) -> list[ConversionOutcome]:
-    """Every conversion recorded on calendar days [start, end] in `tz`, by status and reason."""
+    """Every conversion recorded on calendar days [start, end] in `tz`, by status and reason,
+    then those refused (status "refused", e.g. expired; first refused in the period)."""
     begin, finish = local_day_range(start, end, tz)
     labels = dict(Conversion.Reason.choices)
-    return [
+    recorded = [
         ConversionOutcome(item["status"], item["reason"], labels.get(item["reason"], ""), item["n"])
         for item in Conversion.objects.filter(
             publisher=publisher, created_at__gte=begin, created_at__lt=finish
@@ -653,6 +662,17 @@ def conversion_outcomes(
         .annotate(n=Count("pk"))
         .order_by("status", "reason")
     ]
+    refused_labels = dict(ConversionRefusal.Reason.choices)
+    refused = [
+        ConversionOutcome(REFUSED, reason, refused_labels.get(reason, reason), n)
+        for reason, n in ConversionRefusal.objects.filter(
+            publisher=publisher, created_at__gte=begin, created_at__lt=finish
+        )
+        .values_list("reason")
+        .annotate(n=Count("pk"))
+        .order_by("reason")
+    ]
+    return recorded + refused
 
 
 @dataclass
@@ -717,11 +737,14 @@ def period_summary(publisher: Publisher, *, start: date, end: date, tz: str) -> 
 def daily_totals(publisher: Publisher, *, start: date, end: date, tz: str) -> list[dict]:
     """Clicks and conversions per calendar day in [start, end] (days without traffic included,
     as zeros), from the same report as Reports grouped by day."""
-    found = {
-        row.key: row
-        for row in report(publisher, ReportParams(start=start, end=end, tz=tz)).rows
-        if isinstance(row.key, date)
-    }
+    rows = report(publisher, ReportParams(start=start, end=end, tz=tz)).rows
+    return days_filled(rows, start, end)
+
+
+def days_filled(rows: list[ReportRow], start: date, end: date) -> list[dict]:
+    """Rows of a report grouped by day as {"day", "clicks", "conversions"}: every day of
+    [start, end], a day without a row as zeros."""
+    found = {row.key: row for row in rows if isinstance(row.key, date)}
     days = []
     day = start
     while day <= end:
