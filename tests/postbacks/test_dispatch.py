@@ -21,7 +21,7 @@ from django.conf import settings as django_settings
 from django.db import connection
 from django.utils import timezone
 
-from postbacks import dispatch, fairness, signing
+from postbacks import dispatch, fairness, http, signing
 from postbacks.dispatch import Lane, rows
 from postbacks.health import HELD_UNTIL
 from postbacks.models import Postback, PostbackAttempt
@@ -88,6 +88,7 @@ def make_postbacks(template, link, count: int, *, url=None, **fields) -> list[Po
         postback.url = (
             url(n, postback.event_id) if url else f"{base}/cb?n={n}&e={postback.event_id}"
         )
+        postback.host = http.destination_host(postback.url)
         postbacks.append(postback)
     return Postback.objects.bulk_create(postbacks)
 

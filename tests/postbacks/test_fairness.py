@@ -18,6 +18,7 @@ from kombu import Connection
 from postbacks import dispatch, fairness, http
 from postbacks.dispatch import Lane
 from postbacks.dispatch.rows import Claimed, DispatchConfig, Outcome
+from postbacks.models import Postback
 from publishers.models import CallbackTemplate
 from tests.chaos.infra import CeleryWorker, wait_until
 from tests.postbacks.test_dispatch import make_postbacks, own_redis_keys
@@ -128,8 +129,8 @@ def test_a_probe_that_never_reports_back_is_given_up(gates):
         (503, None, "failed"),
         (429, None, "failed"),
         (408, None, "failed"),
-        (None, "timeout", "failed"),
-        (None, "connect_timeout", "failed"),
+        (None, "timeout", "hung"),  # a failure that opens the breaker at once
+        (None, "connect_timeout", "hung"),
         (None, "connection_error", "failed"),
         (None, "tls_error", "failed"),
         (None, "dns_error", "failed"),
@@ -188,7 +189,7 @@ def _closed_port() -> int:
 
 
 @pytest.mark.django_db
-def test_an_open_breaker_puts_a_hosts_postbacks_back_until_its_probe(
+def test_an_open_breaker_holds_a_hosts_postbacks_unclaimed_until_its_probe(
     template, link, receiver, settings, prefix
 ):
     settings.POSTBACKS_BREAKER_FAILURES = 2
@@ -198,14 +199,16 @@ def test_an_open_breaker_puts_a_hosts_postbacks_back_until_its_probe(
     dispatch.postbacks_dispatch(Lane.FIRST, wait=math.inf, kicks=False)
     assert fairness.get_gate().states() == {f"127.0.0.1:{receiver.port}": "open"}
 
-    before = time.time()
-    make_postbacks(template, link, 5)
+    waiting = make_postbacks(template, link, 5)
     report = dispatch.postbacks_dispatch(Lane.FIRST, wait=math.inf, kicks=False)
-    assert (report.claimed, report.sent, report.deferred) == (5, 0, 5)
+    assert (report.claimed, report.sent, report.deferred) == (0, 0, 0), "not even claimed"
     assert len(receiver.requests) == 2, "nothing sent while open"
-    waiting = template.postbacks.filter(attempts=0)
-    assert waiting.count() == 5
-    assert all(p.next_attempt_at.timestamp() >= before + 29 for p in waiting)
+    # They stay pending, due as they were (oldest first when the host recovers), no attempt.
+    assert set(
+        Postback.objects.filter(pk__in=[p.pk for p in waiting]).values_list(
+            "status", "attempts", "leased_until", "next_attempt_at"
+        )
+    ) == {("pending", 0, None, p.next_attempt_at) for p in waiting}
 
 
 # --- Acceptance: one hanging endpoint among twenty healthy ones -------------------------------
