@@ -379,3 +379,26 @@ def test_rows_waiting_for_a_probe_come_back_within_a_second(gates):
     # The probe answers: the next ask gets the full cap.
     first.settle({HOST: fairness.HostTally(ok=1, tokens=list(probe.tokens))}, now=now + 11.2)
     assert second.admit({HOST: 5}, cap=4, now=now + CONFIG.cooldown + 1.3)[HOST].granted == 4
+
+
+def test_a_time_out_opens_the_breaker_at_once(gates):
+    """One request held until our deadline says the host hangs: probes only from then on."""
+    first, second = gates
+    now = 1000.0
+    first.settle({HOST: fairness.HostTally(failed=1, hung=1)}, now=now)
+    assert first.states() == {HOST: "open"}
+    assert second.admit({HOST: 4}, cap=4, now=now + 1)[HOST].granted == 0
+    assert second.rooms(now=now + 1)[HOST].held_until == now + CONFIG.cooldown
+    probe = second.admit({HOST: 4}, cap=4, now=now + CONFIG.cooldown + 1)[HOST]
+    assert (probe.granted, probe.probe) == (1, True)
+
+
+def test_a_host_whose_request_hangs_gets_one_request_at_a_time(gates):
+    first, second = gates
+    now = 1000.0
+    assert first.admit({HOST: 2}, cap=4, now=now)[HOST].granted == 2
+    # Still answering quickly enough: the rest of its cap.
+    assert second.admit({HOST: 4}, cap=4, now=now + CONFIG.slow - 0.5)[HOST].granted == 2
+    room = second.rooms(now=now + CONFIG.slow + 0.5)[HOST]
+    assert (room.in_flight, room.slow, room.free(4)) == (4, True, 0)
+    assert room.oldest_started == pytest.approx(now)
