@@ -201,6 +201,14 @@ return out
 """.replace("PROBE_POLL_MS", str(_PROBE_POLL_MS))
 
 
+# Why a host's due postbacks are not claimed now, in words a publisher reads.
+WAIT_REASONS = {
+    "breaker": "not answering: one test request at a time until it does",
+    "hanging": "slow: a request has been waiting for its answer, one at a time until it comes",
+    "busy": "at its limit of requests at once",
+}
+
+
 @dataclass(frozen=True)
 class HostRoom:
     """What the gate knows of one host that is not simply idle (see `Gate.rooms`)."""
@@ -220,6 +228,14 @@ class HostRoom:
     def free(self, cap: int) -> int:
         """Slots of this host a batch may take now."""
         return max(0, self.limit(cap) - self.in_flight)
+
+    def reason(self, cap: int) -> str | None:
+        """Why its rows wait (see WAIT_REASONS), or None when it has room for more."""
+        if self.held_until is not None:
+            return "breaker"
+        if self.slow and not self.free(cap):
+            return "hanging"
+        return None if self.free(cap) else "busy"
 
     @property
     def busy(self) -> bool:

@@ -8,7 +8,9 @@ Celery pool children) and cheap to scrape:
   retention pruning), postbacks due and the queue lag (the age of the oldest due postback, from
   the partial work-queue index).
 - Read from Redis at scrape time: the circuit breaker state per destination host, which all
-  workers share there (postbacks/fairness.py).
+  workers share there (postbacks/fairness.py), and per endpoint (host) the requests in flight,
+  the due postbacks held because the host has no room and the age of the oldest of them
+  (the most affected hosts only: see TOP_HOSTS).
 - Recorded where the event happens, with prometheus-client: attempts by outcome and the attempt
   latency histogram. Attempts happen in Celery worker processes, so set
   `PROMETHEUS_MULTIPROC_DIR` (an empty directory shared by the web and worker processes of a host,
@@ -98,6 +100,67 @@ class SharedStateCollector(Collector):
         for host, state in sorted(breaker_states().items()):
             breakers.add_metric([host], BREAKER_STATES.get(state, 2))
         yield breakers
+        yield from _endpoint_waits(now)
+
+
+# Per-endpoint series are kept to this many hosts each (the most affected first); the rest are
+# summed under host="(other)". A network has thousands of endpoints: one series per host would
+# grow with every publisher, while the few that hold rows at a time are the ones to see.
+TOP_HOSTS = 20
+OTHER = "(other)"
+
+
+def _endpoint_waits(now) -> Iterator[Metric]:
+    from postbacks.fairness import get_gate
+    from postbacks.health import endpoint_waits
+
+    in_flight = GaugeMetricFamily(
+        "roundtrip_endpoint_in_flight",
+        f"Requests in flight per destination host, across every worker (the {TOP_HOSTS} "
+        f'busiest; the rest summed as host="{OTHER}").',
+        labels=["host"],
+    )
+    busiest = sorted(
+        ((room.in_flight, host) for host, room in get_gate().rooms().items() if room.in_flight),
+        reverse=True,
+    )
+    for count, host in busiest[:TOP_HOSTS]:
+        in_flight.add_metric([host], count)
+    if busiest[TOP_HOSTS:]:
+        in_flight.add_metric([OTHER], sum(count for count, _ in busiest[TOP_HOSTS:]))
+    yield in_flight
+
+    waits = sorted(endpoint_waits(now=now), key=lambda w: (-w.waiting, w.host))
+    held = GaugeMetricFamily(
+        "roundtrip_endpoint_held_postbacks",
+        "Due postbacks not claimed because their host has no room, by host and reason (busy: "
+        f"at its cap; hanging; breaker: held by its breaker). The {TOP_HOSTS} hosts holding "
+        f'most; the rest summed as host="{OTHER}".',
+        labels=["host", "reason"],
+    )
+    age = GaugeMetricFamily(
+        "roundtrip_endpoint_oldest_due_age_seconds",
+        f"How long the oldest held postback of a host has been due (the same {TOP_HOSTS} "
+        f'hosts; host="{OTHER}": the oldest of the rest).',
+        labels=["host"],
+    )
+    shown, rest = waits[:TOP_HOSTS], waits[TOP_HOSTS:]
+    for wait in shown:
+        held.add_metric([wait.host, wait.reason], wait.waiting)
+        if wait.oldest_due is not None:
+            age.add_metric([wait.host], (now - wait.oldest_due).total_seconds())
+    if rest:
+        held.add_metric([OTHER, "any"], sum(w.waiting for w in rest))
+        oldest = min((w.oldest_due for w in rest if w.oldest_due), default=None)
+        if oldest is not None:
+            age.add_metric([OTHER], (now - oldest).total_seconds())
+    yield held
+    yield age
+    yield GaugeMetricFamily(
+        "roundtrip_postbacks_held_for_room",
+        "Due postbacks not claimed because their host has no room (every host).",
+        value=sum(w.waiting for w in waits),
+    )
 
 
 def event_registry() -> CollectorRegistry:

@@ -10,6 +10,8 @@ from django.urls import reverse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
+from postbacks.health import endpoint_waits
+from postbacks.models import Postback
 from publishers import selectors, services
 from publishers.audit import Actor
 from publishers.forms import RetryRangeForm
@@ -30,6 +32,10 @@ def deliveries(request: HttpRequest) -> HttpResponse:
         state = "failing"
     cursor = request.GET.get("after", "")
     rows, next_cursor = selectors.deliveries(request.publisher, state=state, cursor=cursor)
+    waits = endpoint_waits(publisher_id=request.publisher.pk)
+    by_host = {w.host: w for w in waits}
+    for row in rows:
+        row.wait = by_host.get(row.host) if row.status == Postback.Status.PENDING else None
     tz = chosen_timezone(request)
     today = today_in(tz)
     return render(
@@ -44,6 +50,9 @@ def deliveries(request: HttpRequest) -> HttpResponse:
             "paused_templates": [
                 t for t in selectors.templates_for_publisher(request.publisher) if t.paused_at
             ],
+            # Its endpoints that get no request now (slow, hanging, at their limit): their
+            # postbacks wait, due, and go out oldest first once the endpoint has room.
+            "waits": waits,
             "next_url": "?" + urlencode({"state": state, "after": next_cursor})
             if next_cursor
             else "",

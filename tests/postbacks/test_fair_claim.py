@@ -207,3 +207,25 @@ def test_a_hanging_endpoints_rows_are_all_delivered_once_it_answers_again(link, 
     # Each delivered exactly once: one answered request and one success per postback.
     assert sorted(answered) == sorted(p.event_id for p in made)
     assert PostbackAttempt.objects.filter(outcome="success").count() == 40
+
+
+def test_the_deliveries_page_says_when_the_publishers_endpoint_is_slow(
+    owner_client, template, link, settings
+):
+    from django.urls import reverse
+
+    settings.POSTBACKS_BREAKER_FAILURES = 1
+    waiting = host_rows(template, link, "slow.example:80", 2, due_at=timezone.now())
+    fairness.get_gate().settle({"slow.example:80": fairness.HostTally(failed=1, hung=1)})
+    # Another tenant's endpoint, held too, is none of this publisher's business.
+    fairness.get_gate().settle({"elsewhere.example:80": fairness.HostTally(failed=1, hung=1)})
+    page = owner_client.get(reverse("deliveries"), {"state": "pending"}).content.decode()
+    assert 'id="slow-endpoints"' in page
+    assert "slow.example:80</code> is not answering" in page
+    assert "2 postbacks wait" in page
+    assert "elsewhere.example" not in page
+    assert page.count("waiting: endpoint breaker") == len(waiting)
+
+    Postback.objects.all().delete()
+    page = owner_client.get(reverse("deliveries"), {"state": "pending"}).content.decode()
+    assert 'id="slow-endpoints"' not in page
