@@ -3,10 +3,10 @@ sends them concurrently, paying Celery's per-task cost once per batch instead of
 postback.
 
 The guarantees, row by row:
-- The claim is a compare-and-swap on many rows at once (PostgreSQL `UPDATE … WHERE id IN
-  (SELECT … FOR UPDATE SKIP LOCKED LIMIT n) RETURNING`): each row gets a lease and its attempt
-  number, concurrent claims skip each other's rows, and a row whose worker died is claimed
-  again once its lease has expired.
+- The claim is a compare-and-swap on many rows at once (PostgreSQL `UPDATE … FROM (SELECT …
+  FOR UPDATE SKIP LOCKED LIMIT n) RETURNING`): each row gets a lease and its attempt number,
+  concurrent claims skip each other's rows, and a row whose worker died is claimed again once
+  its lease has expired. It is fair across destination hosts (see Fairness below).
 - Every request goes through `http.vet_destination` (the SSRF guard); the connection then goes
   only to the vetted addresses (`http.VettedResolver`), keeping the URL's host for the Host
   header and TLS, with no redirects and a capped read (`http.fetch`).

@@ -229,3 +229,34 @@ def test_the_deliveries_page_says_when_the_publishers_endpoint_is_slow(
     Postback.objects.all().delete()
     page = owner_client.get(reverse("deliveries"), {"state": "pending"}).content.decode()
     assert 'id="slow-endpoints"' not in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_requests_that_hang_stop_counting_toward_the_processs_concurrency(
+    template, link, receiver, settings
+):
+    settings.POSTBACKS_HOST_SLOW_SECONDS = 2
+    release = threading.Event()
+
+    def hang(handler) -> None:
+        release.wait(10)
+        handler.send_response(200)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    receiver.responder = hang
+    make_postbacks(template, link, 3)
+    sender = dispatch.Sender(concurrency=10, slow_max=5)
+    try:
+        report = dispatch.postbacks_dispatch(Lane.FIRST, wait=0.1, kicks=False, sender=sender)
+        assert report.handed_off == 3
+        assert (sender.in_flight, sender.busy(2)) == (3, 3)
+        time.sleep(2.2)
+        # Still open, but no longer taking room from other endpoints' postbacks.
+        assert (sender.in_flight, sender.busy(2)) == (3, 0)
+        release.set()
+        assert dispatch.get_recorder().wait_idle(10)
+        assert set(Postback.objects.values_list("status", flat=True)) == {"succeeded"}
+    finally:
+        release.set()
+        sender.close()
