@@ -15,7 +15,7 @@ from postbacks.dispatch import Lane, rows
 from postbacks.dispatch.rows import DispatchConfig
 from postbacks.models import Postback, PostbackAttempt
 from publishers.models import CallbackTemplate
-from tests.postbacks.test_dispatch import make_postbacks, own_redis_keys
+from tests.postbacks.test_dispatch import answer_when, make_postbacks, own_redis_keys
 
 pytestmark = pytest.mark.django_db
 
@@ -237,14 +237,7 @@ def test_requests_that_hang_stop_counting_toward_the_processs_concurrency(
 ):
     settings.POSTBACKS_HOST_SLOW_SECONDS = 2
     release = threading.Event()
-
-    def hang(handler) -> None:
-        release.wait(10)
-        handler.send_response(200)
-        handler.send_header("Content-Length", "0")
-        handler.end_headers()
-
-    receiver.responder = hang
+    receiver.responder = answer_when(release, within=10)
     make_postbacks(template, link, 3)
     sender = dispatch.Sender(concurrency=10, slow_max=5)
     try:
