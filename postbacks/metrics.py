@@ -22,6 +22,7 @@ Celery pool children) and cheap to scrape:
 
 import os
 from collections.abc import Iterator
+from datetime import datetime
 
 from django.db.models import Count, Min, Q
 from django.utils import timezone
@@ -34,6 +35,9 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector
+
+from postbacks.fairness import get_gate
+from postbacks.waits import EndpointWait, endpoint_waits
 
 ATTEMPTS = Counter(
     "roundtrip_postback_attempts",
@@ -77,9 +81,15 @@ class SharedStateCollector(Collector):
             "Conversions recorded (rows stored).",
             value=Conversion.objects.count(),
         )
+        waits = endpoint_waits(now=now)
+        # The lag is the engine's: postbacks of hosts without room (a hanging endpoint) wait
+        # for their endpoint, not for us, and have their own series below.
+        held_hosts = [w.host for w in waits]
         due = Postback.objects.filter(status=Postback.Status.PENDING).aggregate(
             due=Count("pk", filter=Q(next_attempt_at__lte=now)),
-            oldest=Min("next_attempt_at", filter=Q(next_attempt_at__lte=now)),
+            oldest=Min(
+                "next_attempt_at", filter=Q(next_attempt_at__lte=now) & ~Q(host__in=held_hosts)
+            ),
         )
         yield GaugeMetricFamily(
             "roundtrip_postbacks_due",
@@ -89,7 +99,8 @@ class SharedStateCollector(Collector):
         lag = (now - due["oldest"]).total_seconds() if due["oldest"] else 0.0
         yield GaugeMetricFamily(
             "roundtrip_postback_queue_lag_seconds",
-            "How long the oldest due postback has been waiting; alert when it grows.",
+            "How long the oldest due postback has been waiting, leaving out those whose host "
+            "has no room (roundtrip_endpoint_oldest_due_age_seconds); alert when it grows.",
             value=lag,
         )
         breakers = GaugeMetricFamily(
@@ -100,7 +111,7 @@ class SharedStateCollector(Collector):
         for host, state in sorted(breaker_states().items()):
             breakers.add_metric([host], BREAKER_STATES.get(state, 2))
         yield breakers
-        yield from _endpoint_waits(now)
+        yield from _endpoint_waits(now, waits)
 
 
 # Per-endpoint series are kept to this many hosts each (the most affected first); the rest are
@@ -110,10 +121,7 @@ TOP_HOSTS = 20
 OTHER = "(other)"
 
 
-def _endpoint_waits(now) -> Iterator[Metric]:
-    from postbacks.fairness import get_gate
-    from postbacks.health import endpoint_waits
-
+def _endpoint_waits(now: datetime, waits: list[EndpointWait]) -> Iterator[Metric]:
     in_flight = GaugeMetricFamily(
         "roundtrip_endpoint_in_flight",
         f"Requests in flight per destination host, across every worker (the {TOP_HOSTS} "
@@ -130,7 +138,7 @@ def _endpoint_waits(now) -> Iterator[Metric]:
         in_flight.add_metric([OTHER], sum(count for count, _ in busiest[TOP_HOSTS:]))
     yield in_flight
 
-    waits = sorted(endpoint_waits(now=now), key=lambda w: (-w.waiting, w.host))
+    waits = sorted(waits, key=lambda w: (-w.waiting, w.host))
     held = GaugeMetricFamily(
         "roundtrip_endpoint_held_postbacks",
         "Due postbacks not claimed because their host has no room, by host and reason (busy: "

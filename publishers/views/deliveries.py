@@ -10,8 +10,8 @@ from django.urls import reverse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
-from postbacks.health import endpoint_waits
 from postbacks.models import Postback
+from postbacks.waits import endpoint_waits
 from publishers import selectors, services
 from publishers.audit import Actor
 from publishers.forms import RetryRangeForm

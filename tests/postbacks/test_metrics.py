@@ -206,7 +206,8 @@ def test_it_exposes_per_endpoint_in_flight_held_and_oldest_due_for_the_hosts_wit
     long_ago = timezone.now() - timedelta(seconds=300)
     host_rows(template, link, "full.example:80", 3, due_at=long_ago)
     host_rows(template, link, "down.example:80", 2, due_at=timezone.now() - timedelta(seconds=60))
-    host_rows(template, link, "fine.example:80", 4, due_at=long_ago)  # has room: not held
+    # Has room: not held, and the only rows the engine's own lag counts.
+    host_rows(template, link, "fine.example:80", 4, due_at=timezone.now() - timedelta(seconds=10))
     gate = fairness.get_gate()
     try:
         gate.admit({"full.example:80": 4, "fine.example:80": 1}, cap=4)
@@ -228,6 +229,8 @@ def test_it_exposes_per_endpoint_in_flight_held_and_oldest_due_for_the_hosts_wit
     assert 300 <= found[(age, (("host", "full.example:80"),))] < 400
     assert 60 <= found[(age, (("host", "down.example:80"),))] < 160
     assert found[("roundtrip_postbacks_held_for_room", ())] == 5
+    assert found[("roundtrip_postbacks_due", ())] == 9
+    assert 10 <= found[("roundtrip_postback_queue_lag_seconds", ())] < 60
 
     assert capped[(held, (("host", "full.example:80"), ("reason", "busy")))] == 3
     assert capped[(held, (("host", "(other)"), ("reason", "any")))] == 2
