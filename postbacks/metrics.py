@@ -23,6 +23,7 @@ Celery pool children) and cheap to scrape:
 import os
 from collections.abc import Iterator
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from django.db.models import Count, Min, Q
 from django.utils import timezone
@@ -36,8 +37,10 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector
 
-from postbacks.fairness import get_gate
-from postbacks.waits import EndpointWait, endpoint_waits
+from postbacks.fairness import breaker_states, get_gate
+
+if TYPE_CHECKING:
+    from postbacks.waits import EndpointWait
 
 ATTEMPTS = Counter(
     "roundtrip_postback_attempts",
@@ -65,8 +68,10 @@ class SharedStateCollector(Collector):
     breakers' shared state in Redis."""
 
     def collect(self) -> Iterator[Metric]:
-        from postbacks.fairness import breaker_states
+        # Late, like the models: worker processes import this module (attempt_observe) before
+        # Django's apps are loaded.
         from postbacks.models import Postback
+        from postbacks.waits import endpoint_waits
         from tracking.models import Click, Conversion
 
         now = timezone.now()
@@ -121,7 +126,7 @@ TOP_HOSTS = 20
 OTHER = "(other)"
 
 
-def _endpoint_waits(now: datetime, waits: list[EndpointWait]) -> Iterator[Metric]:
+def _endpoint_waits(now: datetime, waits: "list[EndpointWait]") -> Iterator[Metric]:
     in_flight = GaugeMetricFamily(
         "roundtrip_endpoint_in_flight",
         f"Requests in flight per destination host, across every worker (the {TOP_HOSTS} "

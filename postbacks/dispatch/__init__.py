@@ -289,8 +289,15 @@ def claim_limits(
     wakeups = []
     busy = False
     for host, room in rooms.items():
-        free = room.free(conf.cap_for(lane, host))
+        cap = conf.cap_for(lane, host)
+        free = room.free(cap)
         quotas[host] = min(free, 1) if room.probe else free * per_slot
+        if not free and _answers_quickly(room, now):
+            # At its cap, but its requests end within moments: rows claimed now get its slots
+            # well within their slot wait (handed over inside the process), which keeps a busy
+            # endpoint's throughput. A slow, hanging or breaker-held host gets none.
+            quotas[host] = cap * per_slot
+            continue
         if not free:
             busy = busy or room.busy
             at = (
@@ -300,6 +307,18 @@ def claim_limits(
             )
             wakeups.append(WakeUp(lane, at, retry=False))
     return ClaimLimits(quotas, conf.cap_for(lane) * per_slot, wakeups, busy)
+
+
+# A host at its cap whose oldest request in flight is younger than this answers quickly.
+_QUICK_SECONDS = 0.2
+
+
+def _answers_quickly(room: fairness.HostRoom, now: datetime) -> bool:
+    return (
+        room.busy
+        and room.oldest_started is not None
+        and now.timestamp() - room.oldest_started < _QUICK_SECONDS
+    )
 
 
 def _start(
