@@ -238,6 +238,7 @@ class Bench:
     def backlog(self, count: int) -> list[int]:
         """`count` postbacks held far in the future (released by `release`)."""
         from postbacks.health import HELD_UNTIL
+        from postbacks.http import destination_host
         from postbacks.models import Postback
         from tracking.models import Click, Conversion
 
@@ -266,6 +267,7 @@ class Bench:
                 next_attempt_at=HELD_UNTIL,
             )
             row.url = f"{self.receiver_url}/cb?id={conversion.pk}&e={row.event_id}"
+            row.host = destination_host(row.url)
             rows.append(row)
         return [row.pk for row in Postback.objects.bulk_create(rows, batch_size=2000)]
 

@@ -43,6 +43,7 @@ def stages(args: argparse.Namespace) -> list[tuple[str, list[str], dict[str, str
     )
     large = 1_000_000 if args.quick else 10_000_000
     isolation = ["--seconds", "4", "--repeat", "1"] if args.quick else []
+    fair = ["--seconds", "4", "--hang-seconds", "8", "--repeat", "1"] if args.quick else []
     return [
         ("Click redirect, baselines, intake (fresh database)", [*http, "base", *quick], {}),
         ("Growth at 1 M clicks", [*http, "growth", "--clicks", "1000000", *growth], {}),
@@ -52,6 +53,8 @@ def stages(args: argparse.Namespace) -> list[tuple[str, list[str], dict[str, str
         ("Postback dispatch", [PY, "bench/dispatch.py", "--write", str(DOC), *dispatch], django),
         ("Isolation: web pools and per-caller limits",
          [PY, "bench/isolation.py", "--write", str(DOC), *isolation], django),
+        ("Fair delivery: hanging endpoints beside a healthy one",
+         [PY, "bench/fairness.py", "--write", str(DOC), *fair], django),
         (f"Growth at {large // 1_000_000} M clicks",
          [*http, "growth", "--clicks", str(large), *growth], {}),
     ]  # fmt: skip

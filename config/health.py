@@ -19,6 +19,7 @@
 import hmac
 import logging
 from collections.abc import Iterator
+from datetime import datetime
 
 from django.conf import settings
 from django.contrib import admin
@@ -37,8 +38,9 @@ from prometheus_client.registry import Collector
 from config import liveness
 from config.celery import app
 from postbacks import metrics
-from postbacks.fairness import breaker_states
+from postbacks.fairness import breaker_states, get_gate
 from postbacks.models import Postback
+from postbacks.waits import EndpointWait, endpoint_waits
 from tracking import clickbuffer
 from tracking.models import Click, ClickDeadLetter, Conversion
 
@@ -149,9 +151,15 @@ class SharedStateCollector(Collector):
             "Conversions recorded (rows stored).",
             value=Conversion.objects.count(),
         )
+        waits = endpoint_waits(now=now)
+        # The lag is the engine's: postbacks of hosts without room (a hanging endpoint) wait
+        # for their endpoint, not for us, and have their own series below.
+        held_hosts = [w.host for w in waits]
         due = Postback.objects.filter(status=Postback.Status.PENDING).aggregate(
             due=Count("pk", filter=Q(next_attempt_at__lte=now)),
-            oldest=Min("next_attempt_at", filter=Q(next_attempt_at__lte=now)),
+            oldest=Min(
+                "next_attempt_at", filter=Q(next_attempt_at__lte=now) & ~Q(host__in=held_hosts)
+            ),
         )
         yield GaugeMetricFamily(
             "roundtrip_postbacks_due",
@@ -161,7 +169,8 @@ class SharedStateCollector(Collector):
         lag = (now - due["oldest"]).total_seconds() if due["oldest"] else 0.0
         yield GaugeMetricFamily(
             "roundtrip_postback_queue_lag_seconds",
-            "How long the oldest due postback has been waiting; alert when it grows.",
+            "How long the oldest due postback has been waiting, leaving out those whose host "
+            "has no room (roundtrip_endpoint_oldest_due_age_seconds); alert when it grows.",
             value=lag,
         )
         breakers = GaugeMetricFamily(
@@ -172,6 +181,64 @@ class SharedStateCollector(Collector):
         for host, state in sorted(breaker_states().items()):
             breakers.add_metric([host], BREAKER_STATES.get(state, 2))
         yield breakers
+        yield from _endpoint_waits(now, waits)
+
+
+# Per-endpoint series are kept to this many hosts each (the most affected first); the rest are
+# summed under host="(other)". A network has thousands of endpoints: one series per host would
+# grow with every publisher, while the few that hold rows at a time are the ones to see.
+TOP_HOSTS = 20
+OTHER = "(other)"
+
+
+def _endpoint_waits(now: datetime, waits: list[EndpointWait]) -> Iterator[Metric]:
+    in_flight = GaugeMetricFamily(
+        "roundtrip_endpoint_in_flight",
+        f"Requests in flight per destination host, across every worker (the {TOP_HOSTS} "
+        f'busiest; the rest summed as host="{OTHER}").',
+        labels=["host"],
+    )
+    busiest = sorted(
+        ((room.in_flight, host) for host, room in get_gate().rooms().items() if room.in_flight),
+        reverse=True,
+    )
+    for count, host in busiest[:TOP_HOSTS]:
+        in_flight.add_metric([host], count)
+    if busiest[TOP_HOSTS:]:
+        in_flight.add_metric([OTHER], sum(count for count, _ in busiest[TOP_HOSTS:]))
+    yield in_flight
+
+    waits = sorted(waits, key=lambda w: (-w.waiting, w.host))
+    held = GaugeMetricFamily(
+        "roundtrip_endpoint_held_postbacks",
+        "Due postbacks not claimed because their host has no room, by host and reason (busy: "
+        f"at its cap; hanging; breaker: held by its breaker). The {TOP_HOSTS} hosts holding "
+        f'most; the rest summed as host="{OTHER}".',
+        labels=["host", "reason"],
+    )
+    age = GaugeMetricFamily(
+        "roundtrip_endpoint_oldest_due_age_seconds",
+        f"How long the oldest held postback of a host has been due (the same {TOP_HOSTS} "
+        f'hosts; host="{OTHER}": the oldest of the rest).',
+        labels=["host"],
+    )
+    shown, rest = waits[:TOP_HOSTS], waits[TOP_HOSTS:]
+    for wait in shown:
+        held.add_metric([wait.host, wait.reason], wait.waiting)
+        if wait.oldest_due is not None:
+            age.add_metric([wait.host], (now - wait.oldest_due).total_seconds())
+    if rest:
+        held.add_metric([OTHER, "any"], sum(w.waiting for w in rest))
+        oldest = min((w.oldest_due for w in rest if w.oldest_due), default=None)
+        if oldest is not None:
+            age.add_metric([OTHER], (now - oldest).total_seconds())
+    yield held
+    yield age
+    yield GaugeMetricFamily(
+        "roundtrip_postbacks_held_for_room",
+        "Due postbacks not claimed because their host has no room (every host).",
+        value=sum(w.waiting for w in waits),
+    )
 
 
 @require_GET

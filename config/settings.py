@@ -450,8 +450,18 @@ POSTBACKS_HOST_MAX_IN_FLIGHT_BY_HOST = {
 POSTBACKS_HOST_RETRY_SHARE = env.float("POSTBACKS_HOST_RETRY_SHARE", default=0.5)
 # A postback whose host is at its cap is put back for about this long.
 POSTBACKS_HOST_BUSY_DEFER_SECONDS = env.float("POSTBACKS_HOST_BUSY_DEFER_SECONDS", default=1.0)
-# Circuit breaker per host: opens after this many failures in a row (timeouts, connection
-# errors, 5xx, 408, 429), lets one probe through after the cool-down, which doubles each time
+# A host whose oldest request in flight has run this long counts as hanging: it gets one
+# request at a time (no new one while that is out), and its rows are not claimed meanwhile.
+POSTBACKS_HOST_SLOW_SECONDS = env.float("POSTBACKS_HOST_SLOW_SECONDS", default=2.0)
+# Requests of hanging hosts (running longer than POSTBACKS_HOST_SLOW_SECONDS) don't count
+# toward POSTBACKS_DISPATCH_CONCURRENCY, so they can't starve the others; at most this many
+# of them per worker process (sockets held open).
+POSTBACKS_DISPATCH_SLOW_MAX = env.int("POSTBACKS_DISPATCH_SLOW_MAX", default=1000)
+# A claim takes at most this many rows per free slot of a host (its batch runs them through
+# its slots one after the other); a host with no free slot has none of its rows claimed.
+POSTBACKS_HOST_CLAIM_PER_SLOT = env.int("POSTBACKS_HOST_CLAIM_PER_SLOT", default=8)
+# Circuit breaker per host: opens after this many failures in a row (connection errors, 5xx,
+# 408, 429; a time-out opens it at once), lets one probe through after the cool-down, which doubles each time
 # it opens again, up to the maximum.
 POSTBACKS_BREAKER_FAILURES = env.int("POSTBACKS_BREAKER_FAILURES", default=5)
 POSTBACKS_BREAKER_COOLDOWN_SECONDS = env.float("POSTBACKS_BREAKER_COOLDOWN_SECONDS", default=30.0)

@@ -57,12 +57,15 @@ local slot_ttl = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
 local probe_ttl = tonumber(ARGV[4])
 local prefix = ARGV[5]
+local registry = ARGV[6]
+local slow = tonumber(ARGV[7])
 local probe_poll = PROBE_POLL_MS
 local out = {}
 for i = 1, #KEYS / 2 do
   local slots = KEYS[2 * i - 1]
   local breaker = KEYS[2 * i]
-  local allow = tonumber(ARGV[5 + i])
+  local allow = tonumber(ARGV[7 + 2 * i - 1])
+  local host = ARGV[7 + 2 * i]
   local retry_at = 0
   local probe = 0
   local state = redis.call('HGET', breaker, 'state')
@@ -88,12 +91,19 @@ for i = 1, #KEYS / 2 do
   local granted = 0
   if allow > 0 then
     redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
-    granted = math.max(0, math.min(allow, cap - redis.call('ZCARD', slots)))
+    local limit = cap
+    local oldest = redis.call('ZRANGE', slots, 0, 0, 'WITHSCORES')
+    if probe == 0 and oldest[2] and now - (tonumber(oldest[2]) - slot_ttl) > slow then
+      limit = 1  -- hanging: one request at a time until it answers
+    end
+    granted = math.max(0, math.min(allow, limit - redis.call('ZCARD', slots)))
     for k = 1, granted do
       redis.call('ZADD', slots, now + slot_ttl, prefix .. ':' .. i .. ':' .. k)
     end
     if granted > 0 then
       redis.call('PEXPIRE', slots, slot_ttl)
+      redis.call('ZADD', registry, 'GT', now + slot_ttl, host)
+      redis.call('PEXPIRE', registry, KEEP_MS)
       if probe == 1 then
         redis.call('HSET', breaker, 'state', 'half', 'probe', now + probe_ttl)
       end
@@ -104,7 +114,7 @@ for i = 1, #KEYS / 2 do
   out[#out + 1] = probe * granted
 end
 return out
-""".replace("PROBE_POLL_MS", str(_PROBE_POLL_MS))
+""".replace("PROBE_POLL_MS", str(_PROBE_POLL_MS)).replace("KEEP_MS", str(_BREAKER_KEEP_MS))
 
 _SETTLE = """
 local now = tonumber(ARGV[1])
@@ -112,34 +122,127 @@ local threshold = tonumber(ARGV[2])
 local cooldown = tonumber(ARGV[3])
 local max_cooldown = tonumber(ARGV[4])
 local keep = tonumber(ARGV[5])
-local pos = 6
+local registry = ARGV[6]
+local pos = 7
 for i = 1, #KEYS / 2 do
   local slots = KEYS[2 * i - 1]
   local breaker = KEYS[2 * i]
-  local ok = tonumber(ARGV[pos])
-  local failed = tonumber(ARGV[pos + 1])
-  local n = tonumber(ARGV[pos + 2])
-  pos = pos + 3
+  local host = ARGV[pos]
+  local ok = tonumber(ARGV[pos + 1])
+  local failed = tonumber(ARGV[pos + 2])
+  local hung = tonumber(ARGV[pos + 3])
+  local n = tonumber(ARGV[pos + 4])
+  pos = pos + 5
   for k = 0, n - 1 do
     redis.call('ZREM', slots, ARGV[pos + k])
   end
   pos = pos + n
   if ok > 0 then
     redis.call('DEL', breaker)
+    if redis.call('ZCARD', slots) == 0 then
+      redis.call('ZREM', registry, host)
+    end
   elseif failed > 0 then
     local fails = redis.call('HINCRBY', breaker, 'fails', failed)
     local state = redis.call('HGET', breaker, 'state')
-    if state == 'half' or (state ~= 'open' and fails >= threshold) then
+    -- A time-out opens it at once: a hanging host gets one probe at a time until it answers.
+    if state == 'half' or (state ~= 'open' and (fails >= threshold or hung > 0)) then
       local opens = redis.call('HINCRBY', breaker, 'opens', 1)
       local pause = math.min(cooldown * 2 ^ (opens - 1), max_cooldown)
       redis.call('HSET', breaker, 'state', 'open', 'until', now + pause)
       redis.call('HDEL', breaker, 'probe')
+      redis.call('ZADD', registry, 'GT', now + keep, host)
+      redis.call('PEXPIRE', registry, keep)
     end
     redis.call('PEXPIRE', breaker, keep)
   end
 end
 return 1
 """
+
+
+# Every host with something to say to the claim (requests in flight, a breaker not closed),
+# read in one go: the claim leaves out the rows of hosts that have no room.
+_ROOMS = """
+local now = tonumber(ARGV[1])
+local slot_ttl = tonumber(ARGV[2])
+local slow = tonumber(ARGV[3])
+local prefix = ARGV[4]
+local registry = KEYS[1]
+local probe_poll = PROBE_POLL_MS
+redis.call('ZREMRANGEBYSCORE', registry, '-inf', now)
+local out = {}
+for _, host in ipairs(redis.call('ZRANGE', registry, 0, -1)) do
+  local slots = prefix .. 'slots:' .. host
+  local breaker = prefix .. 'breaker:' .. host
+  redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
+  local in_flight = redis.call('ZCARD', slots)
+  local started = 0
+  if in_flight > 0 then
+    started = tonumber(redis.call('ZRANGE', slots, 0, 0, 'WITHSCORES')[2]) - slot_ttl
+  end
+  local held = 0
+  local probe = 0
+  local state = redis.call('HGET', breaker, 'state')
+  if state == 'open' then
+    local reopen = tonumber(redis.call('HGET', breaker, 'until') or 0)
+    if now < reopen then held = reopen else probe = 1 end
+  elseif state == 'half' then
+    local probe_until = tonumber(redis.call('HGET', breaker, 'probe') or 0)
+    if now < probe_until then held = math.min(probe_until, now + probe_poll) else probe = 1 end
+  end
+  if in_flight > 0 or held > 0 or probe > 0 then
+    out[#out + 1] = host
+    out[#out + 1] = in_flight
+    out[#out + 1] = started
+    out[#out + 1] = held
+    out[#out + 1] = probe
+  end
+end
+return out
+""".replace("PROBE_POLL_MS", str(_PROBE_POLL_MS))
+
+
+# Why a host's due postbacks are not claimed now, in words a publisher reads.
+WAIT_REASONS = {
+    "breaker": "not answering: one test request at a time until it does",
+    "hanging": "slow: a request has been waiting for its answer, one at a time until it comes",
+    "busy": "at its limit of requests at once",
+}
+
+
+@dataclass(frozen=True)
+class HostRoom:
+    """What the gate knows of one host that is not simply idle (see `Gate.rooms`)."""
+
+    in_flight: int = 0
+    oldest_started: float | None = None  # epoch seconds: its oldest request in flight began
+    held_until: float | None = None  # epoch seconds: an open breaker (or a probe out) holds it
+    probe: bool = False  # its breaker lets one probe through now
+    slow: bool = False  # its oldest request in flight has run longer than the slow threshold
+
+    def limit(self, cap: int) -> int:
+        """Requests it may have in flight: none while held, one while probing or hanging."""
+        if self.held_until is not None:
+            return 0
+        return 1 if self.probe or self.slow else cap
+
+    def free(self, cap: int) -> int:
+        """Slots of this host a batch may take now."""
+        return max(0, self.limit(cap) - self.in_flight)
+
+    def reason(self, cap: int) -> str | None:
+        """Why its rows wait (see WAIT_REASONS), or None when it has room for more."""
+        if self.held_until is not None:
+            return "breaker"
+        if self.slow and not self.free(cap):
+            return "hanging"
+        return None if self.free(cap) else "busy"
+
+    @property
+    def busy(self) -> bool:
+        """At its cap but answering: its slots come back within moments."""
+        return self.held_until is None and not self.slow and not self.probe
 
 
 @dataclass(frozen=True)
@@ -163,6 +266,7 @@ class HostTally:
 
     ok: int = 0
     failed: int = 0
+    hung: int = 0  # of the failures, time-outs (retry.HOST_HUNG): the breaker opens at once
     tokens: list[str] = field(default_factory=list)
 
 
@@ -172,6 +276,7 @@ class GateConfig:
     failures: int  # failures in a row that open the breaker
     cooldown: float  # seconds an open breaker waits before its first probe
     max_cooldown: float
+    slow: float = 2.0  # seconds a request may run before its host counts as hanging
 
     @classmethod
     def from_settings(cls) -> "GateConfig":
@@ -180,6 +285,7 @@ class GateConfig:
             failures=settings.POSTBACKS_BREAKER_FAILURES,
             cooldown=settings.POSTBACKS_BREAKER_COOLDOWN_SECONDS,
             max_cooldown=settings.POSTBACKS_BREAKER_MAX_COOLDOWN_SECONDS,
+            slow=settings.POSTBACKS_HOST_SLOW_SECONDS,
         )
 
 
@@ -214,6 +320,11 @@ class Gate(abc.ABC):
         """Give slots back and feed the breakers with how the requests ended."""
 
     @abc.abstractmethod
+    def rooms(self, *, now: float | None = None) -> dict[str, HostRoom]:
+        """Every host with requests in flight or a breaker not closed (an idle host is absent:
+        it has its whole cap). The claim takes no row of a host without room."""
+
+    @abc.abstractmethod
     def states(self) -> dict[str, str]:
         """Breaker state per host that has one: "open", "half" (probing) or "closed"."""
 
@@ -225,6 +336,8 @@ class RedisGate(Gate):
         self.config = config
         self._admit = client.register_script(_ADMIT)
         self._settle = client.register_script(_SETTLE)
+        self._rooms = client.register_script(_ROOMS)
+        self.registry = f"{prefix}hosts"
 
     def _keys(self, hosts: Sequence[str]) -> list[str]:
         keys = []
@@ -241,7 +354,10 @@ class RedisGate(Gate):
         now_ms = int((time.time() if now is None else now) * 1000)
         ttl_ms = int(self.config.slot_ttl * 1000)
         prefix = _token_prefix()
-        args = [now_ms, ttl_ms, cap, ttl_ms, prefix, *(wanted[h] for h in hosts)]
+        slow_ms = int(self.config.slow * 1000)
+        args = [now_ms, ttl_ms, cap, ttl_ms, prefix, self.registry, slow_ms]
+        for host in hosts:
+            args += [wanted[host], host]
         flat = self._admit(keys=self._keys(hosts), args=args)
         admissions = {}
         for i, host in enumerate(hosts):
@@ -264,11 +380,29 @@ class RedisGate(Gate):
             int(config.cooldown * 1000),
             int(config.max_cooldown * 1000),
             _BREAKER_KEEP_MS,
+            self.registry,
         ]
         for host in hosts:
             tally = tallies[host]
-            args += [tally.ok, tally.failed, len(tally.tokens), *tally.tokens]
+            args += [host, tally.ok, tally.failed, tally.hung, len(tally.tokens), *tally.tokens]
         self._settle(keys=self._keys(hosts), args=args)
+
+    def rooms(self, *, now: float | None = None) -> dict[str, HostRoom]:
+        now_ms = int((time.time() if now is None else now) * 1000)
+        args = [now_ms, int(self.config.slot_ttl * 1000), int(self.config.slow * 1000)]
+        flat = self._rooms(keys=[self.registry], args=[*args, self.prefix])
+        found = {}
+        for i in range(0, len(flat), 5):
+            host = flat[i].decode() if isinstance(flat[i], bytes) else flat[i]
+            in_flight, started, held, probe = (int(v) for v in flat[i + 1 : i + 5])
+            found[host] = HostRoom(
+                in_flight=in_flight,
+                oldest_started=started / 1000 if in_flight else None,
+                held_until=held / 1000 if held else None,
+                probe=bool(probe),
+                slow=bool(in_flight) and now_ms - started > self.config.slow * 1000,
+            )
+        return found
 
     def states(self) -> dict[str, str]:
         found = {}
@@ -294,6 +428,11 @@ class _LocalHost:
     until: float = 0.0
     probe: float = 0.0
     opens: int = 0
+
+
+def _started(entry: _LocalHost, config: GateConfig) -> float:
+    """When the host's oldest live request began (a slot's expiry is its start + slot_ttl)."""
+    return min(entry.slots.values()) - config.slot_ttl
 
 
 class LocalGate(Gate):
@@ -330,7 +469,11 @@ class LocalGate(Gate):
                 tokens: tuple[str, ...] = ()
                 if allow > 0:
                     entry.slots = {t: exp for t, exp in entry.slots.items() if exp > now}
-                    granted = max(0, min(allow, cap - len(entry.slots)))
+                    limit = cap
+                    started = _started(entry, self.config) if entry.slots else now
+                    if not probe and now - started > self.config.slow:
+                        limit = 1  # hanging: one request at a time until it answers
+                    granted = max(0, min(allow, limit - len(entry.slots)))
                     tokens = tuple(f"{prefix}:{i}:{k}" for k in range(1, granted + 1))
                     for token in tokens:
                         entry.slots[token] = now + self.config.slot_ttl
@@ -352,11 +495,37 @@ class LocalGate(Gate):
                 elif tally.failed:
                     entry.fails += tally.failed
                     if entry.state == "half" or (
-                        entry.state != "open" and entry.fails >= config.failures
+                        entry.state != "open" and (entry.fails >= config.failures or tally.hung)
                     ):
                         entry.opens += 1
                         pause = min(config.cooldown * 2 ** (entry.opens - 1), config.max_cooldown)
                         entry.state, entry.until = "open", now + pause
+
+    def rooms(self, *, now: float | None = None) -> dict[str, HostRoom]:
+        now = time.time() if now is None else now
+        found = {}
+        with self._lock:
+            for host, entry in self._hosts.items():
+                entry.slots = {t: exp for t, exp in entry.slots.items() if exp > now}
+                held, probe = None, False
+                if entry.state == "open":
+                    held, probe = (entry.until, False) if now < entry.until else (None, True)
+                elif entry.state == "half":
+                    if now < entry.probe:
+                        held = min(entry.probe, now + _PROBE_POLL_MS / 1000)
+                    else:
+                        probe = True
+                if not entry.slots and held is None and not probe:
+                    continue
+                started = _started(entry, self.config) if entry.slots else None
+                found[host] = HostRoom(
+                    in_flight=len(entry.slots),
+                    oldest_started=started,
+                    held_until=held,
+                    probe=probe,
+                    slow=started is not None and now - started > self.config.slow,
+                )
+        return found
 
     def states(self) -> dict[str, str]:
         with self._lock:
@@ -404,6 +573,15 @@ class ResilientGate(Gate):
             except RedisError as exc:
                 # The slots expire by themselves; the breaker misses these outcomes.
                 logger.warning("Could not settle postback slots in Redis: %s", exc)
+
+    def rooms(self, *, now: float | None = None) -> dict[str, HostRoom]:
+        try:
+            remote = self.redis_gate.rooms(now=now)
+        except RedisError as exc:
+            logger.warning("Fairness state in Redis unavailable (%s); using local limits", exc)
+            remote = {}
+        # Slots this process took from its local gate while Redis failed are still in flight.
+        return self.local_gate.rooms(now=now) | remote
 
     def states(self) -> dict[str, str]:
         try:

@@ -210,6 +210,20 @@ def parse_destination(url: str) -> tuple[str, str, int, str]:
     return scheme, host, port or (443 if scheme == "https" else 80), target
 
 
+def destination_host(url: str) -> str:
+    """The unit of fairness for a URL: "name:port" as the dispatcher groups requests and the
+    gate counts slots and breakers; "" for a URL we would refuse to send to anyway.
+
+    >>> destination_host("https://Pub.Example/cb?id=1"), destination_host("ftp://x/")
+    ('pub.example:443', '')
+    """
+    try:
+        _, name, port, _ = parse_destination(url)
+    except DeliveryError:
+        return ""
+    return f"{name}:{port}"
+
+
 def system_resolver(host: str, port: int) -> list[str]:
     """Every address the system resolver gives for host:port (TCP), in its order."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)

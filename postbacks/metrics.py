@@ -8,7 +8,9 @@ Celery pool children) and cheap to scrape:
   retention pruning), postbacks due and the queue lag (the age of the oldest due postback, from
   the partial work-queue index).
 - Read from Redis at scrape time: the circuit breaker state per destination host, which all
-  workers share there (postbacks/fairness.py).
+  workers share there (postbacks/fairness.py), and per endpoint (host) the requests in flight,
+  the due postbacks held because the host has no room and the age of the oldest of them
+  (the most affected hosts only: see config/health.py's TOP_HOSTS).
 
   Both are read by `SharedStateCollector` in config/health.py, beside the /metrics view: this
   module imports no models, so any process can record attempts without loading Django.

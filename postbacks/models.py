@@ -31,6 +31,9 @@ class Postback(models.Model):
     conversion_status = models.CharField(max_length=16)
     # Expanded once when the conversion was recorded, then frozen: retries send the same URL.
     url = models.TextField()
+    # The URL's "name:port" (http.destination_host), the unit the claim is fair across: a host
+    # at its in-flight cap, or held by its breaker, has none of its rows claimed.
+    host = models.CharField(max_length=300, blank=True, default="")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(default=timezone.now)
@@ -55,6 +58,12 @@ class Postback(models.Model):
                 fields=["next_attempt_at"],
                 condition=Q(status="pending"),
                 name="postbacks_postback_due_idx",
+            ),
+            # The fair claim and /metrics: pending rows per host, oldest due first.
+            models.Index(
+                fields=["host", "next_attempt_at"],
+                condition=Q(status="pending"),
+                name="postbacks_pb_host_due_idx",
             ),
             # Delivery log: one publisher's postbacks by time.
             models.Index(fields=["publisher", "created_at"], name="postbacks_postback_pub_idx"),

@@ -73,25 +73,33 @@ def classify_error(kind: str, permanent: bool) -> Verdict:
 
 HOST_OK = "ok"
 HOST_FAILED = "failed"
+HOST_HUNG = "hung"  # a failure that held a connection until our deadline: the host hangs
+
+# Error kinds (postbacks.http.ERROR_KINDS) that mean the host kept us waiting until our own
+# deadline: a firewall dropping packets, a server that accepts and never answers.
+HANGING_KINDS = frozenset({"timeout", "connect_timeout"})
 
 
-def host_verdict(verdict: Verdict, *, answered: bool) -> str | None:
+def host_verdict(verdict: Verdict, *, answered: bool, kind: str = "") -> str | None:
     """For the circuit breaker: HOST_FAILED when the host is struggling or unreachable (every
-    transient verdict: 5xx, 408/425/429, a final 1xx, time-outs, refused or reset connections,
-    DNS and TLS failures); HOST_OK when it answered anything else (it is up, even if the URL is
-    wrong); None when no request reached it (our guard refused the URL).
+    transient verdict: 5xx, 408/425/429, a final 1xx, refused or reset connections, DNS and
+    TLS failures), HOST_HUNG when it is a time-out (a failure too, one that opens the breaker
+    at once); HOST_OK when it answered anything else (it is up, even if the URL is wrong); None
+    when no request reached it (our guard refused the URL).
 
     >>> host_verdict(classify_status(425), answered=True), host_verdict(Verdict.STOP, answered=False)
     ('failed', None)
+    >>> host_verdict(classify_error("timeout", False), answered=False, kind="timeout")
+    'hung'
     """
     if verdict is Verdict.RETRY:
-        return HOST_FAILED
+        return HOST_HUNG if kind in HANGING_KINDS else HOST_FAILED
     return HOST_OK if answered else None
 
 
 def endpoint_failed(verdict: Verdict) -> bool:
     """For endpoint health: every attempt that did not deliver counts toward the failing
-    streak (time-outs included); a success resets it."""
+    streak (time-outs included: `classify_error` makes them RETRY); a success resets it."""
     return verdict is not Verdict.SUCCESS
 
 

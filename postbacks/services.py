@@ -12,7 +12,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from postbacks import dispatch, health
+from postbacks import dispatch, health, http
 from postbacks.models import Postback
 from postbacks.placeholders import (
     TemplateError,
@@ -82,6 +82,7 @@ def postbacks_create_for_conversion(
             postback.url = template.url_template
             postback.status = Postback.Status.FAILED
             postback.last_error = str(exc)
+        postback.host = http.destination_host(postback.url)
         rows.append(postback)
     Postback.objects.bulk_create(rows)
     if any(row.status == Postback.Status.PENDING and row.next_attempt_at <= now for row in rows):

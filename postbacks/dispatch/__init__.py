@@ -3,10 +3,10 @@ sends them concurrently, paying Celery's per-task cost once per batch instead of
 postback.
 
 The guarantees, row by row:
-- The claim is a compare-and-swap on many rows at once (PostgreSQL `UPDATE … WHERE id IN
-  (SELECT … FOR UPDATE SKIP LOCKED LIMIT n) RETURNING`): each row gets a lease and its attempt
-  number, concurrent claims skip each other's rows, and a row whose worker died is claimed
-  again once its lease has expired.
+- The claim is a compare-and-swap on many rows at once (PostgreSQL `UPDATE … FROM (SELECT …
+  FOR UPDATE SKIP LOCKED LIMIT n) RETURNING`): each row gets a lease and its attempt number,
+  concurrent claims skip each other's rows, and a row whose worker died is claimed again once
+  its lease has expired. It is fair across destination hosts (see Fairness below).
 - Every request goes through `http.vet_destination` (the SSRF guard); the connection then goes
   only to the vetted addresses (`http.VettedResolver`), keeping the URL's host for the Host
   header and TLS, with no redirects and a capped read (`http.fetch`).
@@ -25,11 +25,16 @@ POSTBACKS_DISPATCH_WAIT_SECONDS, but no more than a quiet 50 ms without one fini
 left then is slow (a hanging endpoint, a far one) and finishes in the background, recorded by
 the process's `Recorder`, while the worker process takes other work.
 
-Fairness (postbacks/fairness.py): each host group asks the shared gate for slots; a host behind
-an open breaker gets its postbacks put back (`defer`, no attempt counted); a host at its cap
-gets them queued for a moment (another process's batch usually frees its slots within
-milliseconds, and a batch of this process hands its slots straight to the next one of the same
-host), then put back.
+Fairness (postbacks/fairness.py, docs/delivery.md "Fair delivery"): before each claim the task
+reads from the shared gate every host that is not idle (`Gate.rooms`). A host at its in-flight
+cap, hanging (a request out longer than POSTBACKS_HOST_SLOW_SECONDS) or held by its breaker
+gets quota 0 and none of its rows is claimed: they stay pending and due, and come back when the
+host has room (a wake-up at the breaker's probe time, or when a group that took a host's whole
+quota ends). The others get POSTBACKS_HOST_CLAIM_PER_SLOT rows per free slot, taken round robin
+across hosts, oldest due first within each (`rows.claim_batch`). Each host group then asks the
+gate for its slots; should another process have taken them meanwhile, the group waits a moment
+for them (a batch of this process hands its slots straight to the next one of the same host),
+then puts its rows back.
 
 Lanes: the FIRST lane claims only postbacks never tried (attempts = 0) and runs on its own
 Celery queue, so first attempts never wait behind retries; the RETRY lane claims anything due
@@ -46,7 +51,7 @@ import math
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -57,7 +62,7 @@ from django.utils import timezone
 from config.outage import DATABASE_OUTAGE_ERRORS
 from postbacks import fairness, http, signing
 from postbacks.dispatch.kicks import clear_kick, kick, kick_if_due, schedule_wakeups
-from postbacks.dispatch.recorder import get_recorder, record, split_done, tallies
+from postbacks.dispatch.recorder import follow_ups, get_recorder, record, split_done, tallies
 from postbacks.dispatch.rows import (
     Claimed,
     DispatchConfig,
@@ -140,31 +145,59 @@ def postbacks_dispatch(
     open_groups: list[HostGroup] = []
     wakeups: list[WakeUp] = []
     more_due = True
+    # The last claim found hosts at their cap, perhaps with this task's own groups: claim
+    # again once one of them ends (gives its slots back) or after a poll, not at every answer.
+    claim_after = 0.0
     last_start = time.monotonic()
     while True:
-        room = conf.concurrency - sender.in_flight
+        room = min(
+            conf.concurrency - sender.busy(conf.slow),
+            conf.concurrency + conf.slow_max - sender.in_flight,
+        )
         may_claim = (
             more_due
             and time.monotonic() < claim_until
             and (batches is None or report.batches < batches)
         )
-        if may_claim and room > 0 and len(pending) <= batch_size // 2:
+        ready = time.monotonic() >= claim_after
+        if may_claim and ready and room > 0 and len(pending) <= batch_size // 2:
             size = min(batch_size, room)
             try:
-                rows = claim_batch(lane=lane, limit=size, now=timezone.now(), lease=conf.lease)
+                now = timezone.now()
+                limits = claim_limits(gate.rooms(), conf, lane, now)
+                rows = claim_batch(
+                    lane=lane,
+                    limit=size,
+                    now=now,
+                    lease=conf.lease,
+                    quotas=limits.quotas,
+                    default_quota=limits.default,
+                )
             except DATABASE_OUTAGE_ERRORS:
                 if not pending:
                     raise
                 # Claim no more; what is in flight is still recorded (now or by the recorder).
-                rows, size = [], 1
+                rows, size, limits = [], 1, ClaimLimits({}, 0, [])
             more_due = len(rows) == size
-            if more_due and kicks and not report.batches:
+            if len(rows) < size:
+                wakeups += limits.wakeups
+                # Hosts at their cap get their slots back as requests end: while this task
+                # has requests in flight, it claims again when one of its groups ends.
+                if limits.busy and (pending or rows):
+                    more_due = True
+                    claim_after = time.monotonic() + _POLL_SECONDS
+            if len(rows) == size and kicks and not report.batches:
                 # A full first batch: more is due. Let another worker process start on it.
                 kick(lane, coalesce=False)
             if rows:
                 report.batches += 1
                 report.claimed += len(rows)
-                sending, immediate = _start(rows, lane, conf, gate, sender, resolver, slot_wait)
+                sending, immediate = _start(
+                    rows, lane, conf, gate, sender, resolver, slot_wait, limits
+                )
+                # A host that got its whole quota probably has more due: claim again as its
+                # slots come back (its group ends).
+                more_due = more_due or any(group.full for group in sending)
                 report.sent += sum(len(g.jobs) for g in sending)
                 report.deferred += sum(1 for o in immediate if o.defer_until is not None)
                 report.recorded += len(immediate)
@@ -203,6 +236,9 @@ def postbacks_dispatch(
         open_groups, finished = split_done(open_groups)
         if finished:
             gate.settle(tallies(finished))
+            claim_after = 0.0
+            if not may_claim:
+                wakeups += follow_ups(finished)
     if pending:
         get_recorder().hand_off(list(pending.values()), open_groups)
     if kicks:
@@ -233,6 +269,59 @@ class _Tally:
     recorded: int = 0
 
 
+@dataclass
+class ClaimLimits:
+    """What a claim may take per host, from what the gate knows (`claim_limits`)."""
+
+    quotas: dict[str, int]  # rows per listed host
+    default: int  # rows per host not listed (idle)
+    wakeups: list[WakeUp]  # when hosts that get nothing now may get something
+    busy: bool = False  # a host got nothing only for being at its cap (it is answering)
+
+
+def claim_limits(
+    rooms: Mapping[str, fairness.HostRoom], conf: DispatchConfig, lane: Lane, now: datetime
+) -> ClaimLimits:
+    """A host gets `claim_per_slot` rows per free slot (its batch runs them through its slots
+    one after the other), one row for a breaker's probe, and none while it is at its cap,
+    hanging (one request at a time, and that one is out) or held by its breaker."""
+    per_slot = conf.claim_per_slot
+    quotas = {host: conf.cap_for(lane, host) * per_slot for host in conf.host_caps}
+    wakeups = []
+    busy = False
+    for host, room in rooms.items():
+        cap = conf.cap_for(lane, host)
+        free = room.free(cap)
+        quotas[host] = min(free, 1) if room.probe else free * per_slot
+        if not free and _answers_quickly(room, now):
+            # At its cap, but its requests end within moments: rows claimed now get its slots
+            # well within their slot wait (handed over inside the process), which keeps a busy
+            # endpoint's throughput. A slow, hanging or breaker-held host gets none.
+            quotas[host] = cap * per_slot
+            continue
+        if not free:
+            busy = busy or room.busy
+            at = (
+                datetime.fromtimestamp(room.held_until, UTC)
+                if room.held_until is not None
+                else now + timedelta(seconds=conf.busy_defer)
+            )
+            wakeups.append(WakeUp(lane, at, retry=False))
+    return ClaimLimits(quotas, conf.cap_for(lane) * per_slot, wakeups, busy)
+
+
+# A host at its cap whose oldest request in flight is younger than this answers quickly.
+_QUICK_SECONDS = 0.2
+
+
+def _answers_quickly(room: fairness.HostRoom, now: datetime) -> bool:
+    return (
+        room.busy
+        and room.oldest_started is not None
+        and now.timestamp() - room.oldest_started < _QUICK_SECONDS
+    )
+
+
 def _start(
     rows: Sequence[Claimed],
     lane: Lane,
@@ -241,6 +330,7 @@ def _start(
     sender: Sender,
     resolver: http.Resolver | None,
     slot_wait: float,
+    limits: "ClaimLimits",
 ) -> tuple[list[HostGroup], list[Outcome]]:
     """Sign and group a claimed batch, ask the gate for slots, hand the groups to the sender.
     Returns the groups sent and the outcomes already known (refused URLs, open breakers)."""
@@ -248,6 +338,8 @@ def _start(
     by_cap: dict[int, dict[str, int]] = defaultdict(dict)
     for group in groups:
         group.cap = conf.cap_for(lane, group.host)
+        group.lane = lane
+        group.full = len(group.jobs) >= limits.quotas.get(group.host, limits.default)
         by_cap[group.cap][group.host] = len(group.jobs)
     admissions: dict[str, fairness.Admission] = {}
     for cap, wanted in by_cap.items():  # usually one call: every host has the default cap

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterable
 
 from django.db import IntegrityError, close_old_connections, connections
+from django.utils import timezone
 
 from config.outage import DATABASE_OUTAGE_ERRORS
 from postbacks import fairness
@@ -97,6 +98,7 @@ class Recorder:
             waiting[:] = still_waiting
             try:
                 fairness.get_gate().settle(tallies(finished))
+                schedule_wakeups(follow_ups(finished))
             except Exception:
                 logger.exception("Could not give back the slots of %d host groups", len(finished))
             with self._changed:
@@ -130,6 +132,14 @@ def split_done(groups: list[HostGroup]) -> tuple[list[HostGroup], list[HostGroup
     return running, finished
 
 
+def follow_ups(groups: Iterable[HostGroup]) -> list[WakeUp]:
+    """Finished groups that took their host's whole quota: the host has room again and
+    probably more rows due, so their lane is kicked now (coalesced) rather than by the
+    sweeper."""
+    now = timezone.now()
+    return [WakeUp(lane, now, retry=False) for lane in {g.lane for g in groups if g.full}]
+
+
 def tallies(groups: Iterable[HostGroup]) -> dict[str, fairness.HostTally]:
     """Per host, for the gate: several batches' groups of one host may end together."""
     merged: dict[str, fairness.HostTally] = {}
@@ -139,6 +149,7 @@ def tallies(groups: Iterable[HostGroup]) -> dict[str, fairness.HostTally]:
             total = merged[group.host]
             total.ok += tally.ok
             total.failed += tally.failed
+            total.hung += tally.hung
             total.tokens += tally.tokens
         else:
             merged[group.host] = tally

@@ -10,7 +10,7 @@ import json
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -50,6 +50,9 @@ class DispatchConfig:
     retry_share: float
     busy_defer: float
     max_countdown: float
+    slow: float = 2.0  # seconds after which a request's host counts as hanging
+    slow_max: int = 1000  # requests of hanging hosts per process, beside `concurrency`
+    claim_per_slot: int = 8  # rows a claim takes per free slot of a host
 
     @classmethod
     def from_settings(cls) -> "DispatchConfig":
@@ -73,6 +76,9 @@ class DispatchConfig:
             retry_share=s.POSTBACKS_HOST_RETRY_SHARE,
             busy_defer=s.POSTBACKS_HOST_BUSY_DEFER_SECONDS,
             max_countdown=s.POSTBACKS_MAX_COUNTDOWN_SECONDS,
+            slow=s.POSTBACKS_HOST_SLOW_SECONDS,
+            slow_max=s.POSTBACKS_DISPATCH_SLOW_MAX,
+            claim_per_slot=s.POSTBACKS_HOST_CLAIM_PER_SLOT,
         )
 
     def cap_for(self, lane: Lane, host: str = "") -> int:
@@ -120,7 +126,7 @@ class Outcome:
             return retry.host_verdict(retry.classify_status(self.result.status_code), answered=True)
         if self.error is not None:
             verdict = retry.classify_error(self.error.kind, self.error.permanent)
-            return retry.host_verdict(verdict, answered=False)
+            return retry.host_verdict(verdict, answered=False, kind=self.error.kind)
         return None
 
 
@@ -194,18 +200,39 @@ def attempt_decide(
 
 # One statement, so one round trip in autocommit (it is atomic on its own). The `relaxed`
 # CTE turns off the commit's WAL-flush wait for this statement's transaction (see RELAXED).
+#
+# Fair across hosts: `ranked` numbers each host's due rows, oldest due first (its `turn`), and
+# keeps at most the host's quota of them: the slots it has free (the gate's count, passed in
+# `hosts`/`quotas`; a host not listed is idle and gets `default_quota`). A host at its cap, or
+# held by its breaker, has quota 0: none of its rows is even sorted. `picked` then takes the
+# first turn of every host, then the second, …: round robin, so a thousand due rows of one
+# endpoint cost the others nothing.
 _CLAIM_SQL = """
 WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
-picked AS MATERIALIZED (
-    SELECT q.id FROM {postback} AS q
-    WHERE q.status = %(pending)s
-      AND q.next_attempt_at <= %(now)s
-      AND (q.leased_until IS NULL OR q.leased_until < %(now)s)
+quota AS (
+    SELECT * FROM unnest(%(hosts)s::text[], %(quotas)s::integer[]) AS u(host, quota)
+),
+ranked AS MATERIALIZED (
+    SELECT c.id, c.next_attempt_at,
+           row_number() OVER (PARTITION BY c.host ORDER BY c.next_attempt_at, c.id) AS turn,
+           COALESCE(u.quota, %(default_quota)s) AS quota
+    FROM {postback} AS c LEFT JOIN quota AS u ON u.host = c.host
+    WHERE c.status = %(pending)s
+      AND c.next_attempt_at <= %(now)s
+      AND (c.leased_until IS NULL OR c.leased_until < %(now)s)
+      AND COALESCE(u.quota, %(default_quota)s) > 0
       {lane_filter}
       AND NOT EXISTS (
-          SELECT 1 FROM {template} AS t WHERE t.id = q.template_id AND t.paused_at IS NOT NULL
+          SELECT 1 FROM {template} AS t WHERE t.id = c.template_id AND t.paused_at IS NOT NULL
       )
-    ORDER BY q.next_attempt_at
+),
+picked AS MATERIALIZED (
+    SELECT q.id FROM {postback} AS q JOIN ranked AS r ON r.id = q.id
+    WHERE r.turn <= r.quota
+      AND q.status = %(pending)s
+      AND q.next_attempt_at <= %(now)s
+      AND (q.leased_until IS NULL OR q.leased_until < %(now)s)
+    ORDER BY r.turn, r.next_attempt_at, r.id
     LIMIT %(limit)s
     FOR UPDATE OF q SKIP LOCKED
 )
@@ -215,8 +242,13 @@ FROM picked
 WHERE EXISTS (SELECT 1 FROM relaxed) AND p.id = picked.id
 RETURNING p.id, p.attempts, p.url, p.event_id, p.publisher_id, p.template_id, p.next_attempt_at
 """
-# The pick is a materialized CTE, evaluated once: as an `IN (SELECT … LIMIT n)` the planner
-# may run it more than once in one statement and lease more than n rows.
+# The picks are materialized CTEs, evaluated once: as an `IN (SELECT … LIMIT n)` the planner
+# may run it more than once in one statement and lease more than n rows. The due conditions
+# are repeated in `picked`: a row locked there is checked again in its latest version (another
+# claim may have leased it since `ranked` read it).
+
+
+_NO_QUOTA = 2**31 - 1
 
 
 def due_rows(lane: Lane, now: datetime):
@@ -229,22 +261,37 @@ def due_rows(lane: Lane, now: datetime):
     return due.filter(attempts=0) if lane is Lane.FIRST else due
 
 
-def claim_batch(*, lane: Lane, limit: int, now: datetime, lease: float) -> list[Claimed]:
-    """Lease up to `limit` due rows of `lane`, oldest due first, in one statement."""
+def claim_batch(
+    *,
+    lane: Lane,
+    limit: int,
+    now: datetime,
+    lease: float,
+    quotas: Mapping[str, int] | None = None,
+    default_quota: int | None = None,
+) -> list[Claimed]:
+    """Lease up to `limit` due rows of `lane` in one statement, round robin across hosts,
+    oldest due first within each: at most `quotas[host]` rows of a listed host (0: none),
+    `default_quota` of any other (None: no limit)."""
     if limit <= 0:
         return []
+    quotas = quotas or {}
+    default = _NO_QUOTA if default_quota is None else default_quota
     until = now + timedelta(seconds=lease)
     if connection.vendor == "postgresql":
         sql = _CLAIM_SQL.format(
             postback=Postback._meta.db_table,
             template=CallbackTemplate._meta.db_table,
-            lane_filter="AND q.attempts = 0" if lane is Lane.FIRST else "",
+            lane_filter="AND c.attempts = 0" if lane is Lane.FIRST else "",
         )
         params = {
             "lease": until,
             "pending": Postback.Status.PENDING.value,
             "now": now,
             "limit": limit,
+            "hosts": list(quotas),
+            "quotas": list(quotas.values()),
+            "default_quota": default,
         }
         with _server_cursor() as cursor:
             cursor.execute(sql, params)
@@ -253,10 +300,14 @@ def claim_batch(*, lane: Lane, limit: int, now: datetime, lease: float) -> list[
     # SQLite (local mode): its transactions take the write lock up front (IMMEDIATE), so
     # select-then-update in one transaction is as good as the single statement.
     with transaction.atomic():
-        ids = list(
-            due_rows(lane, now).order_by("next_attempt_at", "pk").values_list("pk", flat=True)
-        )
-        ids = ids[:limit]
+        due = due_rows(lane, now).order_by("next_attempt_at", "pk")
+        turns: dict[str, int] = defaultdict(int)
+        ranked = []
+        for pk, host, due_at in due.values_list("pk", "host", "next_attempt_at"):
+            turns[host] += 1
+            if turns[host] <= quotas.get(host, default):
+                ranked.append((turns[host], due_at, pk))
+        ids = [pk for _, _, pk in sorted(ranked)[:limit]]
         Postback.objects.filter(pk__in=ids).update(leased_until=until, attempts=F("attempts") + 1)
         found = Postback.objects.filter(pk__in=ids).values_list(
             "pk", "attempts", "url", "event_id", "publisher_id", "template_id", "next_attempt_at"

@@ -19,8 +19,8 @@ from django.conf import settings
 from django.utils import timezone
 from yarl import URL
 
-from postbacks import fairness, http
-from postbacks.dispatch.rows import Claimed, DispatchConfig, Outcome
+from postbacks import fairness, http, retry
+from postbacks.dispatch.rows import Claimed, DispatchConfig, Lane, Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,10 @@ class HostGroup:
     admission: fairness.Admission = field(default_factory=fairness.Admission)
     slot_wait: float = 0.0  # seconds a row may wait for one of the group's slots
     cap: int = 1  # requests in flight allowed to the host (for this lane)
+    lane: Lane = Lane.FIRST
+    # The claim took the host's whole quota: it probably has more due, claimed once this
+    # group ends and gives its slots back.
+    full: bool = False
     # Sender bookkeeping (its loop thread only): jobs not finished yet, and the event that
     # tells a group waiting for slots that another group of this process handed it its own.
     remaining: int = 0
@@ -58,10 +62,11 @@ class HostGroup:
         tally = fairness.HostTally(tokens=list(self.admission.tokens))
         for job in self.jobs:
             verdict = job.future.result().breaker_verdict() if job.future.done() else None
-            if verdict == "ok":
+            if verdict == retry.HOST_OK:
                 tally.ok += 1
-            elif verdict == "failed":
+            elif verdict in (retry.HOST_FAILED, retry.HOST_HUNG):
                 tally.failed += 1
+                tally.hung += verdict == retry.HOST_HUNG
         return tally
 
 
@@ -72,8 +77,9 @@ class Sender:
     on their futures. Connections are kept alive between batches (that is most of the speed).
     """
 
-    def __init__(self, *, concurrency: int, ca_certs: str | None = None):
+    def __init__(self, *, concurrency: int, ca_certs: str | None = None, slow_max: int = 0):
         self.concurrency = concurrency
+        self.slow_max = slow_max
         self.ca_certs = ca_certs
         self.pid = os.getpid()
         self.loop = asyncio.new_event_loop()
@@ -82,14 +88,22 @@ class Sender:
         self._session: http.ClientSession | None = None
         self._waiting: dict[str, list[HostGroup]] = {}  # groups waiting for a host's slots
         self._lock = threading.Lock()
-        self._in_flight = 0
+        self._started: dict[int, float] = {}  # id(job) -> when it was submitted (monotonic)
         self._thread = threading.Thread(target=self._run, name="postback-sender", daemon=True)
         self._thread.start()
 
     @property
     def in_flight(self) -> int:
         with self._lock:
-            return self._in_flight
+            return len(self._started)
+
+    def busy(self, slow: float) -> int:
+        """Requests in flight for less than `slow` seconds: those count toward the process's
+        concurrency. Older ones wait on a hanging host (its gate lets it have one at a time)
+        and must not starve everybody else's postbacks until they time out."""
+        since = time.monotonic() - slow
+        with self._lock:
+            return sum(1 for started in self._started.values() if started > since)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -103,8 +117,9 @@ class Sender:
         *,
         gate: fairness.Gate,
     ) -> None:
+        now = time.monotonic()
         with self._lock:
-            self._in_flight += sum(len(g.jobs) for g in groups)
+            self._started.update((id(job), now) for g in groups for job in g.jobs)
         for group in groups:
             group.remaining = len(group.jobs)
             coroutine = self._run_group(group, conf, resolver, gate)
@@ -121,7 +136,7 @@ class Sender:
 
     def _finish(self, group: HostGroup, job: Job, outcome: Outcome) -> None:
         with self._lock:
-            self._in_flight -= 1
+            self._started.pop(id(job), None)
         group.remaining -= 1
         if not group.remaining and group.admission.tokens:
             self._hand_over(group)
@@ -250,7 +265,7 @@ class Sender:
     def _get_session(self) -> "http.ClientSession":
         if self._session is None:
             self._session = http.new_session(
-                self._pins, limit=self.concurrency, ca_certs=self.ca_certs
+                self._pins, limit=self.concurrency + self.slow_max, ca_certs=self.ca_certs
             )
         return self._session
 
@@ -304,5 +319,8 @@ def get_sender() -> Sender:
     global _sender
     with _sender_lock:
         if _sender is None or _sender.pid != os.getpid():
-            _sender = Sender(concurrency=settings.POSTBACKS_DISPATCH_CONCURRENCY)
+            _sender = Sender(
+                concurrency=settings.POSTBACKS_DISPATCH_CONCURRENCY,
+                slow_max=settings.POSTBACKS_DISPATCH_SLOW_MAX,
+            )
         return _sender

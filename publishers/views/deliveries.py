@@ -12,6 +12,7 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
 from postbacks.models import Postback
+from postbacks.waits import endpoint_waits
 from publishers import selectors, services
 from publishers.audit import Actor
 from publishers.forms import RetryRangeForm
@@ -47,8 +48,11 @@ def deliveries(request: HttpRequest) -> HttpResponse:
         state = "failing"
     cursor = request.GET.get("after", "")
     rows, next_cursor = selectors.deliveries(request.publisher, state=state, cursor=cursor)
+    waits = endpoint_waits(publisher_id=request.publisher.pk)
+    by_host = {w.host: w for w in waits}
     for row in rows:
         row.state, row.state_why = delivery_state(row)
+        row.wait = by_host.get(row.host) if row.status == Postback.Status.PENDING else None
     tz = chosen_timezone(request)
     today = today_in(tz)
     templates = list(selectors.templates_for_publisher(request.publisher))
@@ -64,6 +68,9 @@ def deliveries(request: HttpRequest) -> HttpResponse:
             "paused_templates": [t for t in templates if t.paused_at],
             "has_callbacks": bool(templates),
             **keyset_pager({"state": state, "tz": tz}, cursor, next_cursor),
+            # Its endpoints that get no request now (slow, hanging, at their limit): their
+            # postbacks wait, due, and go out oldest first once the endpoint has room.
+            "waits": waits,
             "range_form": RetryRangeForm(
                 initial={"start": today, "end": today, "states": ["failing"]}
             ),

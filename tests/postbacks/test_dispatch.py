@@ -21,7 +21,7 @@ from django.conf import settings as django_settings
 from django.db import connection
 from django.utils import timezone
 
-from postbacks import dispatch, fairness, signing
+from postbacks import dispatch, fairness, http, signing
 from postbacks.dispatch import Lane, rows
 from postbacks.health import HELD_UNTIL
 from postbacks.models import Postback, PostbackAttempt
@@ -89,6 +89,7 @@ def make_postbacks(template, link, count: int, *, url=None, **fields) -> list[Po
         postback.url = (
             url(n, postback.event_id) if url else f"{base}/cb?n={n}&e={postback.event_id}"
         )
+        postback.host = http.destination_host(postback.url)
         postbacks.append(postback)
     return Postback.objects.bulk_create(postbacks)
 
@@ -498,17 +499,23 @@ def test_it_gives_every_slot_back_after_many_batches(template, link, receiver, s
     assert fairness.get_gate().redis_gate.in_flight(host) == 0
 
 
-@pytest.mark.django_db(transaction=True)
-def test_it_leaves_a_hanging_request_to_the_recorder(template, link, receiver, settings):
-    release = threading.Event()
+def answer_when(release: threading.Event, *, within: float = 5):
+    """A receiver responder that holds each request until `release` is set (or `within`
+    seconds), then answers 200."""
 
     def hang(handler) -> None:
-        release.wait(5)
+        release.wait(within)
         handler.send_response(200)
         handler.send_header("Content-Length", "0")
         handler.end_headers()
 
-    receiver.responder = hang
+    return hang
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_leaves_a_hanging_request_to_the_recorder(template, link, receiver, settings):
+    release = threading.Event()
+    receiver.responder = answer_when(release)
     make_postbacks(template, link, 3)
     started = time.monotonic()
     report = run(wait=0.2)

@@ -18,6 +18,7 @@ from kombu import Connection
 from postbacks import dispatch, fairness, http
 from postbacks.dispatch import Lane
 from postbacks.dispatch.rows import Claimed, DispatchConfig, Outcome
+from postbacks.models import Postback
 from publishers.models import CallbackTemplate
 from tests.chaos.infra import CeleryWorker, wait_until
 from tests.postbacks.test_dispatch import make_postbacks, own_redis_keys
@@ -128,8 +129,8 @@ def test_a_probe_that_never_reports_back_is_given_up(gates):
         (503, None, "failed"),
         (429, None, "failed"),
         (408, None, "failed"),
-        (None, "timeout", "failed"),
-        (None, "connect_timeout", "failed"),
+        (None, "timeout", "hung"),  # a failure that opens the breaker at once
+        (None, "connect_timeout", "hung"),
         (None, "connection_error", "failed"),
         (None, "tls_error", "failed"),
         (None, "dns_error", "failed"),
@@ -188,7 +189,7 @@ def _closed_port() -> int:
 
 
 @pytest.mark.django_db
-def test_an_open_breaker_puts_a_hosts_postbacks_back_until_its_probe(
+def test_an_open_breaker_holds_a_hosts_postbacks_unclaimed_until_its_probe(
     template, link, receiver, settings, prefix
 ):
     settings.POSTBACKS_BREAKER_FAILURES = 2
@@ -198,14 +199,16 @@ def test_an_open_breaker_puts_a_hosts_postbacks_back_until_its_probe(
     dispatch.postbacks_dispatch(Lane.FIRST, wait=math.inf, kicks=False)
     assert fairness.get_gate().states() == {f"127.0.0.1:{receiver.port}": "open"}
 
-    before = time.time()
-    make_postbacks(template, link, 5)
+    waiting = make_postbacks(template, link, 5)
     report = dispatch.postbacks_dispatch(Lane.FIRST, wait=math.inf, kicks=False)
-    assert (report.claimed, report.sent, report.deferred) == (5, 0, 5)
+    assert (report.claimed, report.sent, report.deferred) == (0, 0, 0), "not even claimed"
     assert len(receiver.requests) == 2, "nothing sent while open"
-    waiting = template.postbacks.filter(attempts=0)
-    assert waiting.count() == 5
-    assert all(p.next_attempt_at.timestamp() >= before + 29 for p in waiting)
+    # They stay pending, due as they were (oldest first when the host recovers), no attempt.
+    assert set(
+        Postback.objects.filter(pk__in=[p.pk for p in waiting]).values_list(
+            "status", "attempts", "leased_until", "next_attempt_at"
+        )
+    ) == {("pending", 0, None, p.next_attempt_at) for p in waiting}
 
 
 # --- Acceptance: one hanging endpoint among twenty healthy ones -------------------------------
@@ -376,3 +379,26 @@ def test_rows_waiting_for_a_probe_come_back_within_a_second(gates):
     # The probe answers: the next ask gets the full cap.
     first.settle({HOST: fairness.HostTally(ok=1, tokens=list(probe.tokens))}, now=now + 11.2)
     assert second.admit({HOST: 5}, cap=4, now=now + CONFIG.cooldown + 1.3)[HOST].granted == 4
+
+
+def test_a_time_out_opens_the_breaker_at_once(gates):
+    """One request held until our deadline says the host hangs: probes only from then on."""
+    first, second = gates
+    now = 1000.0
+    first.settle({HOST: fairness.HostTally(failed=1, hung=1)}, now=now)
+    assert first.states() == {HOST: "open"}
+    assert second.admit({HOST: 4}, cap=4, now=now + 1)[HOST].granted == 0
+    assert second.rooms(now=now + 1)[HOST].held_until == now + CONFIG.cooldown
+    probe = second.admit({HOST: 4}, cap=4, now=now + CONFIG.cooldown + 1)[HOST]
+    assert (probe.granted, probe.probe) == (1, True)
+
+
+def test_a_host_whose_request_hangs_gets_one_request_at_a_time(gates):
+    first, second = gates
+    now = 1000.0
+    assert first.admit({HOST: 2}, cap=4, now=now)[HOST].granted == 2
+    # Still answering quickly enough: the rest of its cap.
+    assert second.admit({HOST: 4}, cap=4, now=now + CONFIG.slow - 0.5)[HOST].granted == 2
+    room = second.rooms(now=now + CONFIG.slow + 0.5)[HOST]
+    assert (room.in_flight, room.slow, room.free(4)) == (4, True, 0)
+    assert room.oldest_started == pytest.approx(now)

@@ -193,3 +193,47 @@ def test_it_sums_attempts_of_every_process_in_multiprocess_mode(client, tmp_path
         (("le", "0.5"), ("outcome", "retry")),
     )
     assert samples[bucket] == 2
+
+
+def test_it_exposes_per_endpoint_in_flight_held_and_oldest_due_for_the_hosts_without_room(
+    client, link, template, settings, monkeypatch
+):
+    from postbacks import metrics
+    from tests.postbacks.test_fair_claim import host_rows
+
+    settings.POSTBACKS_REDIS_PREFIX = f"roundtrip:test-endpoints-{free_port()}:"
+    settings.POSTBACKS_BREAKER_FAILURES = 1
+    fairness.reset_gate()
+    long_ago = timezone.now() - timedelta(seconds=300)
+    host_rows(template, link, "full.example:80", 3, due_at=long_ago)
+    host_rows(template, link, "down.example:80", 2, due_at=timezone.now() - timedelta(seconds=60))
+    # Has room: not held, and the only rows the engine's own lag counts.
+    host_rows(template, link, "fine.example:80", 4, due_at=timezone.now() - timedelta(seconds=10))
+    gate = fairness.get_gate()
+    try:
+        gate.admit({"full.example:80": 4, "fine.example:80": 1}, cap=4)
+        gate.settle({"down.example:80": fairness.HostTally(failed=1)})
+        found = scrape(client)
+        # Thousands of endpoints must not mean thousands of series: beyond the top hosts,
+        # one "(other)" series sums the rest.
+        monkeypatch.setattr(metrics, "TOP_HOSTS", 1)
+        capped = scrape(client)
+    finally:
+        fairness.reset_gate()
+    assert found[("roundtrip_endpoint_in_flight", (("host", "full.example:80"),))] == 4
+    assert found[("roundtrip_endpoint_in_flight", (("host", "fine.example:80"),))] == 1
+    held = "roundtrip_endpoint_held_postbacks"
+    assert found[(held, (("host", "full.example:80"), ("reason", "busy")))] == 3
+    assert found[(held, (("host", "down.example:80"), ("reason", "breaker")))] == 2
+    assert not any(key[0] == held and ("host", "fine.example:80") in key[1] for key in found)
+    age = "roundtrip_endpoint_oldest_due_age_seconds"
+    assert 300 <= found[(age, (("host", "full.example:80"),))] < 400
+    assert 60 <= found[(age, (("host", "down.example:80"),))] < 160
+    assert found[("roundtrip_postbacks_held_for_room", ())] == 5
+    assert found[("roundtrip_postbacks_due", ())] == 9
+    assert 10 <= found[("roundtrip_postback_queue_lag_seconds", ())] < 60
+
+    assert capped[(held, (("host", "full.example:80"), ("reason", "busy")))] == 3
+    assert capped[(held, (("host", "(other)"), ("reason", "any")))] == 2
+    assert capped[("roundtrip_endpoint_in_flight", (("host", "(other)"),))] == 1
+    assert len([key for key in capped if key[0] == age]) == 2

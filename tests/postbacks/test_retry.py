@@ -258,5 +258,8 @@ def test_every_error_kind_means_one_thing_to_retry_breaker_and_health(kind):
     assert endpoint_failing  # no answer never delivers
     if ERROR_KINDS[kind]:
         assert (verdict, host) == (retry.Verdict.STOP, None)  # refused before any request
+    elif kind in retry.HANGING_KINDS:
+        # A failure like the others, one that also says the host hangs (its breaker opens).
+        assert (verdict, host) == (retry.Verdict.RETRY, retry.HOST_HUNG)
     else:
-        assert (verdict, host) == (retry.Verdict.RETRY, "failed")  # time-outs included
+        assert (verdict, host) == (retry.Verdict.RETRY, retry.HOST_FAILED)
