@@ -414,12 +414,17 @@ POSTBACKS_USER_AGENT = env.str("POSTBACKS_USER_AGENT", default="Roundtrip-Postba
 # Dispatch (postbacks/dispatch/): a task claims up to BATCH_SIZE due postbacks in one
 # statement and sends them concurrently (asyncio + aiohttp, through the SSRF guard). It is the
 # only engine: the one-task-per-postback mode is gone, and a leftover setting is refused.
-if "POSTBACKS_DISPATCH_MODE" in os.environ:
-    raise ImproperlyConfigured(
-        "POSTBACKS_DISPATCH_MODE is no longer read: postbacks always go through the batch "
-        "dispatcher (the one-task-per-postback mode was removed). Remove the setting from the "
-        "environment or .env."
-    )
+# Settings that are no longer read: a process that still finds one refuses to start rather
+# than silently run without what the operator asked for.
+_RETIRED_SETTINGS = {
+    "POSTBACKS_DISPATCH_MODE": "postbacks always go through the batch dispatcher (the "
+    "one-task-per-postback mode was removed). Remove the setting from the environment or .env.",
+    "API_REPLAY_MAX": "the dashboard and the API share one cap on a range replay: rename it to "
+    "POSTBACKS_REPLAY_MAX.",
+}
+for _name, _why in _RETIRED_SETTINGS.items():
+    if _name in os.environ:
+        raise ImproperlyConfigured(f"{_name} is no longer read: {_why}")
 POSTBACKS_DISPATCH_BATCH_SIZE = env.int("POSTBACKS_DISPATCH_BATCH_SIZE", default=200)
 # A dispatch task keeps claiming batches (the next while the last is in flight) this long.
 POSTBACKS_DISPATCH_TASK_SECONDS = env.float("POSTBACKS_DISPATCH_TASK_SECONDS", default=2.0)

@@ -121,10 +121,17 @@ def test_it_starts_a_worker_but_warns_loudly_about_eviction(lru_redis):
     assert "postbacks.W001" in log and "allkeys-lru" in log and "!" * 78 in log
 
 
-def test_a_leftover_dispatch_mode_setting_is_refused_at_start_up():
-    """The one-task-per-postback mode is gone: a process configured for it must not start as
-    if nothing had changed."""
-    env = {**os.environ, "POSTBACKS_DISPATCH_MODE": "single"}
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("POSTBACKS_DISPATCH_MODE", "batch dispatcher"),  # the one-task-per-postback mode
+        ("API_REPLAY_MAX", "POSTBACKS_REPLAY_MAX"),  # renamed: one cap for dashboard and API
+    ],
+)
+def test_a_retired_setting_is_refused_at_start_up(name, says):
+    """A process configured with a setting that is no longer read must not start as if
+    nothing had changed."""
+    env = {**os.environ, name: "1"}
     started = subprocess.run(
         [sys.executable, "manage.py", "check"],
         cwd=Path(__file__).resolve().parents[2],
@@ -134,4 +141,4 @@ def test_a_leftover_dispatch_mode_setting_is_refused_at_start_up():
         timeout=120,
     )
     assert started.returncode != 0
-    assert "POSTBACKS_DISPATCH_MODE is no longer read" in started.stderr
+    assert f"{name} is no longer read" in started.stderr and says in started.stderr
