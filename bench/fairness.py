@@ -29,12 +29,9 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -196,53 +193,11 @@ async def phase(receivers: Receivers, streams: list[Stream], base: str, seconds:
 # --- The stack --------------------------------------------------------------------------------
 
 
-class Stack:
+class Stack(prod.Processes):
+    """The API pool, a worker and beat, as deployed."""
+
     def __init__(self, database_url: str, redis_url: str) -> None:
-        self.workdir = Path(tempfile.mkdtemp(prefix="roundtrip-bench-fairness-"))
-        self.env = {
-            **os.environ,
-            **prod.documented_env(),
-            "DJANGO_SETTINGS_MODULE": "config.settings",
-            "DATABASE_URL": database_url,
-            "REDIS_URL": redis_url,
-            "CELERY_BROKER_URL": redis_url,
-            "SECRET_KEY": "bench-secret-key-not-for-production-0123456789abcdef",
-            "ALLOWED_HOSTS": HOST,
-            "SITE_URL": f"http://{HOST}",
-            "DEBUG": "false",
-            "BEHIND_TLS_PROXY": "false",
-            "SECURE_SSL_REDIRECT": "false",
-            "SECURE_HSTS_SECONDS": "0",
-            "SECURE_COOKIES": "false",
-            "TRUSTED_PROXIES": "127.0.0.1/32",
-            # The receivers are on 127.0.0.1; nothing else differs from the defaults.
-            "POSTBACKS_ALLOW_PRIVATE_DESTINATIONS": "true",
-            "ROUNDTRIP_VAR_DIR": str(self.workdir / "var"),
-            "PROMETHEUS_MULTIPROC_DIR": str(self.workdir / "metrics"),
-            "LOG_LEVEL": "WARNING",
-            "PYTHONPATH": str(ROOT),
-        }
-        (self.workdir / "metrics").mkdir()
-        self.processes: list[subprocess.Popen] = []
-
-    def manage(self, *args: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True,
-            text=True,
-        )  # fmt: skip
-        if result.returncode:
-            sys.stderr.write(result.stdout + result.stderr)
-            raise SystemExit(f"manage.py {args[0]} failed")
-        return result.stdout
-
-    def start(self, argv: list[str], name: str) -> None:
-        log = (self.workdir / f"{name}.log").open("w")
-        self.processes.append(
-            subprocess.Popen(
-                argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        )  # fmt: skip
+        super().__init__("fairness", database_url, redis_url, HOST)
 
     def up(self) -> str:
         port = free_port()
@@ -254,20 +209,6 @@ class Stack:
         wait_http(port)
         time.sleep(3)  # the worker's pool processes
         return f"http://127.0.0.1:{port}"
-
-    def down(self) -> None:
-        for process in self.processes:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-        if os.environ.get("BENCH_KEEP_LOGS"):
-            print(f"logs kept in {self.workdir}")
-        else:
-            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 SETUP = """

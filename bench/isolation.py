@@ -29,7 +29,6 @@ else DATABASE_URL and REDIS_URL.
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import random
@@ -38,7 +37,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -188,61 +186,11 @@ def finish_load(process: subprocess.Popen) -> dict:
 # --- The deployed layout ----------------------------------------------------------------------
 
 
-class Layout:
+class Layout(prod.Processes):
+    """The three web pools behind nginx, and the click flusher."""
+
     def __init__(self, database_url: str, redis_url: str) -> None:
-        self.workdir = Path(tempfile.mkdtemp(prefix="roundtrip-bench-isolation-"))
-        self.env = {
-            **os.environ,
-            **prod.documented_env(),
-            "DJANGO_SETTINGS_MODULE": "config.settings",
-            "DATABASE_URL": database_url,
-            "REDIS_URL": redis_url,
-            "CELERY_BROKER_URL": redis_url,
-            "SECRET_KEY": "bench-secret-key-not-for-production-0123456789abcdef",
-            "ALLOWED_HOSTS": HOST,
-            "SITE_URL": f"http://{HOST}",
-            "CSRF_TRUSTED_ORIGINS": f"http://{HOST}",
-            "DEBUG": "false",
-            # Plain HTTP on 127.0.0.1: no TLS redirect, cookies without the Secure flag.
-            "BEHIND_TLS_PROXY": "false",
-            "SECURE_SSL_REDIRECT": "false",
-            "SECURE_HSTS_SECONDS": "0",
-            "SECURE_COOKIES": "false",
-            "TRUSTED_PROXIES": "127.0.0.1/32",
-            "POSTBACKS_ALLOW_PRIVATE_DESTINATIONS": "true",
-            "PROMETHEUS_MULTIPROC_DIR": str(self.workdir / "metrics"),
-            "ROUNDTRIP_VAR_DIR": str(self.workdir / "var"),
-            "LOG_LEVEL": "WARNING",
-            "PYTHONPATH": str(ROOT),
-        }
-        (self.workdir / "metrics").mkdir()
-        self.processes: list[subprocess.Popen] = []
-
-    def manage(self, *args: str, **extra: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env={**self.env, **extra},
-            capture_output=True,
-            text=True,
-        )
-        if result.returncode:
-            sys.stderr.write(result.stdout + result.stderr)
-            raise SystemExit(f"manage.py {args[0]} failed")
-        return result.stdout
-
-    def start(self, argv: list[str], name: str) -> None:
-        log = (self.workdir / f"{name}.log").open("w")
-        self.processes.append(
-            subprocess.Popen(
-                argv,
-                cwd=ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        )
+        super().__init__("isolation", database_url, redis_url, HOST)
 
     def up(self) -> str:
         ports = {pool: free_port() for pool in prod.POOLS}
@@ -257,17 +205,6 @@ class Layout:
             wait_http(port)
         wait_http(listen)
         return f"http://127.0.0.1:{listen}"
-
-    def down(self) -> None:
-        for process in self.processes:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 # --- Phases -----------------------------------------------------------------------------------

@@ -8,10 +8,15 @@ machine is substituted: the install path (this virtualenv), the address and port
 level, the worker's node name.
 """
 
+import contextlib
 import os
 import re
 import shlex
+import shutil
+import signal
+import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -130,3 +135,81 @@ def nginx_config(
 def local_upstreams(ports: Mapping[str, int]) -> dict[str, list[str]]:
     """One web process per pool on this machine: `nginx_config`'s upstreams."""
     return {pool: [f"127.0.0.1:{port}"] for pool, port in ports.items()}
+
+
+class Processes:
+    """Production processes for one benchmark on this machine: the documented environment
+    (deploy/roundtrip.env.example) with this run's database, Redis and public host name, plain
+    HTTP on 127.0.0.1, and every process in a session of its own with its log in a scratch
+    directory (kept when BENCH_KEEP_LOGS is set)."""
+
+    def __init__(self, name: str, database_url: str, redis_url: str, host: str) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"roundtrip-bench-{name}-"))
+        self.env = {
+            **os.environ,
+            **documented_env(),
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "CELERY_BROKER_URL": redis_url,
+            "SECRET_KEY": "bench-secret-key-not-for-production-0123456789abcdef",
+            "ALLOWED_HOSTS": host,
+            "SITE_URL": f"http://{host}",
+            "CSRF_TRUSTED_ORIGINS": f"http://{host}",
+            "DEBUG": "false",
+            # Plain HTTP on 127.0.0.1: no TLS redirect, cookies without the Secure flag.
+            "BEHIND_TLS_PROXY": "false",
+            "SECURE_SSL_REDIRECT": "false",
+            "SECURE_HSTS_SECONDS": "0",
+            "SECURE_COOKIES": "false",
+            "TRUSTED_PROXIES": "127.0.0.1/32",
+            # The receivers are on 127.0.0.1; nothing else differs from the defaults.
+            "POSTBACKS_ALLOW_PRIVATE_DESTINATIONS": "true",
+            "PROMETHEUS_MULTIPROC_DIR": str(self.workdir / "metrics"),
+            "ROUNDTRIP_VAR_DIR": str(self.workdir / "var"),
+            "LOG_LEVEL": "WARNING",
+            "PYTHONPATH": str(ROOT),
+        }
+        (self.workdir / "metrics").mkdir()
+        self.processes: list[subprocess.Popen] = []
+
+    def manage(self, *args: str, **extra: str) -> str:
+        """Run a management command to its end; its output, or exit with its errors."""
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env={**self.env, **extra},
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode:
+            sys.stderr.write(result.stdout + result.stderr)
+            raise SystemExit(f"manage.py {args[0]} failed")
+        return result.stdout
+
+    def start(self, argv: list[str], name: str) -> None:
+        log = (self.workdir / f"{name}.log").open("w")
+        self.processes.append(
+            subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+
+    def down(self) -> None:
+        for process in self.processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        if os.environ.get("BENCH_KEEP_LOGS"):
+            print(f"logs kept in {self.workdir}")
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)

@@ -198,7 +198,7 @@ def test_it_sums_attempts_of_every_process_in_multiprocess_mode(client, tmp_path
 def test_it_exposes_per_endpoint_in_flight_held_and_oldest_due_for_the_hosts_without_room(
     client, link, template, settings, monkeypatch
 ):
-    from postbacks import metrics
+    from config import health
     from tests.postbacks.test_fair_claim import host_rows
 
     settings.POSTBACKS_REDIS_PREFIX = f"roundtrip:test-endpoints-{free_port()}:"
@@ -216,7 +216,7 @@ def test_it_exposes_per_endpoint_in_flight_held_and_oldest_due_for_the_hosts_wit
         found = scrape(client)
         # Thousands of endpoints must not mean thousands of series: beyond the top hosts,
         # one "(other)" series sums the rest.
-        monkeypatch.setattr(metrics, "TOP_HOSTS", 1)
+        monkeypatch.setattr(health, "TOP_HOSTS", 1)
         capped = scrape(client)
     finally:
         fairness.reset_gate()
