@@ -348,8 +348,8 @@ def markdown(summary: list[dict], meta: dict) -> str:
             load = f"{row['rate']} conversions/s, {row['others'] + 1} callbacks each"
         lines.append(
             f"| {row['others']} | {load} | {row['baseline_rate']:.0f}/s, "
-            f"{row['hanging_rate']:.0f}/s | {row['baseline_p95']:.0f} ms → "
-            f"**{row['hanging_p95']:.0f} ms** | ≤ {row['bound']:.0f} ms | "
+            f"{row['hanging_rate']:.0f}/s | {_ms(row['baseline_p95'])} → "
+            f"**{_ms(row['hanging_p95'])}** | ≤ {_ms(row['bound'])} | "
             f"{'met' if row['met'] else '**missed**'} |"
         )
     lines += [
@@ -362,18 +362,28 @@ def markdown(summary: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _or_inf(value: float | None) -> float:
+    return float("inf") if value is None else value
+
+
+def _ms(value: float) -> str:
+    return "none delivered" if value == float("inf") else f"{value:.0f} ms"
+
+
 def summarize(runs: dict[int, list[dict]]) -> list[dict]:
     out = []
     for others, results in runs.items():
-        base = statistics.median(r["baseline"]["p95_ms"] for r in results)
-        hang = statistics.median(r["hanging"]["p95_ms"] or float("inf") for r in results)
+        # A phase in which nothing was delivered (the API refused or timed out every
+        # conversion) has no p95: it counts as infinitely slow, and the row as missed.
+        base = statistics.median(_or_inf(r["baseline"]["p95_ms"]) for r in results)
+        hang = statistics.median(_or_inf(r["hanging"]["p95_ms"]) for r in results)
         bound = max(2 * base, base + 250)
         out.append({
             "others": others, "rate": results[0]["rate"], "each": results[0]["each"],
             "baseline_p95": base, "hanging_p95": hang, "bound": bound,
             "baseline_rate": statistics.median(r["baseline"]["accepted_per_s"] for r in results),
             "hanging_rate": statistics.median(r["hanging"]["accepted_per_s"] for r in results),
-            "met": hang <= bound and all(
+            "met": hang < float("inf") and hang <= bound and all(
                 r["hanging"]["delivered"] == r["hanging"]["accepted"] for r in results),
         })  # fmt: skip
     return out
