@@ -122,14 +122,13 @@ class PublisherAdmin(StaffAuditedAdmin):
     inlines = [MembershipInline, CallbackTemplateInline]
 
     def get_form(self, request: HttpRequest, obj=None, change: bool = False, **kwargs):
-        if obj is None:  # adding: the onboarding form
+        if obj is None:  # adding: the onboarding form (its fields come from get_fieldsets)
             kwargs["form"] = PublisherAddForm
-            kwargs["fields"] = ["name", "status", "owner_email"]
         return super().get_form(request, obj, change=change, **kwargs)
 
     def get_fieldsets(self, request: HttpRequest, obj=None):
         if obj is None:
-            return [(None, {"fields": ["name", "status", "owner_email"]})]
+            return [(None, {"fields": [*PublisherAddForm.Meta.fields, "owner_email"]})]
         return super().get_fieldsets(request, obj)
 
     def get_inlines(self, request: HttpRequest, obj):

@@ -480,17 +480,16 @@ def test_it_records_staff_actions_as_staff(admin_client, dashboard_data, held):
 def test_it_records_staff_edits_in_change_forms(admin_client, dashboard_data):
     publisher = dashboard_data.publisher
     template = dashboard_data.good_template
-    response = admin_client.post(
-        f"/admin/publishers/callbacktemplate/{template.pk}/change/",
-        {
-            "publisher": publisher.pk,
-            "name": "renamed-by-staff",
-            "url_template": template.url_template,
-            "events": "",
-            "statuses": ["approved", "pending"],
-            "is_active": "on",
-        },
-    )
+    change_page = f"/admin/publishers/callbacktemplate/{template.pk}/change/"
+    edited = {
+        "publisher": publisher.pk,
+        "name": "renamed-by-staff",
+        "url_template": template.url_template,
+        "events": "",
+        "statuses": ["approved", "pending"],
+        "is_active": "on",
+    }
+    response = admin_client.post(change_page, edited)
     assert response.status_code == 302, response.content[:2000]
     event = only(publisher, Action.STAFF_EDITED)
     assert event.via == AuditEvent.Via.ADMIN and event.who == "Roundtrip staff (root)"
@@ -507,17 +506,7 @@ def test_it_records_staff_edits_in_change_forms(admin_client, dashboard_data):
     assert "a-only-callback → renamed-by-staff" in page
 
     # Saving without a change records nothing more.
-    admin_client.post(
-        f"/admin/publishers/callbacktemplate/{template.pk}/change/",
-        {
-            "publisher": publisher.pk,
-            "name": "renamed-by-staff",
-            "url_template": template.url_template,
-            "events": "",
-            "statuses": ["approved", "pending"],
-            "is_active": "on",
-        },
-    )
+    admin_client.post(change_page, edited)
     assert len(events(publisher, Action.STAFF_EDITED)) == 1
 
 
