@@ -47,6 +47,12 @@ CATALOG: tuple[Placeholder, ...] = (
     ),
     Placeholder("event", "The advertiser's event name (conversion, sale, lead, …)", "conversion"),
     Placeholder("status", "The conversion's status: approved, pending, rejected, …", "approved"),
+    Placeholder(
+        "reason",
+        "Why a guard or the campaign's policy set the status (too_fast, bot_click, "
+        "bot_flagged, bot_rejected); empty when none did",
+        "",
+    ),
     Placeholder("payout", "Your payout for this conversion", "2.50"),
     Placeholder("currency", "Three-letter currency of the payout", "USD"),
     Placeholder("revenue", "The advertiser's reported revenue, when shared", "4.00"),

@@ -277,6 +277,9 @@ class AuditEvent(models.Model):
         MEMBER_REMOVED = "member.removed", "Team member removed"
         MEMBER_ROLE_CHANGED = "member.role_changed", "Team member's role changed"
         PASSWORD_CHANGED = "account.password_changed", "Password changed"
+        OFFER_ACCESS_REQUESTED = "offer.access_requested", "Offer access requested"
+        OFFER_ACCESS_DECIDED = "offer.access_decided", "Offer access decided by Roundtrip staff"
+        LINK_CREATED = "link.created", "Tracking link created"
         STAFF_EDITED = "staff.edited", "Edited by Roundtrip staff"
         STAFF_VIEWED = "staff.viewed", "Dashboard viewed by Roundtrip staff (read-only)"
 

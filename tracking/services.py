@@ -15,7 +15,7 @@ from config.outage import DATABASE_OUTAGE_ERRORS
 from postbacks.models import Postback
 from postbacks.services import postbacks_create_for_conversion
 from publishers.keys import generate_key
-from tracking import clickbuffer, clickinput, intelligence
+from tracking import clickbuffer, clickinput, intelligence, policy
 from tracking import smart as smart_ads
 from tracking.models import (
     Advertiser,
@@ -355,8 +355,10 @@ def conversion_guard(
 
     - Faster than the campaign's `min_seconds_to_convert` after its click: rejected
       (`too_fast`); real buyers take time, click-injection fraud doesn't.
-    - On a click flagged as a bot: held as pending (`bot_click`) until staff review it in
-      admin; the advertiser can't release it by sending it again as approved.
+    - On a click flagged as a bot: the campaign's bot policy (tracking/policy.py) — held as
+      pending (`bot_click`, the default) until staff review it in admin, flagged with the
+      advertiser's status (`bot_flagged`), rejected (`bot_rejected`), or let through.
+      Sending it again can't overrule a held or rejected one.
     A conversion the advertiser itself rejects stays rejected without a reason.
     """
     if status == Conversion.Status.REJECTED:
@@ -371,11 +373,7 @@ def conversion_guard(
             f"at least {minimum} s.",
         )
     if click.is_bot:
-        return (
-            Conversion.Status.PENDING,
-            Conversion.Reason.BOT_CLICK,
-            "The click came from a known bot or an empty user agent; held for review.",
-        )
+        return policy.bot_conversion_verdict(campaign.pk, status)
     return status, "", ""
 
 
@@ -392,7 +390,7 @@ def conversions_review(
                 Conversion.objects.select_for_update(of=("self",))
                 .select_related("click__publisher", "click__creative", "campaign")
                 .filter(pk=pk, status=Conversion.Status.PENDING)
-                .exclude(reason="")
+                .exclude(reason__in=["", *policy.ADVISORY_REASONS])
                 .first()
             )
             if conversion is None:
@@ -435,7 +433,11 @@ def _replay(existing: Conversion, click: Click, status: str, now: datetime) -> C
             "txn_id_conflict",
             f"Transaction {existing.txn_id!r} was already recorded for another click.",
         )
-    if existing.reason and status != Conversion.Status.REJECTED:
+    if (
+        existing.reason
+        and existing.reason not in policy.ADVISORY_REASONS
+        and status != Conversion.Status.REJECTED
+    ):
         # A guard decided this conversion's status; sending it again can't overrule that.
         status = existing.status
     if status == existing.status:

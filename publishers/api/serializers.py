@@ -279,8 +279,10 @@ class ConversionSerializer(serializers.ModelSerializer):
         ]
         extra_kwargs = {
             "reason": {
-                "help_text": "Why a guard changed the status the advertiser sent: `too_fast` "
-                "(rejected) or `bot_click` (held as pending for review); empty when none did."
+                "help_text": "Why a guard or the campaign's bot policy set the status: "
+                "`too_fast` (rejected), `bot_click` (held as pending for review), "
+                "`bot_flagged` (the advertiser's status, marked) or `bot_rejected`; empty "
+                "when none did."
             }
         }
 
