@@ -8,9 +8,9 @@ conversion of a click flagged as a bot (`bot_conversion_verdict`): hold for revi
 default), flag but keep the advertiser's status, reject, or allow. The minimum time to convert
 is `Campaign.min_seconds_to_convert` (tracking/services.py, `conversion_guard`).
 
-Cost on the click path, the hottest one: the policy is cached per process like links
-(`CLICKS_LINK_CACHE_SECONDS`), so reading it is a dict lookup; the block list is parsed once
-per read; a campaign without caps makes no Redis call, one with caps makes one round trip
+Cost on the click path, the hottest one: the policy is read with the cached link (or smart-ad
+creative) and kept parsed on its campaign, so reading it costs no query and the block list is
+parsed once per read; a campaign without caps makes no Redis call, one with caps makes one round trip
 (a Lua script that checks every counter and counts the click in all of them, atomically, so
 concurrent clicks never overshoot a cap). Windows are fixed calendar minutes (UTC): at most
 the cap per minute, so up to twice the cap across a minute's edge.
@@ -36,6 +36,7 @@ from config.outage import DATABASE_OUTAGE_ERRORS
 from config.redis import get_redis
 from tracking.cache import ProcessCache
 from tracking.models import (
+    Campaign,
     CampaignPolicy,
     ClickRejection,
     Conversion,
@@ -93,8 +94,12 @@ def _parse_leniently(value: str):
             continue
 
 
-# Campaign id → Policy (DEFAULT for a campaign without a row).
+# Campaign id → Policy (DEFAULT for a campaign without a row), for campaigns that come
+# without their policy (a conversion's click's campaign).
 _POLICY_CACHE = ProcessCache(20_000)
+
+# Where a campaign instance keeps its parsed policy.
+_MEMO = "_click_policy"
 
 
 def _policy_read(campaign_id: int) -> Policy:
@@ -102,17 +107,31 @@ def _policy_read(campaign_id: int) -> Policy:
     return DEFAULT if row is None else Policy.of(row)
 
 
-def campaign_policy(campaign_id: int) -> Policy:
-    """The campaign's policy, cached per process for CLICKS_LINK_CACHE_SECONDS (a change in
-    the admin takes up to that long to reach every web process)."""
+def campaign_policy(campaign: Campaign) -> Policy:
+    """The campaign's policy. A campaign read with its policy (`select_related
+    ("campaign__policy")`: the cached links and smart-ad creatives the click path uses) keeps
+    it parsed on the instance, so it lives exactly as long as the cached link: no query, no
+    parsing per click. Otherwise it is read and cached per process for
+    CLICKS_LINK_CACHE_SECONDS. Either way an edit in the admin takes up to that long to reach
+    every web process."""
+    memo = campaign.__dict__.get(_MEMO)
+    if memo is not None:
+        return memo
+    if Campaign.policy.is_cached(campaign):
+        try:
+            row = campaign.policy
+        except CampaignPolicy.DoesNotExist:
+            row = None
+        memo = campaign.__dict__[_MEMO] = DEFAULT if row is None else Policy.of(row)
+        return memo
     try:
         return _POLICY_CACHE.load(
-            campaign_id,
-            lambda: _policy_read(campaign_id),
+            campaign.pk,
+            lambda: _policy_read(campaign.pk),
             ttl=settings.CLICKS_LINK_CACHE_SECONDS,
         )
     except DATABASE_OUTAGE_ERRORS:
-        logger.warning("Database unavailable; campaign %s gets the default policy", campaign_id)
+        logger.warning("Database unavailable; campaign %s gets the default policy", campaign.pk)
         return DEFAULT
 
 
@@ -240,24 +259,26 @@ def _rate_cap_local(keys: list[str], limits: list[int]) -> int:
     return 0
 
 
-def click_refusal(*, campaign_id: int, publisher_id: int, ip: str | None, spid: str) -> str | None:
+def click_refusal(
+    *, campaign: Campaign, publisher_id: int, ip: str | None, spid: str
+) -> str | None:
     """Why the campaign's policy refuses this click (a ClickRejection reason), or None: the
     block list first (a blocked click uses up no cap), then the rate caps."""
-    policy = campaign_policy(campaign_id)
+    policy = campaign_policy(campaign)
     if ip_blocked(policy, ip):
         return ClickRejection.Reason.IP_BLOCKED
     return rate_cap_refusal(
-        policy, campaign_id=campaign_id, publisher_id=publisher_id, ip=ip, spid=spid
+        policy, campaign_id=campaign.pk, publisher_id=publisher_id, ip=ip, spid=spid
     )
 
 
 # --- The conversion -------------------------------------------------------------------------
 
 
-def bot_conversion_verdict(campaign_id: int, status: str) -> tuple[str, str, str]:
+def bot_conversion_verdict(campaign: Campaign, status: str) -> tuple[str, str, str]:
     """(status, reason, detail) for a new conversion of a bot click, by the campaign's bot
     action; reason "" when the policy lets it through unmarked (allow)."""
-    action = campaign_policy(campaign_id).bot_action
+    action = campaign_policy(campaign).bot_action
     why = "The click came from a known bot, an automation tool or an empty user agent"
     if action == BotAction.ALLOW:
         return status, "", ""

@@ -373,7 +373,7 @@ def conversion_guard(
             f"at least {minimum} s.",
         )
     if click.is_bot:
-        return policy.bot_conversion_verdict(campaign.pk, status)
+        return policy.bot_conversion_verdict(campaign, status)
     return status, "", ""
 
 

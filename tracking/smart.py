@@ -163,7 +163,9 @@ def choose_creatives(
 
 
 def _live_creatives() -> Any:
-    return Creative.objects.select_related("campaign").filter(
+    # The campaign's policy comes along: a smart click then reads it from the cached creative
+    # (tracking/policy.py), without a query.
+    return Creative.objects.select_related("campaign", "campaign__policy").filter(
         is_active=True, campaign__status=Campaign.Status.ACTIVE
     )
 

@@ -102,9 +102,7 @@ def _click_refusal(
     campaign = smart_click.creative.campaign if smart_click is not None else link.campaign
     if not access.click_access_allowed(campaign, link.publisher_id):
         return ClickRejection.Reason.OFFER_NOT_APPROVED
-    return policy.click_refusal(
-        campaign_id=campaign.pk, publisher_id=link.publisher_id, ip=ip, spid=spid
-    )
+    return policy.click_refusal(campaign=campaign, publisher_id=link.publisher_id, ip=ip, spid=spid)
 
 
 # What a refused visitor reads, and the status: never the landing page (no click was recorded,

@@ -291,3 +291,14 @@ def test_the_reason_reaches_the_publishers_callback(link, advertiser, publisher,
     conversion = convert(advertiser, bot_click(link))
     postback = Postback.objects.get(conversion=conversion)
     assert parse_qs(urlsplit(postback.url).query) == {"s": ["rejected"], "r": ["bot_rejected"]}
+
+
+def test_a_click_reads_the_policy_without_a_query(client, link, django_assert_num_queries):
+    set_policy(link.campaign, blocked_ips="198.51.100.0/24", max_clicks_per_minute=100)
+    assert visit(client, link).status_code == 302  # reads the link, with its policy
+    with django_assert_num_queries(0):
+        assert visit(client, link).status_code == 302
+    assert visit(client, link, ip="198.51.100.1").status_code == 403  # creates the day's counter
+    # A refusal's only query is its daily counter's.
+    with django_assert_num_queries(1):
+        assert visit(client, link, ip="198.51.100.1").status_code == 403
