@@ -27,8 +27,9 @@ def _page(
         {
             "nav": "offers",
             "offers": access.offers_list(request.publisher),
-            "request_form": request_form or OfferRequestForm(),
-            "link_form": link_form or LinkCreateForm(),
+            # One form per row: no ids, the labels wrap their inputs.
+            "request_form": request_form or OfferRequestForm(auto_id=False),
+            "link_form": link_form or LinkCreateForm(auto_id=False),
             "failed_offer": failed_offer,
         },
         status=status,
@@ -43,7 +44,7 @@ def offers(request: HttpRequest) -> HttpResponse:
 @require_POST
 @member_view
 def offer_request(request: HttpRequest, public_id: str) -> HttpResponse:
-    form = OfferRequestForm(request.POST)
+    form = OfferRequestForm(request.POST, auto_id=False)
     if not form.is_valid():
         return _page(request, request_form=form, failed_offer=public_id, status=400)
     try:
@@ -65,7 +66,7 @@ def offer_request(request: HttpRequest, public_id: str) -> HttpResponse:
 @require_POST
 @member_view
 def offer_link_create(request: HttpRequest, public_id: str) -> HttpResponse:
-    form = LinkCreateForm(request.POST)
+    form = LinkCreateForm(request.POST, auto_id=False)
     if not form.is_valid():
         return _page(request, link_form=form, failed_offer=public_id, status=400)
     try:
