@@ -198,6 +198,8 @@ def smart_ad(request: HttpRequest) -> HttpResponse:
         country=country,
         # A bot's view is not an impression: it would inflate them and lower the CTR.
         count_impressions=not intelligence.parse_user_agent(params.user_agent).is_bot,
+        # Never an ad whose click would be refused (offer_not_approved).
+        may_run=lambda campaign: access.click_access_allowed(campaign, link.publisher_id),
     )
     if unit is None:
         return _smart_response(request, "tracking/smart_ad_blank.html", {}, status=404)

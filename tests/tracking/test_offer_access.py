@@ -9,7 +9,15 @@ from tests.tracking.helpers import isolate_tracking_state
 from tracking import access, clickbuffer
 from tracking.access import AccessState
 from tracking.cache import process_caches_clear
-from tracking.models import Campaign, Click, ClickRejection, OfferAccess, TrackingLink
+from tracking.models import (
+    Campaign,
+    Click,
+    ClickRejection,
+    Creative,
+    OfferAccess,
+    SmartAd,
+    TrackingLink,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -171,3 +179,27 @@ def test_a_paused_offer_is_not_listed(advertiser, publisher):
     assert states(publisher) == {}
     with pytest.raises(access.OfferNotFound):
         access.offer_access_request(publisher=publisher, public_id=gated.public_id)
+
+
+def test_a_smart_ad_shows_only_offers_the_publisher_may_run(client, advertiser, link, publisher):
+    gated = make_campaign(advertiser, "Gated", Campaign.Access.APPROVAL)
+    Creative.objects.create(campaign=gated, name="Gated ad", headline="Gated headline")
+    Creative.objects.create(campaign=link.campaign, name="Open ad", headline="Open headline")
+    unit = SmartAd.objects.create(name="Unit", slots=2)
+    unit.campaigns.add(gated, link.campaign)
+
+    def shown() -> str:
+        response = client.get(
+            "/smart",
+            {"ref": link.code, "smart_ad_id": unit.pk, "spid": "s"},
+            HTTP_USER_AGENT=BROWSER,
+        )
+        assert response.status_code == 200
+        return response.content.decode()
+
+    html = shown()
+    assert "Open headline" in html and "Gated headline" not in html
+    access.offer_access_grant(publisher=publisher, campaign=gated)
+    process_caches_clear()
+    html = shown()
+    assert "Open headline" in html and "Gated headline" in html

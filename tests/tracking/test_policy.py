@@ -12,6 +12,7 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from postbacks.models import Postback
+from publishers.models import CallbackTemplate
 from tests.tracking.helpers import click_stored, isolate_tracking_state
 from tracking import clickbuffer, policy
 from tracking.cache import process_caches_clear
@@ -280,8 +281,6 @@ def test_the_minimum_time_still_comes_first(link, advertiser):
 
 
 def test_the_reason_reaches_the_publishers_callback(link, advertiser, publisher, receiver):
-    from publishers.models import CallbackTemplate
-
     CallbackTemplate.objects.create(
         publisher=publisher,
         url_template=f"{receiver.base_url}/cb?s=[status]&r=[reason]",
