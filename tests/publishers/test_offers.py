@@ -343,3 +343,24 @@ def test_staff_set_a_campaigns_policy_and_access_in_the_admin(admin_client, gran
     campaign.refresh_from_db()
     assert campaign.access == "approval"
     process_caches_clear()
+
+
+def test_the_admin_pages_render(admin_client, granted, publisher):
+    row = OfferAccess.objects.get(publisher=publisher)
+    for url in (
+        "/admin/tracking/offeraccess/",
+        "/admin/tracking/offeraccess/?status__exact=requested",
+        f"/admin/tracking/offeraccess/{row.pk}/change/",
+        "/admin/tracking/offeraccess/add/",
+        "/admin/tracking/campaign/add/",
+        "/admin/tracking/campaign/?access__exact=private",
+    ):
+        assert admin_client.get(url).status_code == 200, url
+    # On an existing row the pair is fixed; the note is staff's to edit (and audited).
+    response = admin_client.post(
+        f"/admin/tracking/offeraccess/{row.pk}/change/", {"decision_note": "Top partner"}
+    )
+    assert response.status_code == 302
+    row.refresh_from_db()
+    assert (row.status, row.decision_note) == ("approved", "Top partner")
+    assert AuditEvent.objects.filter(publisher=publisher, action="staff.edited").exists()
