@@ -185,6 +185,22 @@ _REDIS_BACKOFF_SECONDS = 5.0
 _redis_down_until = 0.0
 
 
+def ip_bucket(ip: str) -> str:
+    """What the per-IP cap counts: the address, or for IPv6 its /64 (one subscriber's
+    network: a client picks any address in it at will).
+
+    >>> ip_bucket("203.0.113.7"), ip_bucket("2001:db8:1:2:aaaa::1")
+    ('203.0.113.7', '2001:db8:1:2::/64')
+    """
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else address)
+
+
 def _rate_key(campaign_id: int, scope: str, value: str, window: int) -> str:
     digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
     return f"{settings.TRACKING_REDIS_PREFIX}rate:{campaign_id}:{scope}:{digest}:{window}"
@@ -207,7 +223,7 @@ def rate_cap_refusal(
     if policy.per_ip and ip:
         checks.append(
             (
-                _rate_key(campaign_id, "ip", ip, window),
+                _rate_key(campaign_id, "ip", ip_bucket(ip), window),
                 policy.per_ip,
                 ClickRejection.Reason.RATE_CAP_IP,
             )
@@ -255,7 +271,10 @@ def _rate_cap_local(keys: list[str], limits: list[int]) -> int:
             return index
     for key in keys:
         if not cache.add(key, 1, timeout=WINDOW_SECONDS * 2):
-            cache.incr(key)
+            try:
+                cache.incr(key)
+            except ValueError:  # expired between the two calls
+                cache.add(key, 1, timeout=WINDOW_SECONDS * 2)
     return 0
 
 

@@ -2,6 +2,7 @@
 click-rate caps on the click (real Redis, the production click path), the bot action on the
 conversion, each decision with its named reason."""
 
+import doctest
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,7 @@ from postbacks.models import Postback
 from publishers.models import CallbackTemplate
 from tests.tracking.helpers import click_stored, isolate_tracking_state
 from tracking import clickbuffer, policy
+from tracking import models as tracking_models
 from tracking.cache import process_caches_clear
 from tracking.models import (
     CampaignPolicy,
@@ -301,3 +303,22 @@ def test_a_click_reads_the_policy_without_a_query(client, link, django_assert_nu
     # A refusal's only query is its daily counter's.
     with django_assert_num_queries(1):
         assert visit(client, link, ip="198.51.100.1").status_code == 403
+
+
+def test_the_ip_cap_counts_an_ipv6_client_by_its_64(client, link, publisher):
+    set_policy(link.campaign, max_clicks_per_ip_per_minute=2)
+    addresses = ["2001:db8:1:2::1", "2001:db8:1:2::ffff", "2001:db8:1:2:abcd::9"]
+    assert [visit(client, link, ip=ip).status_code for ip in addresses] == [302, 302, 429]
+    assert visit(client, link, ip="2001:db8:1:3::1").status_code == 302  # another /64
+    assert refusals(publisher) == {"rate_cap_ip": 1}
+
+
+def test_the_docstring_examples_hold():
+    results = doctest.testmod(policy)
+    assert results.attempted > 0 and results.failed == 0
+    finder = doctest.DocTestFinder()
+    runner = doctest.DocTestRunner()
+    for name in ("parse_ip_blocks",):
+        for test in finder.find(getattr(tracking_models, name)):
+            runner.run(test)
+    assert runner.failures == 0 and runner.tries > 0
