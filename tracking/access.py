@@ -12,6 +12,7 @@ it where it matters:
 - the writes: a publisher's request, staff's decision or direct grant, each in the audit trail.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -164,7 +165,11 @@ def offer_access_request(
 
 
 def offer_access_decide(
-    *, access_ids, approve: bool, note: str | None = None, actor: Actor | None = None
+    *,
+    access_ids: Iterable[int],
+    approve: bool,
+    note: str | None = None,
+    actor: Actor | None = None,
 ) -> int:
     """Staff's decision on access rows (requested ones, or a change of mind on decided ones):
     approve or reject, with a note shown to the publisher (None keeps each row's own).
@@ -175,7 +180,8 @@ def offer_access_decide(
     for pk in access_ids:
         with transaction.atomic():
             row = (
-                OfferAccess.objects.select_for_update()
+                # Lock the row only, not the campaign and publisher it is read with.
+                OfferAccess.objects.select_for_update(of=("self",))
                 .select_related("campaign", "publisher")
                 .filter(pk=pk)
                 .exclude(status=status)
