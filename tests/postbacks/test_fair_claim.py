@@ -15,6 +15,7 @@ from postbacks.dispatch import Lane, rows
 from postbacks.dispatch.rows import DispatchConfig
 from postbacks.models import Postback, PostbackAttempt
 from publishers.models import CallbackTemplate
+from tests.api.conftest import client_for
 from tests.postbacks.test_dispatch import answer_when, make_postbacks, own_redis_keys
 
 pytestmark = pytest.mark.django_db
@@ -250,6 +251,39 @@ def test_the_deliveries_page_says_when_the_publishers_endpoint_is_slow(
     Postback.objects.all().delete()
     page = owner_client.get(reverse("deliveries"), {"state": "pending"}).content.decode()
     assert 'id="slow-endpoints"' not in page
+
+
+def test_the_api_says_which_pending_postbacks_wait_for_their_endpoint(
+    template, link, publisher_key, settings
+):
+    settings.POSTBACKS_BREAKER_FAILURES = 1
+    settings.POSTBACKS_HOST_MAX_IN_FLIGHT = 2
+    broken = host_rows(template, link, "slow.example:80", 2, due_at=timezone.now())
+    full = host_rows(template, link, "full.example:80", 1, due_at=timezone.now())
+    idle = host_rows(template, link, "idle.example:80", 1, due_at=timezone.now())
+    gate = fairness.get_gate()
+    gate.settle({"slow.example:80": fairness.HostTally(failed=1, hung=1)})
+    gate.admit({"full.example:80": 2}, cap=2)
+    Postback.objects.filter(pk=broken[1].pk).update(status=Postback.Status.FAILED)
+    api = client_for(publisher_key)
+
+    listed = {
+        p["event_id"]: p["waiting_for_endpoint"]
+        for p in api.get("/api/v1/postbacks").json()["results"]
+    }
+    assert listed == {
+        broken[0].event_id: "breaker",
+        broken[1].event_id: None,  # given up: it waits for nothing
+        full[0].event_id: "busy",
+        idle[0].event_id: None,
+    }
+    detail = api.get(f"/api/v1/postbacks/{broken[0].event_id}").json()
+    assert detail["waiting_for_endpoint"] == "breaker"
+    # A held postback waits for its callback's resume, whatever its endpoint does.
+    template.paused_at, template.paused_reason = timezone.now(), "manual"
+    template.is_active = False
+    template.save(update_fields=["paused_at", "paused_reason", "is_active"])
+    assert api.get(f"/api/v1/postbacks/{broken[0].event_id}").json()["waiting_for_endpoint"] is None
 
 
 @pytest.mark.django_db(transaction=True)
