@@ -20,12 +20,12 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 import requests
 
+from bench.prod import free_port
 from tests.e2e.processes import (
     BROWSER_USER_AGENT,
     REPO_ROOT,
     SCRIPTS_DIR,
     Service,
-    free_port,
     wait_until,
 )
 
