@@ -147,6 +147,43 @@ class InvitationSignupForm(forms.Form):
         return data
 
 
+class SignupForm(forms.Form):
+    """The public sign-up form: an address to verify and the publisher's name."""
+
+    email = forms.EmailField(
+        label="Work e-mail",
+        max_length=254,
+        widget=forms.EmailInput(attrs={"placeholder": "name@example.com", "autocomplete": "email"}),
+        help_text="We send a link to confirm it; you will sign in with it.",
+    )
+    name = forms.CharField(
+        label="Publisher name",
+        max_length=200,
+        widget=forms.TextInput(
+            attrs={"placeholder": "e.g. Example Media", "autocomplete": "organization"}
+        ),
+        help_text="Your company, site or app, as advertisers will see it.",
+    )
+
+
+class SignupCompleteForm(InvitationSignupForm):
+    """The verification link's page: a password, and what staff need to decide."""
+
+    website = forms.URLField(
+        label="Website or app store page",
+        max_length=300,
+        assume_scheme="https",
+        widget=forms.URLInput(attrs={"placeholder": "https://example.com"}),
+    )
+    about = forms.CharField(
+        label="How will you promote our campaigns?",
+        max_length=1000,
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Traffic sources, audience, countries (optional; helps us decide faster).",
+    )
+
+
 class DayField(forms.DateField):
     """Every date the dashboard's forms accept: a calendar picker, within bounds."""
 
