@@ -3,12 +3,14 @@ the admin → the applicant is e-mailed → the owner signs in and invites the t
 never tells whether an address has an account; links are signed and expire; requests are
 throttled per IP address and per e-mail address; CSRF is on."""
 
+import io
 import re
 import time
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core import mail, signing
+from django.core.management import call_command
 from django.test import Client, TestCase
 from django.urls import reverse
 
@@ -349,3 +351,23 @@ def test_a_member_of_another_team_still_uses_that_one(publisher):
     pending = Publisher.objects.get(name="Example Media")
     applicant.post(reverse("publisher_switch"), {"publisher": pending.public_id})
     assert applicant.get(reverse("dashboard")).status_code == 403
+
+
+def test_the_demo_seed_leaves_one_application_for_staff_to_approve(staff_client):
+    call_command("seed_demo", "--json", stdout=io.StringIO())
+    [application] = SignupApplication.objects.all()
+    assert application.status == SignupApplication.Status.PENDING
+    assert application.publisher.status == Publisher.Status.PENDING
+    decide(staff_client, "approve", application)
+    # A second run neither fails nor reopens what staff decided.
+    out = io.StringIO()
+    call_command("seed_demo", "--json", stdout=out)
+    assert "/admin/publishers/signupapplication/" in out.getvalue()
+    [application] = SignupApplication.objects.all()
+    assert application.status == SignupApplication.Status.APPROVED
+    applicant = Client()
+    signed_in = applicant.post(
+        reverse("login"), {"username": "applicant@example.com", "password": "roundtrip-applicant"}
+    )
+    assert signed_in.status_code == 302
+    assert applicant.get(reverse("dashboard")).status_code == 200
