@@ -283,10 +283,11 @@ class AuditEventAdmin(admin.ModelAdmin):
 
 
 @admin.register(SignupApplication)
-class SignupApplicationAdmin(admin.ModelAdmin):
+class SignupApplicationAdmin(StaffAuditedAdmin):
     """Publishers who signed up (publishers/signup.py), waiting for staff: approve or reject
     them with the actions; the applicant is e-mailed and the publisher's Activity records
-    who decided. Only the rejection's reason is written here."""
+    who decided. Only the rejection's reason is written here (an audited staff edit); an
+    application is not deleted (delete its publisher instead)."""
 
     list_display = ["publisher", "email", "website", "status", "created_at", "decided_at"]
     list_filter = ["status"]
@@ -310,6 +311,9 @@ class SignupApplicationAdmin(admin.ModelAdmin):
         return [name for name in self.fields if name != "reason"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
     @admin.action(description="Approve selected applications (e-mails the applicants)")

@@ -10,8 +10,9 @@ import time
 import pytest
 from django.contrib.auth import get_user_model
 from django.core import mail, signing
+from django.core.cache import caches
 from django.core.management import call_command
-from django.test import Client, TestCase
+from django.test import Client, TestCase, override_settings
 from django.urls import reverse
 
 from config.redis import get_redis
@@ -160,8 +161,13 @@ def test_a_rejected_applicant_is_told_and_stays_shut_out(staff_client):
     publisher = application.publisher
     # A key staff made by mistake does not open the API either.
     _, key = api_key_create(publisher=publisher)
-    application.reason = "We only work with sites that have their own traffic."
-    application.save()
+    reason = "We only work with sites that have their own traffic."
+    change = reverse("admin:publishers_signupapplication_change", args=[application.pk])
+    assert staff_client.post(change, {"reason": reason}).status_code == 302
+    application.refresh_from_db()
+    assert application.reason == reason
+    [edit] = AuditEvent.objects.filter(publisher=publisher, action=Action.STAFF_EDITED)
+    assert edit.details["changed"] == {"reason": {"from": "", "to": reason}}
 
     decide(staff_client, "reject", application)
     [message] = mail.outbox
@@ -371,3 +377,20 @@ def test_the_demo_seed_leaves_one_application_for_staff_to_approve(staff_client)
     )
     assert signed_in.status_code == 302
     assert applicant.get(reverse("dashboard")).status_code == 200
+
+
+def test_sign_up_still_works_unthrottled_when_redis_is_down(client):
+    unreachable = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens on port 1
+        }
+    }
+    with override_settings(CACHES=unreachable, PUBLISHER_SIGNUP_RATE_LIMIT="1/hour"):
+        caches._settings = None  # make the cache handler re-read CACHES
+        try:
+            for i in range(3):
+                assert request_signup(client, f"a{i}@media.example").status_code == 302
+                assert len(mail.outbox) == 1
+        finally:
+            caches._settings = None
