@@ -19,6 +19,8 @@ from config.redis import get_redis
 from publishers import signup
 from publishers.models import AuditEvent, Invitation, Membership, Publisher, SignupApplication
 from publishers.services import api_key_create
+from tracking.cache import process_caches_clear
+from tracking.models import TrackingLink
 
 pytestmark = pytest.mark.django_db
 
@@ -394,3 +396,19 @@ def test_sign_up_still_works_unthrottled_when_redis_is_down(client):
                 assert len(mail.outbox) == 1
         finally:
             caches._settings = None
+
+
+def test_a_pending_publishers_link_and_key_do_not_work_until_approved(campaign, staff_client):
+    signed_up()
+    application = SignupApplication.objects.get()
+    publisher = application.publisher
+    link = TrackingLink.objects.create(publisher=publisher, campaign=campaign, code="pending-1")
+    _, key = api_key_create(publisher=publisher)
+    visitor = Client()
+    assert visitor.get("/click?ref=pending-1&spid=1").status_code == 404
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert api.get("/api/v1/postbacks").status_code == 401
+    decide(staff_client, "approve", application)
+    process_caches_clear()  # the click endpoint caches each link's read for a few seconds
+    assert visitor.get(f"/click?ref={link.code}&spid=1").status_code == 302
+    assert api.get("/api/v1/postbacks").status_code == 200
