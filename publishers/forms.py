@@ -165,6 +165,13 @@ class SignupForm(forms.Form):
         help_text="Your company, site or app, as advertisers will see it.",
     )
 
+    def clean_name(self) -> str:
+        # The name goes into e-mail subjects and the admin: one line of printable text.
+        name = self.cleaned_data["name"]
+        if any(ord(char) < 32 or ord(char) == 127 for char in name):
+            raise forms.ValidationError("Use one line of text, without control characters.")
+        return name
+
 
 class SignupCompleteForm(InvitationSignupForm):
     """The verification link's page: a password, and what staff need to decide."""

@@ -273,12 +273,12 @@ def _decide(
 
 def _send_decision(application: SignupApplication) -> None:
     approved = application.status == SignupApplication.Status.APPROVED
+    # One line, whatever staff may have typed into the name since (a header can't hold more).
+    name = " ".join(application.publisher.name.split())
     _mail(
         application.email,
         f"registration/signup_{'approved' if approved else 'rejected'}_email.txt",
-        f"{application.publisher.name} is approved on Roundtrip"
-        if approved
-        else f"Your Roundtrip sign-up for {application.publisher.name}",
+        f"{name} is approved on Roundtrip" if approved else f"Your Roundtrip sign-up for {name}",
         {"application": application, "publisher": application.publisher},
     )
 

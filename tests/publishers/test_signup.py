@@ -315,6 +315,10 @@ def test_bad_input_is_a_form_error_and_makes_nothing(client):
     response = client.post(reverse("signup"), {"email": "not-an-address", "name": ""})
     assert response.status_code == 400 and mail.outbox == []
     assert "Enter a valid email address" in response.content.decode()
+    # The name goes into e-mail subjects: one line only.
+    response = request_signup(client, "ana@media.example", "Media\nBcc: all@example.com")
+    assert response.status_code == 400 and mail.outbox == []
+    assert "without control characters" in response.content.decode()
     request_signup(client, "ana@media.example")
     link = link_in(mail.outbox[0])
     for overrides in (
