@@ -180,7 +180,10 @@ class SignupCompleteForm(InvitationSignupForm):
         label="Website or app store page",
         max_length=300,
         assume_scheme="https",
-        widget=forms.URLInput(attrs={"placeholder": "https://example.com"}),
+        # A text input (styled like the others) that phones still open with a URL keyboard.
+        widget=forms.TextInput(
+            attrs={"placeholder": "https://example.com", "inputmode": "url", "autocomplete": "url"}
+        ),
     )
     about = forms.CharField(
         label="How will you promote our campaigns?",
