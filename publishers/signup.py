@@ -128,7 +128,7 @@ def signup_throttle_wait(request: HttpRequest, *, email: str = "") -> int | None
     return max(1, int(throttle.wait() or 1))
 
 
-def _address_taken(email: str) -> bool:
+def signup_address_taken(email: str) -> bool:
     """Whether an account has this address, as its e-mail or as its username (sign-up makes
     the address the username, so either would collide)."""
     return (
@@ -141,7 +141,7 @@ def signup_request(*, email: str, name: str) -> None:
     free, else a note that it already has an account. The caller answers the same either way
     (the form must not tell who has an account)."""
     email = get_user_model().objects.normalize_email(email.strip())
-    if _address_taken(email):
+    if signup_address_taken(email):
         _mail(email, "registration/signup_exists_email.txt", "Your Roundtrip sign-up", {})
         return
     token = signup_link_token(SignupClaim(email=email, name=name.strip()))
@@ -169,7 +169,7 @@ def signup_complete(
     """Make the account, the pending publisher, its owner membership and the application, in
     one transaction. Raises SignupError "taken" when the address has an account by now."""
     now = now or timezone.now()
-    if _address_taken(claim.email):
+    if signup_address_taken(claim.email):
         raise SignupError("taken", "This address already has an account.")
     try:
         with transaction.atomic():

@@ -61,6 +61,10 @@ def signup_verify(request: HttpRequest, token: str) -> HttpResponse:
     _open_or_404()
     try:
         claim = signup.signup_claim_read(token)
+        if signup.signup_address_taken(claim.email):
+            # Said at once, not after a password is chosen (only the address's owner has the
+            # link, so this tells nobody else anything).
+            raise signup.SignupError("taken", "This address already has an account.")
     except signup.SignupError as exc:
         return _link_refused(request, exc)
     form = SignupCompleteForm(email=claim.email)

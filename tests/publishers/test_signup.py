@@ -234,11 +234,9 @@ def test_a_link_makes_one_account_and_a_second_use_is_refused(client):
     assert verify(Client(), link_in(first)).status_code == 302
     for link in (link_in(first), link_in(second)):
         again = Client()
-        page = again.get(link)
-        assert page.status_code == 200  # the form shows; choosing a password is refused
-        refused = verify(again, link)
-        assert refused.status_code == 410
-        assert "This link was already used" in refused.content.decode()
+        for refused in (again.get(link), verify(again, link)):
+            assert refused.status_code == 410
+            assert "This link was already used" in refused.content.decode()
     assert SignupApplication.objects.count() == 1
     assert get_user_model().objects.filter(email__iexact="ana@media.example").count() == 1
 
@@ -416,3 +414,16 @@ def test_a_pending_publishers_link_and_key_do_not_work_until_approved(campaign, 
     process_caches_clear()  # the click endpoint caches each link's read for a few seconds
     assert visitor.get(f"/click?ref={link.code}&spid=1").status_code == 302
     assert api.get("/api/v1/postbacks").status_code == 200
+
+
+def test_the_service_makes_one_account_per_address():
+    claim = signup.SignupClaim(email="ana@media.example", name="Example Media")
+    signup.signup_complete(claim=claim, password=PASSWORD, website="https://media.example")
+    with pytest.raises(signup.SignupError) as refused:
+        signup.signup_complete(
+            claim=signup.SignupClaim(email="ANA@media.example", name="Again"),
+            password=PASSWORD,
+            website="https://media.example",
+        )
+    assert refused.value.code == "taken"
+    assert Publisher.objects.filter(status=Publisher.Status.PENDING).count() == 1
