@@ -5,6 +5,7 @@ throttled per IP address and per e-mail address; CSRF is on."""
 
 import io
 import re
+import threading
 import time
 
 import pytest
@@ -12,6 +13,7 @@ from django.contrib.auth import get_user_model
 from django.core import mail, signing
 from django.core.cache import caches
 from django.core.management import call_command
+from django.db import connection
 from django.test import Client, TestCase, override_settings
 from django.urls import reverse
 
@@ -427,3 +429,32 @@ def test_the_service_makes_one_account_per_address():
         )
     assert refused.value.code == "taken"
     assert Publisher.objects.filter(status=Publisher.Status.PENDING).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_link_opened_twice_at_once_makes_one_account():
+    """Both requests may pass the "address taken" check before either commits: the unique
+    username then refuses the second, which answers "taken" (never a 500)."""
+    claim = signup.SignupClaim(email="ana@media.example", name="Example Media")
+    start = threading.Barrier(4)
+    outcomes: list[str] = []
+
+    def complete() -> None:
+        start.wait()
+        try:
+            signup.signup_complete(claim=claim, password=PASSWORD, website="https://m.example")
+            outcomes.append("made")
+        except signup.SignupError as exc:
+            outcomes.append(exc.code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=complete) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(outcomes) == ["made", "taken", "taken", "taken"]
+    assert get_user_model().objects.filter(username="ana@media.example").count() == 1
+    assert SignupApplication.objects.count() == 1
+    assert Publisher.objects.filter(name="Example Media").count() == 1
