@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import redirect
+from django.shortcuts import redirect, render
 from django.utils.http import urlencode
 
 from publishers import selectors
@@ -30,7 +30,7 @@ def member_view(view: View) -> View:
     A staff user who picked a publisher on the staff page sees that publisher's dashboard
     read-only (`request.staff_view`): as a member, never an owner, and anything but a read
     is refused (403). A staff user on no team is sent to that page; anyone else on no team
-    gets a 404."""
+    gets a 404. A publisher that signed up and is not approved shows only its status."""
 
     @login_required
     @wraps(view)
@@ -52,9 +52,26 @@ def member_view(view: View) -> View:
             raise Http404("You are not a member of any publisher.")
         request.membership = membership
         request.publisher = membership.publisher
+        if membership.publisher.awaiting_approval and viewed is None:
+            return awaiting_approval(request)
         return view(request, *args, **kwargs)
 
     return wrapper
+
+
+def awaiting_approval(request: HttpRequest) -> HttpResponse:
+    """What the team of a signed-up publisher that is pending or rejected sees instead of any
+    dashboard page (publishers/signup.py): 403, and why."""
+    publisher = request.publisher
+    return render(
+        request,
+        "publishers/awaiting_approval.html",
+        {
+            "publisher": publisher,
+            "application": getattr(publisher, "signup_application", None),
+        },
+        status=403,
+    )
 
 
 def owner_view(view: View) -> View:

@@ -4,6 +4,7 @@ Keys are stored hashed, so each run issues fresh demo credentials and revokes th
 ones; everything else is created once and updated in place.
 """
 
+import contextlib
 import json
 import shlex
 from datetime import timedelta
@@ -19,6 +20,7 @@ from django.utils import timezone
 
 from publishers.models import CallbackTemplate, Membership, Publisher, PublisherAPIKey
 from publishers.services import api_key_create
+from publishers.signup import SignupClaim, SignupError, signup_complete
 from tracking.models import (
     Advertiser,
     AdvertiserAPIKey,
@@ -32,6 +34,8 @@ from tracking.services import advertiser_key_create
 DEMO_KEY_NAME = "seed_demo"
 ADMIN = ("admin", "roundtrip-admin")
 PUBLISHER_USER = ("publisher", "roundtrip-demo")
+# A publisher who signed up and waits for staff (Admin → Signup applications).
+APPLICANT = ("applicant@example.com", "roundtrip-applicant")
 LINK_CODE = "demo"
 SMART_AD_ID = 1491
 EXAMPLE_SPID = 'a b&c/d?e#f%g"ü'
@@ -130,6 +134,15 @@ class Command(BaseCommand):
             ) from None
         template.save()
 
+        # Made once: on later runs the address is taken (and staff may have decided since).
+        with contextlib.suppress(SignupError):
+            signup_complete(
+                claim=SignupClaim(email=APPLICANT[0], name="Demo Applicant Media"),
+                password=APPLICANT[1],
+                website="https://applicant.example",
+                about="A cooking blog with a weekly newsletter (demo application).",
+            )
+
         now = timezone.now()
         AdvertiserAPIKey.objects.filter(
             advertiser=advertiser, name=DEMO_KEY_NAME, revoked_at__isnull=True
@@ -165,6 +178,8 @@ class Command(BaseCommand):
             "callback_url_template": callback_url,
             "dashboard_url": f"{site}/dashboard/",
             "admin_url": f"{site}/admin/",
+            "signup_url": f"{site}/signup/",
+            "signup_applications_url": f"{site}/admin/publishers/signupapplication/",
             "demo_receiver_url": f"{site}/demo/receiver/",
             "conversion_api_url": f"{site}/api/v1/conversions",
             "get_postback_url": (
@@ -173,6 +188,7 @@ class Command(BaseCommand):
             "logins": {
                 "admin": {"username": ADMIN[0], "password": ADMIN[1]},
                 "publisher": {"username": PUBLISHER_USER[0], "password": PUBLISHER_USER[1]},
+                "applicant": {"username": APPLICANT[0], "password": APPLICANT[1]},
             },
             "conversion_curl": self._curl(site, example_link, advertiser_key),
         }
@@ -200,6 +216,8 @@ Roundtrip demo is ready.
   Dashboard      {r["dashboard_url"]}   (login {r["logins"]["publisher"]["username"]} / {r["logins"]["publisher"]["password"]})
   Admin          {r["admin_url"]}       (login {r["logins"]["admin"]["username"]} / {r["logins"]["admin"]["password"]})
   Demo receiver  {r["demo_receiver_url"]}   (the demo publisher's callbacks land here)
+  Sign-up        {r["signup_url"]}   (an application waits for approval at
+                 {r["signup_applications_url"]}; its owner: {r["logins"]["applicant"]["username"]} / {r["logins"]["applicant"]["password"]})
 
   Tracking link  {r["tracking_link"]}
   With a tricky spid ({r["example_spid"]}):
