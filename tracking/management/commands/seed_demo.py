@@ -22,6 +22,7 @@ from publishers.services import api_key_create
 from tracking.models import (
     Advertiser,
     AdvertiserAPIKey,
+    AdvertiserUser,
     Campaign,
     Creative,
     SmartAd,
@@ -32,6 +33,7 @@ from tracking.services import advertiser_key_create
 DEMO_KEY_NAME = "seed_demo"
 ADMIN = ("admin", "roundtrip-admin")
 PUBLISHER_USER = ("publisher", "roundtrip-demo")
+ADVERTISER_USER = ("advertiser", "roundtrip-advertiser")
 LINK_CODE = "demo"
 SMART_AD_ID = 1491
 EXAMPLE_SPID = 'a b&c/d?e#f%g"ü'
@@ -78,6 +80,14 @@ class Command(BaseCommand):
         )
 
         advertiser, _ = Advertiser.objects.get_or_create(name="Demo Advertiser")
+        # The advertiser portal's login (/advertiser/): an owner, so the keys page works too.
+        adv_user, _ = user_model.objects.get_or_create(username=ADVERTISER_USER[0])
+        adv_user.set_password(ADVERTISER_USER[1])
+        adv_user.save()
+        AdvertiserUser.objects.update_or_create(
+            user=adv_user,
+            defaults={"advertiser": advertiser, "role": AdvertiserUser.Role.OWNER},
+        )
         campaign, _ = Campaign.objects.get_or_create(
             advertiser=advertiser,
             name="Demo Campaign",
@@ -164,6 +174,7 @@ class Command(BaseCommand):
             "publisher_api_key": publisher_key,
             "callback_url_template": callback_url,
             "dashboard_url": f"{site}/dashboard/",
+            "advertiser_portal_url": f"{site}/advertiser/",
             "admin_url": f"{site}/admin/",
             "demo_receiver_url": f"{site}/demo/receiver/",
             "conversion_api_url": f"{site}/api/v1/conversions",
@@ -173,6 +184,7 @@ class Command(BaseCommand):
             "logins": {
                 "admin": {"username": ADMIN[0], "password": ADMIN[1]},
                 "publisher": {"username": PUBLISHER_USER[0], "password": PUBLISHER_USER[1]},
+                "advertiser": {"username": ADVERTISER_USER[0], "password": ADVERTISER_USER[1]},
             },
             "conversion_curl": self._curl(site, example_link, advertiser_key),
         }
@@ -198,6 +210,7 @@ class Command(BaseCommand):
 Roundtrip demo is ready.
 
   Dashboard      {r["dashboard_url"]}   (login {r["logins"]["publisher"]["username"]} / {r["logins"]["publisher"]["password"]})
+  Advertisers    {r["advertiser_portal_url"]}  (login {r["logins"]["advertiser"]["username"]} / {r["logins"]["advertiser"]["password"]})
   Admin          {r["admin_url"]}       (login {r["logins"]["admin"]["username"]} / {r["logins"]["admin"]["password"]})
   Demo receiver  {r["demo_receiver_url"]}   (the demo publisher's callbacks land here)
 
