@@ -226,9 +226,10 @@ def integration_snippets(site: str, campaign: Campaign) -> dict[str, str]:
         "payout": payout,
         "currency": campaign.currency,
     }
+    landing = " ".join(campaign.landing_url.split())
     about = (
-        f"Campaign {name} ({campaign.public_id}): your landing page receives the click id "
-        f"in {campaign.landing_url.split('?')[0]}?…[click_id]"
+        f"Campaign {name} ({campaign.public_id}): visitors arrive at {landing} "
+        "with their click id where it says [click_id]"
     )
     api = f"{site}/api/v1/conversions"
     curl = (
