@@ -86,6 +86,7 @@ BOOKKEEPING = re.compile(
 @dataclass
 class Outcome:
     statuses: Counter = field(default_factory=Counter)
+    by_caller: Counter = field(default_factory=Counter)  # (caller, status class)
     errors: list = field(default_factory=list)  # (caller, method, url, status, exception)
     writes: list = field(default_factory=list)  # refused requests that changed rows
 
@@ -163,6 +164,7 @@ class Walker:
             if changed:
                 self.outcome.writes.append((*self.current, response.status_code, changed))
         self.outcome.statuses[response.status_code // 100] += 1
+        self.outcome.by_caller[(caller, response.status_code // 100)] += 1
         if caller in SESSION_USERS and "logout" in url:
             client.force_login(get_user_model().objects.get(username=SESSION_USERS[caller]))
             self.writes = row_writes()  # the sign-in's own writes are not the next request's
@@ -323,3 +325,5 @@ def test_it_never_answers_5xx_nor_writes_on_refusal(
     assert not outcome.writes, outcome.report()
     # Every named pattern was walked, and most answers were refusals.
     assert len(walked) > 150 and outcome.statuses[4] > outcome.statuses[2]
+    # The signed-in advertiser got past the portal's door: its pages and forms were reached.
+    assert outcome.by_caller[("advertiser-session", 2)] > 50

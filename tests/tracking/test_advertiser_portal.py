@@ -18,6 +18,7 @@ from django.utils.html import escape
 
 from postbacks.models import Postback
 from publishers.models import CallbackTemplate, Membership, Publisher
+from publishers.services import TeamError, invitation_accept, member_invite
 from tests.tracking.helpers import click_stored
 from tracking.models import (
     Advertiser,
@@ -602,6 +603,15 @@ def test_staff_add_an_advertiser_user_in_the_admin(admin_client, advertiser, pub
     )
     assert response.status_code == 200 and "advertiser user" in response.content.decode()
     assert not Membership.objects.filter(user=account).exists()
+
+
+def test_an_advertiser_user_cannot_join_a_publishers_team(publisher, adv_owner):
+    adv_owner.email = "adv@example.com"
+    adv_owner.save()
+    invitation = member_invite(publisher=publisher, email="adv@example.com")
+    with pytest.raises(TeamError, match="advertiser"):
+        invitation_accept(invitation=invitation, user=adv_owner)
+    assert not Membership.objects.filter(user=adv_owner).exists()
 
 
 def test_the_demo_seed_creates_an_advertiser_login(db, capsys, settings):
