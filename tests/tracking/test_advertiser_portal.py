@@ -4,7 +4,9 @@ conversion, and the log of what the intake answered (accepted, duplicate, status
 refused with its reason)."""
 
 import json
+import os
 import re
+import subprocess
 from datetime import timedelta
 from decimal import Decimal
 
@@ -35,6 +37,7 @@ from tracking.models import (
 from tracking.portal import services as portal_services
 from tracking.portal.selectors import OUTCOME_LOG
 from tracking.portal.urls import urlpatterns
+from tracking.portal.views import integration_snippets
 from tracking.services import advertiser_key_create, conversion_record
 
 pytestmark = pytest.mark.django_db
@@ -306,6 +309,35 @@ def test_it_fills_the_snippets_with_the_site_and_campaign_never_a_secret(
         assert marker in body
     assert api_key not in body
     assert api_key.split("_")[2] not in body  # not even the lookup part
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_snippets_record_conversions_as_pasted(live_server, link, api_key, capsys):
+    """The Python and curl snippets, with only the key, the click id and the order id filled
+    in, record conversions on a running server."""
+    snippets = integration_snippets(live_server.url, link.campaign)
+    first = click_stored(link=link, spid="snippet-py", user_agent=BROWSER)
+    namespace: dict = {}
+    exec(snippets["python"], namespace)  # noqa: S102 - our own snippet, the point of the test
+    os.environ["ROUNDTRIP_API_KEY"] = api_key
+    try:
+        namespace["report_conversion"](first.click_id, "order-py")
+    finally:
+        del os.environ["ROUNDTRIP_API_KEY"]
+    assert capsys.readouterr().out.startswith("201 ")
+    assert Conversion.objects.get(txn_id="order-py").payout == Decimal("2.50")
+    second = click_stored(link=link, spid="snippet-curl", user_agent=BROWSER)
+    script = snippets["curl"].replace("CLICK_ID", second.click_id).replace("ORDER_ID", "order-sh")
+    answer = subprocess.run(
+        ["bash", "-c", script],
+        env={**os.environ, "ROUNDTRIP_API_KEY": api_key},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert json.loads(answer.stdout)["txn_id"] == "order-sh"
+    assert Conversion.objects.filter(txn_id="order-sh").exists()
 
 
 # --- Keys: reveal once, revoke for real -----------------------------------------------------
