@@ -411,6 +411,9 @@ POSTBACKS_SUCCEEDED_RETENTION_DAYS = env.int("POSTBACKS_SUCCEEDED_RETENTION_DAYS
 CLICKS_RETENTION_DAYS = env.int("CLICKS_RETENTION_DAYS", default=0)
 # The activity trail (publishers' AuditEvent rows: who changed what, staff edits included).
 AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=400)
+# The advertisers' log of what the intake answered each request (IntakeOutcome: the advertiser
+# portal's Conversions sent). The conversions themselves are never pruned.
+INTAKE_OUTCOME_RETENTION_DAYS = env.int("INTAKE_OUTCOME_RETENTION_DAYS", default=400)
 # Rows deleted per statement and statements per run: a run stays short and its locks small.
 RETENTION_BATCH_SIZE = env.int("RETENTION_BATCH_SIZE", default=5000)
 RETENTION_MAX_BATCHES = env.int("RETENTION_MAX_BATCHES", default=100)

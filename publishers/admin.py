@@ -24,6 +24,7 @@ from publishers.services import (
     member_invite,
 )
 from publishers.signup import signup_approve, signup_reject
+from tracking.models import AdvertiserUser
 
 
 class StaffAuditedAdmin(admin.ModelAdmin):
@@ -84,8 +85,21 @@ class CallbackTemplateAdminForm(forms.ModelForm):
         fields = ["publisher", "name", "url_template", "statuses", "events", "campaign"]
 
 
+class MembershipAdminForm(forms.ModelForm):
+    """A publisher's team takes no advertiser user: each account has one area."""
+
+    def clean_user(self):
+        user = self.cleaned_data["user"]
+        if user is not None and AdvertiserUser.objects.filter(user=user).exists():
+            raise forms.ValidationError(
+                "This account is an advertiser user; a team member needs an account of its own."
+            )
+        return user
+
+
 class MembershipInline(admin.TabularInline):
     model = Membership
+    form = MembershipAdminForm
     extra = 0
     autocomplete_fields = ["user"]
 
@@ -236,6 +250,7 @@ class CallbackTemplateAdmin(StaffAuditedAdmin):
 
 @admin.register(Membership)
 class MembershipAdmin(StaffAuditedAdmin):
+    form = MembershipAdminForm
     list_display = ["user", "publisher", "role", "created_at"]
     list_filter = ["role"]
     search_fields = ["user__username", "user__email", "publisher__name"]

@@ -29,8 +29,9 @@ def member_view(view: View) -> View:
 
     A staff user who picked a publisher on the staff page sees that publisher's dashboard
     read-only (`request.staff_view`): as a member, never an owner, and anything but a read
-    is refused (403). A staff user on no team is sent to that page; anyone else on no team
-    gets a 404. A publisher that signed up and is not approved shows only its status."""
+    is refused (403). A staff user on no team is sent to that page, an advertiser user to
+    their portal (/advertiser/); anyone else on no team gets a 404. A publisher that signed up
+    and is not approved shows only its status."""
 
     @login_required
     @wraps(view)
@@ -49,6 +50,9 @@ def member_view(view: View) -> View:
         if membership is None:
             if request.user.is_staff:
                 return redirect("staff_publishers")
+            if selectors.is_advertiser_user(request.user):
+                # Signed in to the wrong area (e.g. after the login page): their own portal.
+                return redirect("advertiser_home")
             raise Http404("You are not a member of any publisher.")
         request.membership = membership
         request.publisher = membership.publisher

@@ -24,6 +24,7 @@ from publishers.signup import SignupClaim, SignupError, signup_complete
 from tracking.models import (
     Advertiser,
     AdvertiserAPIKey,
+    AdvertiserUser,
     Campaign,
     Creative,
     SmartAd,
@@ -36,6 +37,7 @@ ADMIN = ("admin", "roundtrip-admin")
 PUBLISHER_USER = ("publisher", "roundtrip-demo")
 # A publisher who signed up and waits for staff (Admin → Signup applications).
 APPLICANT = ("applicant@example.com", "roundtrip-applicant")
+ADVERTISER_USER = ("advertiser", "roundtrip-advertiser")
 LINK_CODE = "demo"
 SMART_AD_ID = 1491
 EXAMPLE_SPID = 'a b&c/d?e#f%g"ü'
@@ -82,6 +84,14 @@ class Command(BaseCommand):
         )
 
         advertiser, _ = Advertiser.objects.get_or_create(name="Demo Advertiser")
+        # The advertiser portal's login (/advertiser/): an owner, so the keys page works too.
+        adv_user, _ = user_model.objects.get_or_create(username=ADVERTISER_USER[0])
+        adv_user.set_password(ADVERTISER_USER[1])
+        adv_user.save()
+        AdvertiserUser.objects.update_or_create(
+            user=adv_user,
+            defaults={"advertiser": advertiser, "role": AdvertiserUser.Role.OWNER},
+        )
         campaign, _ = Campaign.objects.get_or_create(
             advertiser=advertiser,
             name="Demo Campaign",
@@ -177,6 +187,7 @@ class Command(BaseCommand):
             "publisher_api_key": publisher_key,
             "callback_url_template": callback_url,
             "dashboard_url": f"{site}/dashboard/",
+            "advertiser_portal_url": f"{site}/advertiser/",
             "admin_url": f"{site}/admin/",
             "signup_url": f"{site}/signup/",
             "signup_applications_url": f"{site}/admin/publishers/signupapplication/",
@@ -189,6 +200,7 @@ class Command(BaseCommand):
                 "admin": {"username": ADMIN[0], "password": ADMIN[1]},
                 "publisher": {"username": PUBLISHER_USER[0], "password": PUBLISHER_USER[1]},
                 "applicant": {"username": APPLICANT[0], "password": APPLICANT[1]},
+                "advertiser": {"username": ADVERTISER_USER[0], "password": ADVERTISER_USER[1]},
             },
             "conversion_curl": self._curl(site, example_link, advertiser_key),
         }
@@ -214,6 +226,7 @@ class Command(BaseCommand):
 Roundtrip demo is ready.
 
   Dashboard      {r["dashboard_url"]}   (login {r["logins"]["publisher"]["username"]} / {r["logins"]["publisher"]["password"]})
+  Advertisers    {r["advertiser_portal_url"]}  (login {r["logins"]["advertiser"]["username"]} / {r["logins"]["advertiser"]["password"]})
   Admin          {r["admin_url"]}       (login {r["logins"]["admin"]["username"]} / {r["logins"]["admin"]["password"]})
   Demo receiver  {r["demo_receiver_url"]}   (the demo publisher's callbacks land here)
   Sign-up        {r["signup_url"]}   (an application waits for approval at
