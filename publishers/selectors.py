@@ -13,7 +13,7 @@ from publishers.models import (
     Publisher,
     PublisherAPIKey,
 )
-from tracking.models import TrackingLink
+from tracking.models import AdvertiserUser, TrackingLink
 
 # Session keys: the publisher a member of several teams chose, and the one a staff user views
 # read-only (publisher public ids; checked again on every request).
@@ -28,6 +28,11 @@ def memberships_for_user(user) -> QuerySet[Membership]:
         .filter(user=user)
         .order_by("created_at", "pk")
     )
+
+
+def is_advertiser_user(user) -> bool:
+    """Whether the account signs in to an advertiser's portal (/advertiser/) instead."""
+    return user.is_authenticated and AdvertiserUser.objects.filter(user=user).exists()
 
 
 def membership_for_user(request: HttpRequest) -> Membership | None:

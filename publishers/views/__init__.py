@@ -29,6 +29,7 @@ from publishers.views.links import links
 from publishers.views.offers import offer_link_create, offer_request, offers
 from publishers.views.overview import dashboard, home
 from publishers.views.reports import reports
+from publishers.views.signup import signup_form, signup_sent, signup_verify
 from publishers.views.teams import (
     publisher_switch,
     staff_publishers,
@@ -69,6 +70,9 @@ __all__ = [
     "secret_reveal",
     "secret_rotate",
     "settings_page",
+    "signup_form",
+    "signup_sent",
+    "signup_verify",
     "staff_publishers",
     "staff_view_start",
     "staff_view_stop",
