@@ -79,7 +79,7 @@ class CallbackTemplateAdminForm(forms.ModelForm):
 
     class Meta:
         model = CallbackTemplate
-        fields = ["publisher", "name", "url_template", "statuses", "events", "campaign"]
+        fields = ["publisher", "name", "url_template", "method", "statuses", "events", "campaign"]
 
 
 class MembershipInline(admin.TabularInline):
@@ -92,7 +92,7 @@ class CallbackTemplateInline(admin.TabularInline):
     model = CallbackTemplate
     form = CallbackTemplateAdminForm
     extra = 0
-    fields = ["name", "url_template", "events", "statuses", "campaign", "is_active"]
+    fields = ["name", "url_template", "method", "events", "statuses", "campaign", "is_active"]
     readonly_fields = ["is_active"]  # pausing holds postbacks: see CallbackTemplateAdmin
     autocomplete_fields = ["campaign"]
 
@@ -199,9 +199,9 @@ class PublisherAPIKeyAdmin(APIKeyAdmin):
 @admin.register(CallbackTemplate)
 class CallbackTemplateAdmin(StaffAuditedAdmin):
     # Narrow enough for a laptop: statuses, events and the pause time are on the change page.
-    list_display = ["__str__", "publisher", "campaign", "is_active", "paused_reason"]
+    list_display = ["__str__", "publisher", "method", "campaign", "is_active", "paused_reason"]
     list_select_related = ["publisher", "campaign"]
-    list_filter = ["is_active", "paused_reason"]
+    list_filter = ["method", "is_active", "paused_reason"]
     search_fields = ["name", "url_template", "publisher__name", "public_id"]
     readonly_fields = [
         "public_id",
