@@ -116,8 +116,10 @@ class DemoCallback(models.Model):
     publisher's server, so `make run` shows a whole round trip with nothing else running."""
 
     received_at = models.DateTimeField(default=timezone.now)
+    method = models.CharField(max_length=4, default="GET")
     path = models.CharField(max_length=2048)
     query_string = models.TextField(blank=True)
+    body = models.TextField(blank=True)  # a JSON webhook's, as received
     event_id = models.CharField(max_length=40, blank=True)
     signature_valid = models.BooleanField(default=False)
     headers = models.JSONField(default=dict)
