@@ -83,6 +83,7 @@ class CallbackTemplateForm(forms.Form):
         label="Send as",
         choices=CallbackTemplate.Method.choices,
         initial=CallbackTemplate.Method.GET,
+        required=False,  # not sent (an older page, a script): a new one is GET, an edit keeps it
         widget=forms.RadioSelect,
         help_text="GET calls the URL with the placeholders filled in, signed with your "
         "publisher secret. POST sends every value as JSON to the URL, signed as Standard "
@@ -117,7 +118,7 @@ class CallbackTemplateForm(forms.Form):
         return {
             "name": data["name"],
             "url_template": data["url_template"].strip(),
-            "method": data["method"],
+            "method": data["method"] or None,
             "statuses": list(data["statuses"]),
             "events": data["events"],
             "campaign": self.campaigns.get(data["campaign"]),

@@ -61,7 +61,7 @@ def callback_template_create(
     statuses: list[str] | None = None,
     campaign=None,
     is_active: bool = True,
-    method: str = CallbackTemplate.Method.GET,
+    method: str | None = CallbackTemplate.Method.GET,
     actor: Actor | None = None,
 ) -> CallbackTemplate:
     """Validate and save a callback template (raises ValidationError with per-field messages).
@@ -70,7 +70,7 @@ def callback_template_create(
     template = CallbackTemplate(
         publisher=publisher,
         url_template=url_template,
-        method=method,
+        method=method or CallbackTemplate.Method.GET,
         name=name,
         events=events or [],
         statuses=statuses or ["approved"],

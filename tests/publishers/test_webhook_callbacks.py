@@ -195,3 +195,13 @@ def test_the_api_test_of_a_webhook_is_a_signed_post(api, webhook, receiver):
     assert result["request"]["method"] == "POST"
     [received] = receiver.requests
     assert spec_verify(webhook.webhook_secret, received.headers, received.body, now=time.time())
+
+
+def test_an_edit_that_does_not_send_the_method_keeps_it(owner_client, webhook):
+    response = owner_client.post(
+        reverse("callback_edit", args=[webhook.public_id]),
+        {"url_template": webhook.url_template, "statuses": ["approved"], "is_active": "on"},
+    )
+    assert response.status_code == 302
+    webhook.refresh_from_db()
+    assert webhook.method == "POST"
