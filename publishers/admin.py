@@ -76,10 +76,20 @@ class CallbackTemplateAdminForm(forms.ModelForm):
 
     statuses = ConversionStatusesField()
     events = EventNamesField()
+    # Not sent (an older page, a script): GET for a new callback, the current one on an edit.
+    method = forms.ChoiceField(
+        choices=CallbackTemplate.Method.choices,
+        required=False,
+        help_text="POST sends a signed JSON webhook (its secret: the callback's page in the "
+        "publisher's dashboard, for their owners).",
+    )
 
     class Meta:
         model = CallbackTemplate
         fields = ["publisher", "name", "url_template", "method", "statuses", "events", "campaign"]
+
+    def clean_method(self) -> str:
+        return self.cleaned_data["method"] or self.instance.method or CallbackTemplate.Method.GET
 
 
 class MembershipInline(admin.TabularInline):
