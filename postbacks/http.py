@@ -483,7 +483,7 @@ _ERROR_MAP: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], s
 
 def send_get(url: str, **options) -> DeliveryResult:
     """`send_now` of a GET."""
-    return send_now(url, **options)
+    return send_now(url, method="GET", **options)
 
 
 def send_now(
@@ -501,9 +501,9 @@ def send_now(
     resolver: Resolver | None = None,
 ) -> DeliveryResult:
     """Send one request now (a GET, or a POST of `body`), from synchronous code (the "send a
-    test postback" button): the guard, then `fetch` on a session of its own. Any HTTP status is a result; no answer at all
-    raises DeliveryError. Everything, DNS included, ends within `total_timeout` seconds.
-    `resolver(host, port)` replaces the system resolver."""
+    test postback" button): the guard, then `fetch` on a session of its own. Any HTTP status
+    is a result; no answer at all raises DeliveryError. Everything, DNS included, ends within
+    `total_timeout` seconds. `resolver(host, port)` replaces the system resolver."""
     started = time.monotonic()
     destination = vet_destination(
         url,

@@ -195,6 +195,10 @@ def callback_delete(request: HttpRequest, public_id: str) -> HttpResponse:
             "template": template,
             "sent": postbacks.count(),
             "undelivered": postbacks.filter(status=Postback.Status.PENDING).count(),
+            # JSON webhooks can't be signed once their callback (and its secret) is gone.
+            "undelivered_webhooks": postbacks.filter(status=Postback.Status.PENDING)
+            .exclude(body="")
+            .count(),
         },
     )
 

@@ -205,3 +205,13 @@ def test_an_edit_that_does_not_send_the_method_keeps_it(owner_client, webhook):
     assert response.status_code == 302
     webhook.refresh_from_db()
     assert webhook.method == "POST"
+
+
+def test_deleting_a_webhook_warns_that_its_undelivered_webhooks_will_fail(
+    member_client, webhook, link, advertiser, receiver
+):
+    click = click_stored(link=link, spid="spid-del", user_agent=BROWSER)
+    conversion_record(advertiser=advertiser, click_id=click.click_id)
+    page = member_client.get(reverse("callback_delete", args=[webhook.public_id]))
+    assert page.context["undelivered_webhooks"] == 1
+    assert "fail rather than go out unsigned" in page.content.decode()
