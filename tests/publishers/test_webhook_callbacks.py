@@ -215,3 +215,26 @@ def test_deleting_a_webhook_warns_that_its_undelivered_webhooks_will_fail(
     page = member_client.get(reverse("callback_delete", args=[webhook.public_id]))
     assert page.context["undelivered_webhooks"] == 1
     assert "fail rather than go out unsigned" in page.content.decode()
+
+
+def test_staff_set_the_method_in_the_admin_and_never_see_the_secret(admin_client, webhook):
+    url = f"/admin/publishers/callbacktemplate/{webhook.pk}/change/"
+    page = admin_client.get(url).content.decode()
+    assert 'name="method"' in page
+    assert webhook.webhook_secret not in page
+    response = admin_client.post(
+        url,
+        {
+            "publisher": webhook.publisher_id,
+            "url_template": webhook.url_template,
+            "method": "GET",
+            "statuses": ["approved"],
+            "events": "",
+            "campaign": "",
+        },
+    )
+    assert response.status_code == 302
+    webhook.refresh_from_db()
+    assert webhook.method == "GET"
+    event = AuditEvent.objects.get(action="staff.edited")
+    assert event.details["changed"]["method"] == {"from": "POST", "to": "GET"}
