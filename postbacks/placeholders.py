@@ -1,4 +1,5 @@
-"""Placeholder expansion for callback and landing-page URL templates. Pure: no ORM, no settings.
+"""Placeholder expansion for callback and landing-page URL templates, and the same values as a
+JSON webhook's body (`webhook_body`). Pure: no ORM, no settings.
 
 A template is an absolute http(s) URL with `[name]` placeholders (or the `{name}` alias) in its
 path and query. Expansion is single-pass: every value is percent-encoded for the component it
