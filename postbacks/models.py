@@ -31,6 +31,9 @@ class Postback(models.Model):
     conversion_status = models.CharField(max_length=16)
     # Expanded once when the conversion was recorded, then frozen: retries send the same URL.
     url = models.TextField()
+    # A JSON webhook's body (placeholders.webhook_body), built and frozen with the URL: every
+    # retry and re-send POSTs these exact bytes. Empty for a GET postback (most rows: no cost).
+    body = models.TextField(blank=True, default="")
     # The URL's "name:port" (http.destination_host), the unit the claim is fair across: a host
     # at its in-flight cap, or held by its breaker, has none of its rows claimed.
     host = models.CharField(max_length=300, blank=True, default="")
@@ -72,6 +75,11 @@ class Postback(models.Model):
     def __str__(self) -> str:
         return self.event_id
 
+    @property
+    def method(self) -> str:
+        """How it is sent: a JSON webhook is a POST with its body, anything else a GET."""
+        return "POST" if self.body else "GET"
+
 
 class PostbackAttempt(models.Model):
     class Outcome(models.TextChoices):
@@ -108,8 +116,10 @@ class DemoCallback(models.Model):
     publisher's server, so `make run` shows a whole round trip with nothing else running."""
 
     received_at = models.DateTimeField(default=timezone.now)
+    method = models.CharField(max_length=4, default="GET")
     path = models.CharField(max_length=2048)
     query_string = models.TextField(blank=True)
+    body = models.TextField(blank=True)  # a JSON webhook's, as received
     event_id = models.CharField(max_length=40, blank=True)
     signature_valid = models.BooleanField(default=False)
     headers = models.JSONField(default=dict)

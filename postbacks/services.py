@@ -17,6 +17,7 @@ from postbacks.models import Postback
 from postbacks.placeholders import (
     TemplateError,
     expand_placeholders,
+    webhook_body,
 )
 from postbacks.values import placeholder_values
 from publishers.models import CallbackTemplate
@@ -35,7 +36,8 @@ def postbacks_create_for_conversion(
     is_new: bool = False,
 ) -> list[Postback]:
     """Create one postback per matching template for the conversion's current status, unless
-    the conversion has one already (`is_new`: created in this transaction, so it can't).
+    the conversion has one already (`is_new`: created in this transaction, so it can't). A
+    JSON webhook template's postback also gets its body, built from the same values.
 
     Must run inside the conversion's transaction; the delivery tasks are sent on commit.
     Clicks without a spid have nobody to call back.
@@ -73,10 +75,12 @@ def postbacks_create_for_conversion(
             next_attempt_at=health.HELD_UNTIL if template.paused_at else now,
             created_at=now,
         )
+        values = placeholder_values(conversion, click, postback.event_id, now)
+        if template.method == CallbackTemplate.Method.POST:
+            # Frozen with the URL: a retry or a re-send POSTs the same bytes.
+            postback.body = webhook_body(values, status=conversion.status, occurred_at=now)
         try:
-            postback.url = expand_placeholders(
-                template.url_template, placeholder_values(conversion, click, postback.event_id, now)
-            )
+            postback.url = expand_placeholders(template.url_template, values)
         except TemplateError as exc:
             # Kept (and visible) as a failed postback rather than silently skipped.
             postback.url = template.url_template

@@ -234,11 +234,21 @@ class PostbackWithAttemptsSerializer(PostbackSummarySerializer):
 
 
 class PostbackSerializer(PostbackSummarySerializer):
-    """A postback in the delivery log, with its conversion and frozen URL."""
+    """A postback in the delivery log, with its conversion, frozen URL and (a JSON webhook)
+    frozen body."""
 
     conversion_id = serializers.CharField(source="conversion.public_id")
     click_id = serializers.CharField(source="conversion.click.click_id")
     spid = serializers.CharField(source="conversion.click.spid")
+    method = serializers.ChoiceField(
+        choices=CallbackTemplate.Method.choices,
+        read_only=True,
+        help_text='"POST" for a JSON webhook, else "GET".',
+    )
+    body = serializers.SerializerMethodField(
+        help_text="A JSON webhook's body, the exact bytes every attempt sends (a re-send too); "
+        "null for a GET."
+    )
 
     class Meta(PostbackSummarySerializer.Meta):
         fields = [
@@ -246,9 +256,15 @@ class PostbackSerializer(PostbackSummarySerializer):
             "conversion_id",
             "click_id",
             "spid",
+            "method",
             "url",
+            "body",
             *PostbackSummarySerializer.Meta.fields[1:],
         ]
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_body(self, postback: Postback) -> str | None:
+        return postback.body or None
 
 
 class PostbackDetailSerializer(PostbackSerializer):
@@ -449,6 +465,7 @@ class CallbackSerializer(serializers.ModelSerializer):
             "id",
             "name",
             "url_template",
+            "method",
             "events",
             "statuses",
             "campaign",
@@ -464,6 +481,13 @@ class CallbackSerializer(serializers.ModelSerializer):
                 "help_text": "Set while deliveries to this endpoint are paused (410 Gone, "
                 "failing for days, or is_active set to false): its postbacks, those of new "
                 "conversions too, are held until you resume it."
+            },
+            "method": {
+                "help_text": '"GET" (default): the URL with the placeholders filled in, signed '
+                'with your publisher secret. "POST": a JSON webhook to the URL (Standard '
+                "Webhooks headers webhook-id, webhook-timestamp, webhook-signature), signed with "
+                "the callback's own secret, which owners reveal and rotate in the dashboard; "
+                "its body carries every placeholder's value (docs/delivery.md, JSON webhooks)."
             },
             "is_active": {
                 "help_text": "false pauses the callback (its postbacks are held, not dropped); "

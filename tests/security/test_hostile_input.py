@@ -36,6 +36,7 @@ NAMES = [
     *("payout", "revenue", "currency", "txn_id", "updated_since", "sample_values", "next"),
     *("website", "about"),
     "kind",
+    *("method", "callback"),
 ]
 DATE_NAMES = ("start", "end", "from", "to", "updated_since")
 INT_NAMES = ("limit", "payout", "revenue", "campaign_id", "callback_id", "smart_ad_id")
@@ -47,6 +48,7 @@ LONG_NAMES = (
     *("q", "spid", "click_id", "ref", "token", "event", "event_id", "txn_id", "name"),
     *("url_template", "email", "username", "password", "campaign", "placement", "keyword"),
     *("website", "about"),
+    *("method", "callback"),
 )
 # Raw (already percent-encoded) values for query strings, form bodies and path segments.
 RAW_VALUES = {
@@ -253,7 +255,7 @@ def base_queries(data, postback_token: str) -> dict[str, str]:
 def base_json(data) -> dict[str, dict]:
     return {
         "/api/v1/conversions/": {"click_id": data.clicks[1].click_id, "event": "sale"},
-        "/api/v1/callbacks": {"url_template": "https://cb.example/?s=[spid]"},
+        "/api/v1/callbacks": {"url_template": "https://cb.example/?s=[spid]", "method": "POST"},
     }
 
 

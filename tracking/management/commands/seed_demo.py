@@ -44,12 +44,20 @@ EXAMPLE_SPID = 'a b&c/d?e#f%g"ü'
 
 
 class Command(BaseCommand):
-    help = "Create (or refresh) a demo admin, publisher, advertiser, campaign, link and callback."
+    help = (
+        "Create (or refresh) a demo admin, publisher, advertiser, campaign, link, a GET callback "
+        "and a JSON webhook callback."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--callback-url",
             help="The demo publisher's callback URL template (default: the built-in demo receiver).",
+        )
+        parser.add_argument(
+            "--webhook-url",
+            help="Where the demo publisher's JSON webhooks go (default: the built-in demo "
+            "receiver).",
         )
         parser.add_argument("--json", action="store_true", help="Print the result as JSON.")
 
@@ -59,14 +67,15 @@ class Command(BaseCommand):
             f"{site}/demo/receiver/callback?spid=[spid]&payout=[payout]&currency=[currency]"
             "&status=[status]&event_id=[event_id]"
         )
+        webhook_url = options["webhook_url"] or f"{site}/demo/receiver/webhook"
         with transaction.atomic():
-            result = self._seed(site, callback_url)
+            result = self._seed(site, callback_url, webhook_url)
         if options["json"]:
             self.stdout.write(json.dumps(result, indent=2))
         else:
             self.stdout.write(self._human(result))
 
-    def _seed(self, site: str, callback_url: str) -> dict:
+    def _seed(self, site: str, callback_url: str, webhook_url: str) -> dict:
         user_model = get_user_model()
         admin, _ = user_model.objects.get_or_create(
             username=ADMIN[0], defaults={"is_staff": True, "is_superuser": True}
@@ -129,20 +138,11 @@ class Command(BaseCommand):
             code=LINK_CODE,
             defaults={"publisher": publisher, "campaign": campaign, "name": "Demo link"},
         )
-        template, _ = CallbackTemplate.objects.get_or_create(
-            publisher=publisher, name="Demo receiver", defaults={"url_template": callback_url}
+        self._callback(publisher, "Demo receiver", callback_url, CallbackTemplate.Method.GET)
+        # The same conversions as a signed JSON webhook (Standard Webhooks), to the same inbox.
+        webhook = self._callback(
+            publisher, "Demo JSON webhook", webhook_url, CallbackTemplate.Method.POST
         )
-        template.url_template = callback_url
-        template.is_active = True
-        try:
-            template.full_clean()
-        except ValidationError as exc:
-            raise CommandError(
-                f"The callback URL {callback_url} is refused: {'; '.join(exc.messages)} "
-                "For the local demo receiver set POSTBACKS_ALLOW_PRIVATE_DESTINATIONS=true "
-                "(make run does)."
-            ) from None
-        template.save()
 
         # Made once: on later runs the address is taken (and staff may have decided since).
         with contextlib.suppress(SignupError):
@@ -186,6 +186,8 @@ class Command(BaseCommand):
             "advertiser_token": advertiser_token,
             "publisher_api_key": publisher_key,
             "callback_url_template": callback_url,
+            "webhook_url": webhook_url,
+            "webhook_secret": webhook.webhook_secret,
             "dashboard_url": f"{site}/dashboard/",
             "advertiser_portal_url": f"{site}/advertiser/",
             "admin_url": f"{site}/admin/",
@@ -204,6 +206,26 @@ class Command(BaseCommand):
             },
             "conversion_curl": self._curl(site, example_link, advertiser_key),
         }
+
+    @staticmethod
+    def _callback(publisher, name: str, url: str, method: str) -> CallbackTemplate:
+        template, _ = CallbackTemplate.objects.get_or_create(
+            publisher=publisher, name=name, defaults={"url_template": url}
+        )
+        template.url_template = url
+        template.method = method
+        if not template.is_active:  # resumed: the demo's callbacks are on
+            template.is_active, template.paused_at, template.paused_reason = True, None, ""
+        try:
+            template.full_clean()
+        except ValidationError as exc:
+            raise CommandError(
+                f"The callback URL {url} is refused: {'; '.join(exc.messages)} "
+                "For the local demo receiver set POSTBACKS_ALLOW_PRIVATE_DESTINATIONS=true "
+                "(make run does)."
+            ) from None
+        template.save()
+        return template
 
     @staticmethod
     def _curl(site: str, link: str, key: str) -> str:
@@ -228,7 +250,9 @@ Roundtrip demo is ready.
   Dashboard      {r["dashboard_url"]}   (login {r["logins"]["publisher"]["username"]} / {r["logins"]["publisher"]["password"]})
   Advertisers    {r["advertiser_portal_url"]}  (login {r["logins"]["advertiser"]["username"]} / {r["logins"]["advertiser"]["password"]})
   Admin          {r["admin_url"]}       (login {r["logins"]["admin"]["username"]} / {r["logins"]["admin"]["password"]})
-  Demo receiver  {r["demo_receiver_url"]}   (the demo publisher's callbacks land here)
+  Demo receiver  {r["demo_receiver_url"]}   (the demo publisher's callbacks land here:
+                 a GET postback and a signed JSON webhook for each conversion)
+  Webhook secret {r["webhook_secret"]}   (verifies the demo's JSON webhooks)
   Sign-up        {r["signup_url"]}   (an application waits for approval at
                  {r["signup_applications_url"]}; its owner: {r["logins"]["applicant"]["username"]} / {r["logins"]["applicant"]["password"]})
 
