@@ -29,6 +29,9 @@ class Postback(models.Model):
     )
     # The conversion status this postback announces (a status change fires a new postback).
     conversion_status = models.CharField(max_length=16)
+    # 0, or the number of the advertiser's correction of the conversion's amounts that fired
+    # this status's postback again with the corrected payout (a new event id).
+    revision = models.PositiveSmallIntegerField(default=0)
     # Expanded once when the conversion was recorded, then frozen: retries send the same URL.
     url = models.TextField()
     # The URL's "name:port" (http.destination_host), the unit the claim is fair across: a host
@@ -47,7 +50,7 @@ class Postback(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["conversion", "template", "conversion_status"],
+                fields=["conversion", "template", "conversion_status", "revision"],
                 name="postbacks_postback_unique_per_status",
             ),
         ]

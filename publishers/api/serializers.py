@@ -269,6 +269,7 @@ class ConversionSerializer(serializers.ModelSerializer):
             "txn_id",
             "status",
             "reason",
+            "reason_detail",
             "payout",
             "currency",
             "campaign",
@@ -280,8 +281,11 @@ class ConversionSerializer(serializers.ModelSerializer):
         extra_kwargs = {
             "reason": {
                 "help_text": "Why a guard changed the status the advertiser sent: `too_fast` "
-                "(rejected) or `bot_click` (held as pending for review); empty when none did."
-            }
+                "(rejected) or `bot_click` (held as pending for review); `cap_reached` when the "
+                "conversion came over a cap of a campaign that accepts those unpaid (payout 0); "
+                "empty when none of these applies."
+            },
+            "reason_detail": {"help_text": "The reason as a sentence (names the cap); or empty."},
         }
 
     @extend_schema_field(serializers.ChoiceField(choices=POSTBACK_STATUSES))
