@@ -11,6 +11,7 @@ from django.utils import timezone
 from publishers import selectors
 from publishers.forms import EmbedForm
 from publishers.views.common import member_view
+from tracking import caps, payouts
 from tracking import selectors as tracking_selectors
 from tracking.selectors.visible import smart_ads_for_publisher
 
@@ -41,13 +42,23 @@ def links(request: HttpRequest) -> HttpResponse:
         options.update(smart_ad_id=str(first.pk), width=first.width, height=first.height)
     if form.is_bound and form.is_valid():
         options.update({k: v for k, v in form.cleaned_data.items() if v not in (None, "")})
+    links = list(selectors.links_for_publisher(request.publisher))
+    # This publisher's own terms and the caps that concern it (never another publisher's).
+    now = timezone.now()
+    campaigns = list({link.campaign_id: link.campaign for link in links}.values())
+    terms = payouts.payout_terms_current(
+        publisher_id=request.publisher.pk, campaign_ids=[c.pk for c in campaigns], at=now
+    )
+    cap_status = caps.caps_status(publisher_id=request.publisher.pk, campaigns=campaigns, at=now)
     rows = [
         {
             "link": link,
             "text_link": text_link(link.code),
             "embed": smart_ad_embed(link.code, **options),
+            "term": terms.get(link.campaign_id),
+            "caps": cap_status.get(link.campaign_id, []),
         }
-        for link in selectors.links_for_publisher(request.publisher)
+        for link in links
     ]
     return render(
         request,
