@@ -1,4 +1,5 @@
-"""The outbox: one Postback per conversion × template × status, and one row per attempt."""
+"""The outbox: one Postback per conversion × template × status (and per correction of its
+amounts), and one row per attempt."""
 
 from django.db import models
 from django.db.models import Q
