@@ -81,6 +81,9 @@ def test_a_full_cap_says_what_happens_to_further_conversions(
     assert "further conversions are recorded unpaid" in html
     listing = owner_client.get(reverse("conversions")).content.decode()
     assert "Cap reached: over a conversion cap or budget, unpaid" in listing
+    overview = owner_client.get(reverse("dashboard")).content.decode()
+    assert "Cap reached: over a conversion cap or budget, unpaid" in overview
+    assert "Cap reached: over a conversion cap or budget of the campaign" in overview
     trace = owner_client.get(reverse("trace") + "?q=s4").content.decode()
     assert "daily cap of 2 conversions for publisher Publisher A" in trace
 
