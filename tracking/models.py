@@ -141,6 +141,11 @@ class Campaign(models.Model):
         default=CapPolicy.REJECT,
         help_text="What happens to a conversion over one of the campaign's caps.",
     )
+    # Whether the campaign may have payout terms / caps, kept by their save() (True when in
+    # doubt): read with the click's campaign, they spare a conversion of a campaign without any
+    # the two lookups (the intake's insert otherwise costs no read).
+    has_payout_terms = models.BooleanField(default=False, editable=False)
+    has_caps = models.BooleanField(default=False, editable=False)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -157,6 +162,11 @@ class Campaign(models.Model):
 
     def save(self, *args, **kwargs) -> None:
         self.allowed_countries = normalize_country_list(self.allowed_countries)
+        if self.pk is not None:
+            # Never write back a stale copy of the flags (a term or cap added since this
+            # object was read): they say what the tables hold.
+            self.has_payout_terms = PayoutTerm.objects.filter(campaign_id=self.pk).exists()
+            self.has_caps = ConversionCap.objects.filter(campaign_id=self.pk).exists()
         super().save(*args, **kwargs)
 
     def clean(self) -> None:
@@ -511,6 +521,12 @@ class PayoutTerm(models.Model):
     def __str__(self) -> str:
         return f"{self.publisher} on {self.campaign}: {self.describe()}"
 
+    def save(self, *args, **kwargs) -> None:
+        super().save(*args, **kwargs)
+        Campaign.objects.filter(pk=self.campaign_id, has_payout_terms=False).update(
+            has_payout_terms=True
+        )
+
     def describe(self) -> str:
         if self.kind == self.Kind.FIXED:
             return f"{self.amount.normalize():f} {self.campaign.currency} per conversion"
@@ -593,6 +609,16 @@ class ConversionCap(models.Model):
 
     def __str__(self) -> str:
         return self.describe()
+
+    def save(self, *args, **kwargs) -> None:
+        super().save(*args, **kwargs)
+        Campaign.objects.filter(pk=self.campaign_id, has_caps=False).update(has_caps=True)
+
+    def delete(self, *args, **kwargs):
+        result = super().delete(*args, **kwargs)
+        if not ConversionCap.objects.filter(campaign_id=self.campaign_id).exists():
+            Campaign.objects.filter(pk=self.campaign_id).update(has_caps=False)
+        return result
 
     def describe(self) -> str:
         """ "daily cap of 100 conversions for Publisher X (Europe/Berlin)" """

@@ -358,8 +358,12 @@ def _conversion_create(
     status, reason, reason_detail = conversion_guard(
         click=click, campaign=campaign, status=status, now=now
     )
-    term = payouts.payout_term_in_force(
-        campaign_id=campaign.pk, publisher_id=click.publisher_id, at=now
+    term = (
+        payouts.payout_term_in_force(
+            campaign_id=campaign.pk, publisher_id=click.publisher_id, at=now
+        )
+        if campaign.has_payout_terms
+        else None
     )
     revenue = campaign.default_revenue if revenue is None else revenue
     currency = currency or campaign.currency
@@ -367,7 +371,7 @@ def _conversion_create(
     amount = payouts.payout_decide(
         campaign=campaign, term=term, revenue=revenue, sent_payout=payout
     )
-    if status != Conversion.Status.REJECTED:
+    if campaign.has_caps and status != Conversion.Status.REJECTED:
         # Rejected conversions are never paid, so they take no place in a cap.
         reached = caps.caps_claim(
             campaign=campaign, publisher_id=click.publisher_id, payout=amount, at=now
@@ -484,7 +488,9 @@ def _check_currency(campaign: Campaign, currency: str, *, term: payouts.PayoutTe
     can't be paid by them (there is no exchange rate to apply)."""
     if currency == campaign.currency:
         return
-    if term is not None or campaign.caps.filter(max_payout__isnull=False).exists():
+    if term is not None or (
+        campaign.has_caps and campaign.caps.filter(max_payout__isnull=False).exists()
+    ):
         raise IntakeError(
             422,
             "currency_mismatch",

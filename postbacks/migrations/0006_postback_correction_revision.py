@@ -7,7 +7,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ("postbacks", "0005_postback_host"),
         ("publishers", "0009_publisher_share_revenue"),
-        ("tracking", "0012_payout_terms_and_caps"),
+        ("tracking", "0011_conversion_refusals"),
     ]
 
     operations = [

@@ -8,8 +8,9 @@ from decimal import Decimal
 from unittest import mock
 
 import pytest
-from django.db import connections
+from django.db import connection, connections
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from postbacks import dispatch
@@ -499,3 +500,26 @@ def test_services_refuse_over_cap_inside_the_transaction(advertiser, campaign, l
         conversion_record(advertiser=advertiser, click_id=new_click(link).click_id)
     assert not Conversion.objects.exists() and not Postback.objects.exists()
     assert not CapCounter.objects.exists()
+
+
+def test_a_campaign_without_terms_or_caps_costs_the_intake_no_lookup(advertiser, link):
+    click = new_click(link)
+    with CaptureQueriesContext(connection) as queries:
+        conversion_record(advertiser=advertiser, click_id=click.click_id)
+    money = [q["sql"] for q in queries if "payoutterm" in q["sql"] or "conversioncap" in q["sql"]]
+    assert money == []
+
+
+def test_the_campaigns_flags_follow_its_terms_and_caps(campaign, publisher):
+    assert (campaign.has_payout_terms, campaign.has_caps) == (False, False)
+    term(campaign, publisher, kind=PayoutTerm.Kind.FIXED, amount=Decimal(1))
+    first = cap(campaign, period="daily", conversions=1)
+    second = cap(campaign, period="total", conversions=9)
+    campaign.refresh_from_db()
+    assert (campaign.has_payout_terms, campaign.has_caps) == (True, True)
+    first.delete()
+    campaign.refresh_from_db()
+    assert campaign.has_caps
+    second.delete()
+    campaign.refresh_from_db()
+    assert not campaign.has_caps

@@ -32,6 +32,16 @@ class Migration(migrations.Migration):
         ),
         migrations.AddField(
             model_name="campaign",
+            name="has_caps",
+            field=models.BooleanField(default=False, editable=False),
+        ),
+        migrations.AddField(
+            model_name="campaign",
+            name="has_payout_terms",
+            field=models.BooleanField(default=False, editable=False),
+        ),
+        migrations.AddField(
+            model_name="campaign",
             name="time_zone",
             field=models.CharField(
                 default="UTC",
