@@ -11,7 +11,6 @@ from django.utils import timezone
 from publishers import selectors
 from publishers.forms import EmbedForm
 from publishers.views.common import member_view
-from tracking import caps, payouts
 from tracking import selectors as tracking_selectors
 from tracking.selectors.visible import smart_ads_for_publisher
 
@@ -46,17 +45,14 @@ def links(request: HttpRequest) -> HttpResponse:
     # This publisher's own terms and the caps that concern it (never another publisher's).
     now = timezone.now()
     campaigns = list({link.campaign_id: link.campaign for link in links}.values())
-    terms = payouts.payout_terms_current(
-        publisher_id=request.publisher.pk, campaign_ids=[c.pk for c in campaigns], at=now
-    )
-    cap_status = caps.caps_status(publisher_id=request.publisher.pk, campaigns=campaigns, at=now)
+    offers = selectors.offer_terms_for_publisher(request.publisher, at=now, campaigns=campaigns)
     rows = [
         {
             "link": link,
             "text_link": text_link(link.code),
             "embed": smart_ad_embed(link.code, **options),
-            "term": terms.get(link.campaign_id),
-            "caps": cap_status.get(link.campaign_id, []),
+            "term": offers[link.campaign_id].term,
+            "caps": offers[link.campaign_id].caps,
         }
         for link in links
     ]
