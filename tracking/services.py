@@ -382,6 +382,10 @@ def _conversion_create(
             amount = Decimal(0)
             if not reason:
                 reason, reason_detail = Conversion.Reason.CAP_REACHED, reached.message
+            else:
+                # A guard's reason keeps deciding the status (a bot click stays held); the
+                # detail says it is unpaid too.
+                reason_detail = f"{reason_detail} Unpaid: {reached.message}"[:255]
     conversion = Conversion.objects.create(
         click=click,
         publisher_id=click.publisher_id,

@@ -523,3 +523,17 @@ def test_the_campaigns_flags_follow_its_terms_and_caps(campaign, publisher):
     second.delete()
     campaign.refresh_from_db()
     assert not campaign.has_caps
+
+
+def test_a_bot_click_over_a_cap_stays_held_and_is_unpaid(advertiser, campaign, link):
+    campaign.cap_policy = Campaign.CapPolicy.ACCEPT_UNPAID
+    campaign.save()
+    cap(campaign, period="total", conversions=0)
+    bot = click_stored(link=link, spid="bot", user_agent="")
+    conversion = conversion_record(advertiser=advertiser, click_id=bot.click_id).conversion
+    assert (conversion.status, conversion.reason, conversion.payout) == (
+        "pending",
+        "bot_click",
+        Decimal(0),
+    )
+    assert "Unpaid: The campaign's total cap of 0 conversions" in conversion.reason_detail
