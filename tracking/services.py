@@ -171,6 +171,15 @@ class CapRefused(Exception):
         self.reached = reached
 
 
+class NewConversionRefused(Exception):
+    """A new conversion refused before its insert (`error`): a repeat of one recorded
+    already is still answered as a repeat."""
+
+    def __init__(self, error: "IntakeError"):
+        super().__init__(error.message)
+        self.error = error
+
+
 @dataclass
 class ConversionOutcome:
     conversion: Conversion
@@ -282,6 +291,11 @@ def conversion_record(
         if outcome is None:
             raise
         return outcome
+    except NewConversionRefused as refused:
+        outcome = _replay_recorded(advertiser, click, event, txn_id, status, now, amounts)
+        if outcome is not None:
+            return outcome
+        raise refused.error from None
     except CapRefused as refused:
         # Checked before the insert, so a repeat of a recorded conversion lands here too: it
         # is answered as a repeat, not refused.
@@ -495,12 +509,14 @@ def _check_currency(campaign: Campaign, currency: str, *, term: payouts.PayoutTe
     if term is not None or (
         campaign.has_caps and campaign.caps.filter(max_payout__isnull=False).exists()
     ):
-        raise IntakeError(
-            422,
-            "currency_mismatch",
-            f"This campaign pays in {campaign.currency}; send the conversion in "
-            f"{campaign.currency} or without a currency.",
-            {"currency": [f"Use {campaign.currency}."]},
+        raise NewConversionRefused(
+            IntakeError(
+                422,
+                "currency_mismatch",
+                f"This campaign pays in {campaign.currency}; send the conversion in "
+                f"{campaign.currency} or without a currency.",
+                {"currency": [f"Use {campaign.currency}."]},
+            )
         )
 
 

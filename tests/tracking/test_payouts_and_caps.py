@@ -537,3 +537,20 @@ def test_a_bot_click_over_a_cap_stays_held_and_is_unpaid(advertiser, campaign, l
         Decimal(0),
     )
     assert "Unpaid: The campaign's total cap of 0 conversions" in conversion.reason_detail
+
+
+def test_a_repeat_in_another_currency_is_still_answered_as_a_repeat(
+    advertiser, campaign, publisher, link
+):
+    click = new_click(link)
+    first = conversion_record(advertiser=advertiser, click_id=click.click_id, txn_id="T")
+    term(campaign, publisher, kind=PayoutTerm.Kind.FIXED, amount=Decimal(1), since=timezone.now())
+    again = conversion_record(
+        advertiser=advertiser, click_id=click.click_id, txn_id="T", currency="USD"
+    )
+    assert (again.created, again.conversion.pk) == (False, first.conversion.pk)
+    with pytest.raises(IntakeError) as refused:
+        conversion_record(
+            advertiser=advertiser, click_id=new_click(link, "n").click_id, currency="USD"
+        )
+    assert (refused.value.status, refused.value.code) == (422, "currency_mismatch")
