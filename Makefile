@@ -103,7 +103,7 @@ bench: $(STAMP)
 
 # Regenerate docs/screenshots/ (headless Chromium against a live test server).
 screenshots: $(STAMP)
-	ROUNDTRIP_SCREENSHOTS=$(CURDIR)/docs/screenshots $(PY) tests/with_services.py -- $(PY) -m pytest tests/browser/test_screenshots.py -q
+	ROUNDTRIP_SCREENSHOTS=$(CURDIR)/docs/screenshots $(PY) tests/with_services.py -- $(PY) -m pytest tests/browser/test_screenshots.py tests/browser/test_advertiser_portal_browser.py -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

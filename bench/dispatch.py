@@ -45,12 +45,6 @@ from bench import prod  # noqa: E402
 MARK_START, MARK_END = "<!-- dispatch-bench:start -->", "<!-- dispatch-bench:end -->"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 # --- The receiver and the raw sender (own processes, no Django) -------------------------------
 
 
@@ -115,7 +109,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.logs = Path(tempfile.mkdtemp(prefix="roundtrip-bench-dispatch-"))
-        self.receiver_port = free_port()
+        self.receiver_port = prod.free_port()
         self.receiver_url = f"http://127.0.0.1:{self.receiver_port}"
         redis_url = os.environ["REDIS_URL"]
         parts = urlsplit(redis_url)
@@ -456,7 +450,7 @@ def run(args: argparse.Namespace) -> dict:
             print(f"raw {raw[-1]:.0f}/s, batch {delivered:.0f}/s ({recorded:.0f}/s recorded)")
         bench.hold(ids)
 
-        web_port = free_port()
+        web_port = prod.free_port()
         web = bench.start(prod.web_argv(web_port, pool="api"), "web")
         web_url = f"http://127.0.0.1:{web_port}"
         bench.wait_http(web_port)

@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import prod  # noqa: E402
 from bench.dashboard import write_section  # noqa: E402
-from bench.http_bench import free_port, reset_database, wait_http  # noqa: E402
+from bench.http_bench import reset_database, wait_http  # noqa: E402
 
 OUT = ROOT / "var" / "bench"
 START, END = "<!-- fairness-bench:start -->", "<!-- fairness-bench:end -->"
@@ -200,7 +200,7 @@ class Stack(prod.Processes):
         super().__init__("fairness", database_url, redis_url, HOST)
 
     def up(self) -> str:
-        port = free_port()
+        port = prod.free_port()
         self.start(prod.web_argv(port, pool="api"), "api")
         self.start(prod.worker_argv("bench-fairness@%h"), "worker")
         beat = prod.unit_argv("roundtrip-beat.service")

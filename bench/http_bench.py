@@ -60,12 +60,6 @@ LOAD_PGOPTIONS = "-c maintenance_work_mem=1GB -c work_mem=256MB -c synchronous_c
 CLICK_STREAM = "roundtrip:clicks"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_http(port: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -124,7 +118,7 @@ class Env:
 
 @contextlib.contextmanager
 def server(kind: str, app: str, env: dict[str, str]):
-    port = free_port()
+    port = prod.free_port()
     if kind == "gunicorn":  # for comparison with the production server (docs/deploy.md)
         cmd = [str(BIN / "gunicorn"), app, "--bind", f"127.0.0.1:{port}", "--workers", "4",
                "--worker-class", "gthread", "--threads", "4", "--log-level", "warning"]  # fmt: skip

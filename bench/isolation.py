@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import prod  # noqa: E402
 from bench.dashboard import write_section  # noqa: E402
-from bench.http_bench import free_port, reset_database, wait_http  # noqa: E402
+from bench.http_bench import reset_database, wait_http  # noqa: E402
 
 OUT = ROOT / "var" / "bench"
 START, END = "<!-- isolation-bench:start -->", "<!-- isolation-bench:end -->"
@@ -193,11 +193,11 @@ class Layout(prod.Processes):
         super().__init__("isolation", database_url, redis_url, HOST)
 
     def up(self) -> str:
-        ports = {pool: free_port() for pool in prod.POOLS}
+        ports = {pool: prod.free_port() for pool in prod.POOLS}
         for pool, port in ports.items():
             self.start(prod.web_argv(port, pool=pool), pool)
         self.start([sys.executable, "manage.py", "flush_clicks", "--loop"], "flusher")
-        listen = free_port()
+        listen = prod.free_port()
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         config = prod.nginx_config(prod.local_upstreams(ports), f"127.0.0.1:{listen}", self.workdir)
         self.start([nginx, "-c", str(config), "-g", "daemon off;"], "nginx")

@@ -14,6 +14,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +27,13 @@ UNITS = ROOT / "deploy" / "systemd"
 ENV_EXAMPLE = ROOT / "deploy" / "roundtrip.env.example"
 # The web pools, each its own unit (docs/deploy.md, "Web pools"); nginx routes by path.
 POOLS = ("redirect", "api", "portal")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def documented_env() -> dict[str, str]:

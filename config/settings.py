@@ -173,6 +173,14 @@ MAILERS = {
 }
 # A team invitation's link works this many days (docs/security.md, "Team invitations").
 TEAM_INVITATION_DAYS = env.int("TEAM_INVITATION_DAYS", default=7)
+# Publisher sign-up (docs/signup.md): the public form at /signup/, whose applicants wait for
+# staff approval. Off: the form and its links answer 404 and the sign-in page hides the link.
+PUBLISHER_SIGNUP_OPEN = env.bool("PUBLISHER_SIGNUP_OPEN", default=True)
+# Hours a sign-up's verification link works.
+PUBLISHER_SIGNUP_LINK_HOURS = env.int("PUBLISHER_SIGNUP_LINK_HOURS", default=24)
+# Sign-up requests per client IP address, and per e-mail address, per period ("5/hour"):
+# counted in the cache (Redis), like API_RATE_LIMIT.
+PUBLISHER_SIGNUP_RATE_LIMIT = env.str("PUBLISHER_SIGNUP_RATE_LIMIT", default="5/hour")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Roundtrip <noreply@localhost>")
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/dashboard/"
@@ -403,6 +411,9 @@ POSTBACKS_SUCCEEDED_RETENTION_DAYS = env.int("POSTBACKS_SUCCEEDED_RETENTION_DAYS
 CLICKS_RETENTION_DAYS = env.int("CLICKS_RETENTION_DAYS", default=0)
 # The activity trail (publishers' AuditEvent rows: who changed what, staff edits included).
 AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=400)
+# The advertisers' log of what the intake answered each request (IntakeOutcome: the advertiser
+# portal's Conversions sent). The conversions themselves are never pruned.
+INTAKE_OUTCOME_RETENTION_DAYS = env.int("INTAKE_OUTCOME_RETENTION_DAYS", default=400)
 # Rows deleted per statement and statements per run: a run stays short and its locks small.
 RETENTION_BATCH_SIZE = env.int("RETENTION_BATCH_SIZE", default=5000)
 RETENTION_MAX_BATCHES = env.int("RETENTION_MAX_BATCHES", default=100)

@@ -1,4 +1,5 @@
-"""Retention: delete old delivery history, clicks and activity-trail events, in bounded batches.
+"""Retention: delete old delivery history, clicks, activity-trail events and the advertisers'
+log of intake answers, in bounded batches.
 
 What is never pruned, whatever the settings: pending and failed postbacks and their attempts
 (they wait for delivery or a replay), conversions, and clicks that converted (the conversion
@@ -19,7 +20,7 @@ from django.utils import timezone
 
 from postbacks.models import Postback, PostbackAttempt
 from publishers.models import AuditEvent
-from tracking.models import Click, Conversion
+from tracking.models import Click, Conversion, IntakeOutcome
 from tracking.partitions import clicks_partitioned, in_default_partition
 
 logger = logging.getLogger(__name__)
@@ -81,9 +82,15 @@ def prunable_audit_events(now: datetime, days: int) -> QuerySet:
     return AuditEvent.objects.filter(created_at__lt=now - timedelta(days=days))
 
 
+def prunable_intake_outcomes(now: datetime, days: int) -> QuerySet:
+    """Rows of the advertisers' log of intake answers older than `days` (the conversions
+    themselves stay)."""
+    return IntakeOutcome.objects.filter(created_at__lt=now - timedelta(days=days))
+
+
 def retention_prune(*, now: datetime | None = None) -> dict[str, int]:
     """Delete what the retention settings allow, in bounded batches. Returns rows deleted per
-    kind ("attempts", "postbacks", "clicks", "audit"); a kind whose setting is 0 is skipped."""
+    kind ("attempts", "postbacks", "clicks", "audit", "intake_outcomes"); a kind whose setting is 0 is skipped."""
     now = now or timezone.now()
     limits = {
         "batch_size": settings.RETENTION_BATCH_SIZE,
@@ -94,6 +101,7 @@ def retention_prune(*, now: datetime | None = None) -> dict[str, int]:
         "postbacks": (settings.POSTBACKS_SUCCEEDED_RETENTION_DAYS, prunable_postbacks),
         "clicks": (settings.CLICKS_RETENTION_DAYS, prunable_clicks),
         "audit": (settings.AUDIT_RETENTION_DAYS, prunable_audit_events),
+        "intake_outcomes": (settings.INTAKE_OUTCOME_RETENTION_DAYS, prunable_intake_outcomes),
     }
     deleted = {}
     for kind, (days, candidates) in plan.items():

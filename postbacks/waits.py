@@ -28,6 +28,22 @@ class EndpointWait:
         return fairness.WAIT_REASONS[self.reason]
 
 
+def waiting_hosts() -> dict[str, str]:
+    """Every host the claim leaves alone now, with why (a key of fairness.WAIT_REASONS): one
+    Redis script, for a page of postbacks that each say whether their endpoint holds them."""
+    return _reasons(fairness.get_gate().rooms())
+
+
+def _reasons(rooms: dict[str, fairness.HostRoom]) -> dict[str, str]:
+    cap = settings.POSTBACKS_HOST_MAX_IN_FLIGHT
+    caps = settings.POSTBACKS_HOST_MAX_IN_FLIGHT_BY_HOST
+    return {
+        host: reason
+        for host, room in rooms.items()
+        if (reason := room.reason(caps.get(host, cap))) is not None
+    }
+
+
 def endpoint_waits(
     *, publisher_id: int | None = None, now: datetime | None = None
 ) -> list[EndpointWait]:
@@ -35,14 +51,8 @@ def endpoint_waits(
     their due postbacks: for /metrics and the publisher's Deliveries page. One Redis script
     and one query over the pending-by-host index."""
     now = now or timezone.now()
-    cap = settings.POSTBACKS_HOST_MAX_IN_FLIGHT
-    caps = settings.POSTBACKS_HOST_MAX_IN_FLIGHT_BY_HOST
     rooms = fairness.get_gate().rooms()
-    reasons = {
-        host: reason
-        for host, room in rooms.items()
-        if (reason := room.reason(caps.get(host, cap))) is not None
-    }
+    reasons = _reasons(rooms)
     if not reasons:
         return []
     due = Postback.objects.filter(

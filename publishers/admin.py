@@ -15,6 +15,7 @@ from publishers.models import (
     Membership,
     Publisher,
     PublisherAPIKey,
+    SignupApplication,
 )
 from publishers.services import (
     api_key_create,
@@ -22,6 +23,8 @@ from publishers.services import (
     callback_template_resume_deliveries,
     member_invite,
 )
+from publishers.signup import signup_approve, signup_reject
+from tracking.models import AdvertiserUser
 
 
 class StaffAuditedAdmin(admin.ModelAdmin):
@@ -82,8 +85,21 @@ class CallbackTemplateAdminForm(forms.ModelForm):
         fields = ["publisher", "name", "url_template", "statuses", "events", "campaign"]
 
 
+class MembershipAdminForm(forms.ModelForm):
+    """A publisher's team takes no advertiser user: each account has one area."""
+
+    def clean_user(self):
+        user = self.cleaned_data["user"]
+        if user is not None and AdvertiserUser.objects.filter(user=user).exists():
+            raise forms.ValidationError(
+                "This account is an advertiser user; a team member needs an account of its own."
+            )
+        return user
+
+
 class MembershipInline(admin.TabularInline):
     model = Membership
+    form = MembershipAdminForm
     extra = 0
     autocomplete_fields = ["user"]
 
@@ -234,6 +250,7 @@ class CallbackTemplateAdmin(StaffAuditedAdmin):
 
 @admin.register(Membership)
 class MembershipAdmin(StaffAuditedAdmin):
+    form = MembershipAdminForm
     list_display = ["user", "publisher", "role", "created_at"]
     list_filter = ["role"]
     search_fields = ["user__username", "user__email", "publisher__name"]
@@ -278,3 +295,58 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+
+@admin.register(SignupApplication)
+class SignupApplicationAdmin(StaffAuditedAdmin):
+    """Publishers who signed up (publishers/signup.py), waiting for staff: approve or reject
+    them with the actions; the applicant is e-mailed and the publisher's Activity records
+    who decided. Only the rejection's reason is written here (an audited staff edit); an
+    application is not deleted (delete its publisher instead)."""
+
+    list_display = ["publisher", "email", "website", "status", "created_at", "decided_at"]
+    list_filter = ["status"]
+    search_fields = ["email", "publisher__name", "publisher__public_id", "website"]
+    list_select_related = ["publisher"]
+    ordering = ["-created_at"]
+    actions = ["approve", "reject"]
+    fields = [
+        "publisher",
+        "email",
+        "website",
+        "about",
+        "status",
+        "created_at",
+        "decided_at",
+        "decided_by",
+        "reason",
+    ]
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None) -> list[str]:
+        return [name for name in self.fields if name != "reason"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    @admin.action(description="Approve selected applications (e-mails the applicants)")
+    def approve(self, request: HttpRequest, queryset) -> None:
+        actor = Actor.admin(request)
+        count = sum(
+            signup_approve(application=application, actor=actor)
+            for application in queryset.select_related("publisher")
+        )
+        self.message_user(request, f"Approved {count} application(s); their owners were e-mailed.")
+
+    @admin.action(description="Reject selected applications (e-mails the applicants)")
+    def reject(self, request: HttpRequest, queryset) -> None:
+        actor = Actor.admin(request)
+        count = sum(
+            signup_reject(application=application, actor=actor)
+            for application in queryset.select_related("publisher")
+        )
+        self.message_user(
+            request, f"Rejected {count} application(s); the applicants were e-mailed."
+        )

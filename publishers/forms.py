@@ -147,6 +147,53 @@ class InvitationSignupForm(forms.Form):
         return data
 
 
+class SignupForm(forms.Form):
+    """The public sign-up form: an address to verify and the publisher's name."""
+
+    email = forms.EmailField(
+        label="Work e-mail",
+        max_length=254,
+        widget=forms.EmailInput(attrs={"placeholder": "name@example.com", "autocomplete": "email"}),
+        help_text="We send a link to confirm it; you will sign in with it.",
+    )
+    name = forms.CharField(
+        label="Publisher name",
+        max_length=200,
+        widget=forms.TextInput(
+            attrs={"placeholder": "e.g. Example Media", "autocomplete": "organization"}
+        ),
+        help_text="Your company, site or app, as advertisers will see it.",
+    )
+
+    def clean_name(self) -> str:
+        # The name goes into e-mail subjects and the admin: one line of printable text.
+        name = self.cleaned_data["name"]
+        if any(ord(char) < 32 or ord(char) == 127 for char in name):
+            raise forms.ValidationError("Use one line of text, without control characters.")
+        return name
+
+
+class SignupCompleteForm(InvitationSignupForm):
+    """The verification link's page: a password, and what staff need to decide."""
+
+    website = forms.URLField(
+        label="Website or app store page",
+        max_length=300,
+        assume_scheme="https",
+        # A text input (styled like the others) that phones still open with a URL keyboard.
+        widget=forms.TextInput(
+            attrs={"placeholder": "https://example.com", "inputmode": "url", "autocomplete": "url"}
+        ),
+    )
+    about = forms.CharField(
+        label="How will you promote our campaigns?",
+        max_length=1000,
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Traffic sources, audience, countries (optional; helps us decide faster).",
+    )
+
+
 class DayField(forms.DateField):
     """Every date the dashboard's forms accept: a calendar picker, within bounds."""
 

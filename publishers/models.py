@@ -27,6 +27,10 @@ class Publisher(models.Model):
     class Status(models.TextChoices):
         ACTIVE = "active"
         PAUSED = "paused"
+        # Signed up (publishers/signup.py) and waiting for staff, or turned down: neither may
+        # use the dashboard, the API or tracking links until staff approve.
+        PENDING = "pending", "Pending approval"
+        REJECTED = "rejected"
 
     public_id = models.CharField(max_length=32, unique=True, default=new_public_id, editable=False)
     name = models.CharField(max_length=200)
@@ -52,6 +56,11 @@ class Publisher(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def awaiting_approval(self) -> bool:
+        """Signed up and not (or not yet) approved: the dashboard shows only its status."""
+        return self.status in (self.Status.PENDING, self.Status.REJECTED)
 
     def active_signing_secrets(self, now=None) -> list[str]:
         now = now or timezone.now()
@@ -131,6 +140,63 @@ class Invitation(models.Model):
     def is_open(self, now=None) -> bool:
         """Pending and not yet expired: the only state in which it can be answered."""
         return self.status == self.Status.PENDING and self.expires_at > (now or timezone.now())
+
+
+class SignupApplication(models.Model):
+    """What a publisher told us when signing up (publishers/signup.py), and staff's decision.
+
+    Created when the applicant verifies their e-mail address, with the account, the pending
+    publisher and its owner membership. `status` is the decision as staff made it and stays
+    put; the publisher's own status is the live state (an approved publisher may be paused
+    later)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        REJECTED = "rejected"
+
+    publisher = models.OneToOneField(
+        Publisher, on_delete=models.CASCADE, related_name="signup_application"
+    )
+    email = models.EmailField()
+    website = models.URLField(max_length=300)
+    about = models.TextField(
+        "how they will promote", max_length=1000, blank=True, help_text="In the applicant's words."
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField("verified at", default=timezone.now)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    reason = models.TextField(
+        max_length=1000,
+        blank=True,
+        help_text="Sent to the applicant with a rejection (optional). Write it, save, then "
+        "use the Reject action.",
+    )
+
+    class Meta:
+        constraints = [
+            # One application waiting per address (the account check makes it the only one;
+            # this holds it against two verification links opened at once).
+            models.UniqueConstraint(
+                Lower("email"),
+                condition=Q(status="pending"),
+                name="publishers_signupapplication_one_pending",
+            ),
+        ]
+        indexes = [
+            # The admin's queue: applications by status, oldest first.
+            models.Index(fields=["status", "created_at"], name="publishers_signup_queue_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.publisher.name} ({self.email}, {self.status})"
 
 
 class APIKeyBase(models.Model):
@@ -279,6 +345,9 @@ class AuditEvent(models.Model):
         PASSWORD_CHANGED = "account.password_changed", "Password changed"
         STAFF_EDITED = "staff.edited", "Edited by Roundtrip staff"
         STAFF_VIEWED = "staff.viewed", "Dashboard viewed by Roundtrip staff (read-only)"
+        SIGNED_UP = "publisher.signed_up", "Signed up (waiting for approval)"
+        SIGNUP_APPROVED = "publisher.approved", "Sign-up approved"
+        SIGNUP_REJECTED = "publisher.rejected", "Sign-up rejected"
 
     class Via(models.TextChoices):
         DASHBOARD = "dashboard"

@@ -17,7 +17,7 @@ from publishers.models import (
     PublisherAPIKey,
 )
 from tracking import caps, payouts
-from tracking.models import Campaign, PayoutTerm, TrackingLink
+from tracking.models import AdvertiserUser, Campaign, PayoutTerm, TrackingLink
 from tracking.selectors.visible import campaigns_for_publisher
 
 # Session keys: the publisher a member of several teams chose, and the one a staff user views
@@ -33,6 +33,11 @@ def memberships_for_user(user) -> QuerySet[Membership]:
         .filter(user=user)
         .order_by("created_at", "pk")
     )
+
+
+def is_advertiser_user(user) -> bool:
+    """Whether the account signs in to an advertiser's portal (/advertiser/) instead."""
+    return user.is_authenticated and AdvertiserUser.objects.filter(user=user).exists()
 
 
 def membership_for_user(request: HttpRequest) -> Membership | None:

@@ -30,6 +30,7 @@ from publishers.models import (
     PublisherAPIKey,
     new_signing_secret,
 )
+from tracking.models import AdvertiserUser
 
 
 def api_key_create(
@@ -375,6 +376,11 @@ def invitation_accept(
             )
         elif (user.email or "").lower() != locked.email.lower():
             raise TeamError("This invitation is for another address.")
+        elif AdvertiserUser.objects.filter(user=user).exists():
+            # Each account has one area: an advertiser's people join no publisher's team.
+            raise TeamError(
+                "This account signs in to an advertiser's portal; join with another account."
+            )
         membership, _ = Membership.objects.get_or_create(
             publisher=locked.publisher, user=user, defaults={"role": locked.role}
         )

@@ -53,6 +53,10 @@ urlpatterns = [
     path("dashboard/staff/leave/", views.staff_view_stop, name="staff_view_stop"),
     # An invitation's link (publishers/views/invitations.py): accept or decline.
     path("invitations/<str:token>/", views.invitation, name="invitation"),
+    # Publisher sign-up (publishers/views/signup.py): the form, "check your inbox", the link.
+    path("signup/", views.signup_form, name="signup"),
+    path("signup/sent/", views.signup_sent, name="signup_sent"),
+    path("signup/verify/<str:token>/", views.signup_verify, name="signup_verify"),
     # Accounts: sign in (throttled by django-axes), sign out, password reset by email.
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

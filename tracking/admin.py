@@ -9,6 +9,7 @@ from tracking import caps, clickbuffer
 from tracking.models import (
     Advertiser,
     AdvertiserAPIKey,
+    AdvertiserUser,
     Campaign,
     CapCounter,
     Click,
@@ -19,6 +20,7 @@ from tracking.models import (
     ConversionRefusal,
     Creative,
     ImpressionFlush,
+    IntakeOutcome,
     PayoutTerm,
     SmartAd,
     SmartAdImpression,
@@ -27,12 +29,66 @@ from tracking.models import (
 from tracking.services import advertiser_key_create, conversions_review
 
 
+class AdvertiserUserInline(admin.TabularInline):
+    """The people who sign in to this advertiser's portal (/advertiser/). Create the account
+    under Users first (not on a publisher team, not staff), then add it here."""
+
+    model = AdvertiserUser
+    extra = 0
+    autocomplete_fields = ["user"]
+    fields = ["user", "role", "created_at"]
+    readonly_fields = ["created_at"]
+
+
 @admin.register(Advertiser)
 class AdvertiserAdmin(admin.ModelAdmin):
     list_display = ["name", "public_id", "status", "created_at"]
     list_filter = ["status"]
     search_fields = ["name", "public_id"]
     readonly_fields = ["public_id", "created_at"]
+    inlines = [AdvertiserUserInline]
+
+
+@admin.register(AdvertiserUser)
+class AdvertiserUserAdmin(admin.ModelAdmin):
+    list_display = ["user", "advertiser", "role", "created_at"]
+    list_filter = ["role"]
+    search_fields = ["user__username", "user__email", "advertiser__name"]
+    autocomplete_fields = ["user", "advertiser"]
+    list_select_related = ["user", "advertiser"]
+    readonly_fields = ["created_at"]
+
+
+@admin.register(IntakeOutcome)
+class IntakeOutcomeAdmin(admin.ModelAdmin):
+    """What the intake answered each advertiser request (the portal's log): read-only."""
+
+    list_display = [
+        "created_at",
+        "advertiser",
+        "campaign",
+        "outcome",
+        "status",
+        "reason",
+        "click_id",
+        "event",
+        "txn_id",
+        "is_test",
+    ]
+    list_filter = ["outcome", "is_test"]
+    search_fields = ["=click_id", "=txn_id", "advertiser__name"]
+    raw_id_fields = ["conversion"]
+    list_select_related = ["advertiser", "campaign"]
+    show_full_result_count = False
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None) -> list[str]:
+        return [field.name for field in IntakeOutcome._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
 
 
 @admin.register(AdvertiserAPIKey)

@@ -4,6 +4,7 @@ from datetime import timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
@@ -12,7 +13,7 @@ from django.utils import timezone
 
 from postbacks.placeholders import LANDING_PLACEHOLDERS, TemplateError, validate_template
 from publishers.ids import new_click_id, new_conversion_id, new_public_id
-from publishers.models import APIKeyBase, Publisher
+from publishers.models import APIKeyBase, Membership, Publisher
 from tracking import clickinput
 from tracking.statuses import ConversionStatus
 
@@ -287,7 +288,10 @@ class Conversion(models.Model):
     class Reason(models.TextChoices):
         TOO_FAST = "too_fast", "Too fast: converted sooner than the campaign's minimum time"
         BOT_CLICK = "bot_click", "Bot click: held as pending for review"
-        CAP_REACHED = "cap_reached", "Cap reached: over a conversion cap or budget, unpaid"
+        CAP_REACHED = (
+            "cap_reached",
+            "Cap reached: over a conversion cap or payout budget of the campaign",
+        )
 
     public_id = models.CharField(
         max_length=40, unique=True, default=new_conversion_id, editable=False
@@ -427,7 +431,10 @@ class ConversionRefusal(models.Model):
 
     class Reason(models.TextChoices):
         EXPIRED = "expired", "Expired: the click is older than the campaign's attribution window"
-        CAP_REACHED = "cap_reached", "Cap reached: over a conversion cap or budget of the campaign"
+        CAP_REACHED = (
+            "cap_reached",
+            "Cap reached: over a conversion cap or payout budget of the campaign",
+        )
 
     publisher = models.ForeignKey(
         Publisher, on_delete=models.CASCADE, related_name="conversion_refusals"
@@ -920,3 +927,107 @@ class ImpressionFlush(models.Model):
 
     def __str__(self) -> str:
         return f"{self.batch_id} ({self.impressions} impressions)"
+
+
+# --- The advertiser portal -------------------------------------------------------------------
+
+
+class AdvertiserUser(models.Model):
+    """A person who signs in to an advertiser's portal (/advertiser/). Staff create them in the
+    admin. An account is either on publisher teams or an advertiser user, never both: each
+    kind has its own area, and the other's answers 403 (or sends it home)."""
+
+    class Role(models.TextChoices):
+        OWNER = "owner", "Owner: also manages the keys"
+        MEMBER = "member", "Member: reads, sends test conversions"
+
+    advertiser = models.ForeignKey(Advertiser, on_delete=models.CASCADE, related_name="users")
+    # One advertiser per account: the portal never has to ask which one.
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="advertiser_user"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "advertiser user"
+
+    def __str__(self) -> str:
+        return f"{self.user} → {self.advertiser} ({self.role})"
+
+    def clean(self) -> None:
+        if self.user_id is None:
+            return
+        if Membership.objects.filter(user_id=self.user_id).exists():
+            raise ValidationError(
+                {
+                    "user": "This account is on a publisher's team; an advertiser user needs an "
+                    "account of its own."
+                }
+            )
+        if self.user.is_staff:
+            raise ValidationError(
+                {"user": "Staff accounts use the admin; create a separate account."}
+            )
+
+
+def reason_label(value: str) -> str:
+    """What a conversion's or a refusal's reason code means, from the models' own choices:
+    a reason added to either list reads right everywhere without a change here."""
+    labels = {**dict(Conversion.Reason.choices), **dict(ConversionRefusal.Reason.choices)}
+    return str(labels.get(value, value))
+
+
+class IntakeOutcome(models.Model):
+    """What the conversion intake answered one request of an advertiser that named one of its
+    clicks: accepted, a duplicate of a recorded conversion, a status change, or refused (with
+    the refusal's reason). The advertiser portal's conversion log.
+
+    One narrow insert per request, in the transaction of what it describes. Requests that
+    never reach a click (bad key, bad body, unknown click) are not logged: they name nothing
+    of the advertiser's, and logging them would let anyone write rows."""
+
+    class Outcome(models.TextChoices):
+        ACCEPTED = "accepted", "Accepted"
+        # Already recorded (same txn_id, or click + event without one): nothing changed.
+        DUPLICATE = "duplicate", "Duplicate"
+        # A new status for a recorded conversion.
+        STATUS_CHANGED = "status_changed", "Status change"
+        REFUSED = "refused", "Refused"
+
+    # No separate index: the index below leads with the advertiser.
+    advertiser = models.ForeignKey(
+        Advertiser, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="+")
+    conversion = models.ForeignKey(
+        Conversion, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    # The conversion's status in the answer ("" for a refusal), and the reason a guard or a
+    # refusal gave (a Conversion.Reason or ConversionRefusal.Reason value, "" for none).
+    status = models.CharField(max_length=16, blank=True, default="")
+    reason = models.CharField(max_length=32, blank=True, default="")
+    reason_detail = models.CharField(max_length=255, blank=True, default="")
+    click_id = models.CharField(max_length=32)
+    event = models.CharField(max_length=50)
+    txn_id = models.CharField(max_length=255, blank=True)
+    # Sent from the portal's "send a test conversion" (tracking/portal/services.py).
+    is_test = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            # The portal's log: one advertiser's requests, newest first (keyset on
+            # created_at, id), optionally one campaign's.
+            models.Index(
+                fields=["advertiser", "created_at", "id"], name="tracking_intakeout_adv_time"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.click_id} {self.event}: {self.outcome}"
+
+    @property
+    def reason_text(self) -> str:
+        return reason_label(self.reason) if self.reason else ""

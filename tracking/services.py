@@ -25,6 +25,7 @@ from tracking.models import (
     ClickRejection,
     Conversion,
     ConversionRefusal,
+    IntakeOutcome,
     TrackingLink,
 )
 from tracking.partitions import click_first
@@ -185,6 +186,8 @@ class ConversionOutcome:
     conversion: Conversion
     created: bool
     postbacks: list[Postback] = field(default_factory=list)
+    # A recorded conversion whose status this request changed (False for a duplicate).
+    changed: bool = False
 
 
 # Which status changes an advertiser may report for an existing conversion.
@@ -211,12 +214,14 @@ def conversion_record(
     revenue: Decimal | None = None,
     status: str = Conversion.Status.APPROVED,
     now: datetime | None = None,
+    test: bool = False,
 ) -> ConversionOutcome:
     """Record a conversion and, in the same transaction, its postbacks (sent on commit).
 
     Idempotent: the same `txn_id` (or, without one, the same click and event) returns the
     conversion already recorded; a new status for it is a status change, which fires the
-    templates subscribed to that status.
+    templates subscribed to that status. Each request that finds its click leaves an
+    `IntakeOutcome` (`test`: sent from the advertiser portal's test button).
     """
     now = now or timezone.now()
     clicks = Click.objects.select_related("campaign", "publisher").filter(
@@ -250,7 +255,7 @@ def conversion_record(
     if now - click.created_at > campaign.attribution_window:
         # Too late for a new conversion, not for news of one already recorded (a reversal
         # can come weeks later).
-        outcome = _replay_recorded(advertiser, click, event, txn_id, status, now, amounts)
+        outcome = _replay_logged(advertiser, click, event, txn_id, status, now, test, amounts)
         if outcome is not None:
             return outcome
         message = (
@@ -267,6 +272,7 @@ def conversion_record(
             reason=ConversionRefusal.Reason.EXPIRED,
             detail=message,
             now=now,
+            test=test,
         )
         raise IntakeError(422, "attribution_window_expired", message)
     # Insert first and let the unique constraints spot a repeat: most conversions are new, and
@@ -275,7 +281,7 @@ def conversion_record(
     # the recorded conversion.
     try:
         with transaction.atomic():
-            return _conversion_create(
+            outcome = _conversion_create(
                 advertiser=advertiser,
                 click=click,
                 event=event,
@@ -286,20 +292,30 @@ def conversion_record(
                 status=status,
                 now=now,
             )
+            intake_outcome_log(
+                advertiser=advertiser,
+                click=click,
+                event=event,
+                txn_id=txn_id,
+                result=outcome,
+                test=test,
+                now=now,
+            )
+            return outcome
     except IntegrityError:
-        outcome = _replay_recorded(advertiser, click, event, txn_id, status, now, amounts)
+        outcome = _replay_logged(advertiser, click, event, txn_id, status, now, test, amounts)
         if outcome is None:
             raise
         return outcome
     except NewConversionRefused as refused:
-        outcome = _replay_recorded(advertiser, click, event, txn_id, status, now, amounts)
+        outcome = _replay_logged(advertiser, click, event, txn_id, status, now, test, amounts)
         if outcome is not None:
             return outcome
         raise refused.error from None
     except CapRefused as refused:
         # Checked before the insert, so a repeat of a recorded conversion lands here too: it
         # is answered as a repeat, not refused.
-        outcome = _replay_recorded(advertiser, click, event, txn_id, status, now, amounts)
+        outcome = _replay_logged(advertiser, click, event, txn_id, status, now, test, amounts)
         if outcome is not None:
             return outcome
         message = refused.reached.message
@@ -313,8 +329,49 @@ def conversion_record(
             reason=ConversionRefusal.Reason.CAP_REACHED,
             detail=message,
             now=now,
+            test=test,
         )
         raise IntakeError(422, "cap_reached", message, refused.reached.as_fields()) from None
+
+
+def intake_outcome_log(
+    *,
+    advertiser: Advertiser,
+    click: Click,
+    event: str,
+    txn_id: str,
+    result: ConversionOutcome | None = None,
+    refusal: ConversionRefusal | None = None,
+    test: bool = False,
+    now: datetime,
+) -> None:
+    """One row of the advertiser's conversion log for this request (one narrow insert, in the
+    caller's transaction): what `result` was, or the refusal."""
+    row = IntakeOutcome(
+        advertiser=advertiser,
+        campaign_id=click.campaign_id,
+        click_id=click.click_id,
+        event=event,
+        txn_id=txn_id,
+        is_test=test,
+        created_at=now,
+    )
+    if refusal is not None:
+        row.outcome = IntakeOutcome.Outcome.REFUSED
+        row.reason, row.reason_detail = refusal.reason, refusal.reason_detail
+    else:
+        conversion = result.conversion
+        row.conversion = conversion
+        row.status, row.reason = conversion.status, conversion.reason
+        row.reason_detail = conversion.reason_detail
+        row.outcome = (
+            IntakeOutcome.Outcome.ACCEPTED
+            if result.created
+            else IntakeOutcome.Outcome.STATUS_CHANGED
+            if result.changed
+            else IntakeOutcome.Outcome.DUPLICATE
+        )
+    row.save(force_insert=True)
 
 
 def conversion_refusal_record(
@@ -328,9 +385,47 @@ def conversion_refusal_record(
     reason: str,
     detail: str,
     now: datetime,
+    test: bool = False,
 ) -> ConversionRefusal:
     """Record a conversion refused for `reason` (the 422 still goes out): one row per
-    conversion tried, a repeat only counts another attempt."""
+    conversion tried, a repeat only counts another attempt; each attempt is in the
+    advertiser's log (`IntakeOutcome`)."""
+    with transaction.atomic():
+        refusal = _refusal_upsert(
+            advertiser=advertiser,
+            click=click,
+            event=event,
+            txn_id=txn_id,
+            payout=payout,
+            currency=currency,
+            reason=reason,
+            detail=detail,
+            now=now,
+        )
+        intake_outcome_log(
+            advertiser=advertiser,
+            click=click,
+            event=event,
+            txn_id=txn_id,
+            refusal=refusal,
+            test=test,
+            now=now,
+        )
+    return refusal
+
+
+def _refusal_upsert(
+    *,
+    advertiser: Advertiser,
+    click: Click,
+    event: str,
+    txn_id: str,
+    payout: Decimal | None,
+    currency: str | None,
+    reason: str,
+    detail: str,
+    now: datetime,
+) -> ConversionRefusal:
     key = {"advertiser": advertiser, "click_id": click.click_id, "event": event, "txn_id": txn_id}
     try:
         with transaction.atomic():
@@ -520,6 +615,32 @@ def _check_currency(campaign: Campaign, currency: str, *, term: payouts.PayoutTe
         )
 
 
+def _replay_logged(
+    advertiser: Advertiser,
+    click: Click,
+    event: str,
+    txn_id: str,
+    status: str,
+    now: datetime,
+    test: bool,
+    amounts: "_Amounts",
+) -> ConversionOutcome | None:
+    """`_replay_recorded`, with its row in the advertiser's log in the same transaction."""
+    with transaction.atomic():
+        outcome = _replay_recorded(advertiser, click, event, txn_id, status, now, amounts)
+        if outcome is not None:
+            intake_outcome_log(
+                advertiser=advertiser,
+                click=click,
+                event=event,
+                txn_id=txn_id,
+                result=outcome,
+                test=test,
+                now=now,
+            )
+        return outcome
+
+
 def _replay_recorded(
     advertiser: Advertiser,
     click: Click,
@@ -606,7 +727,9 @@ def _replay(
         revision = 1 + max(existing.postbacks.values_list("revision", flat=True), default=0)
         postbacks_create_for_conversion(existing, click=click, now=now, revision=revision)
     stats_mark_conversion(existing, click=click)
-    return ConversionOutcome(existing, created=False, postbacks=list(existing.postbacks.all()))
+    return ConversionOutcome(
+        existing, created=False, postbacks=list(existing.postbacks.all()), changed=True
+    )
 
 
 # --- Advertiser credentials -----------------------------------------------------------------

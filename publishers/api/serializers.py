@@ -11,8 +11,10 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from config.hostile import validate_day
+from postbacks.fairness import WAIT_REASONS
 from postbacks.models import Postback, PostbackAttempt
 from postbacks.values import format_amount
+from postbacks.waits import waiting_hosts
 from publishers.models import CallbackTemplate, Publisher
 from tracking.models import Campaign, Conversion
 from tracking.selectors import DEFINITIONS, REPORT_FILTERS, REPORT_GROUPS, REPORT_TIMEZONES
@@ -179,6 +181,14 @@ class PostbackSummarySerializer(serializers.ModelSerializer):
         '(410), "failing" or "manual"; null when it is not held.'
     )
 
+    waiting_for_endpoint = serializers.SerializerMethodField(
+        help_text="Why this pending postback is not sent now although it may be due: its "
+        'endpoint is "busy" (at its limit of requests at once), "hanging" (a request has been '
+        'waiting for its answer) or "breaker" (not answering: one test request at a time). '
+        "It goes out, oldest first, as soon as the endpoint has room; other endpoints are not "
+        "slowed down. Null when its endpoint has room."
+    )
+
     class Meta:
         model = Postback
         fields = [
@@ -187,6 +197,7 @@ class PostbackSummarySerializer(serializers.ModelSerializer):
             "conversion_status",
             "status",
             "held",
+            "waiting_for_endpoint",
             "attempts",
             "last_status_code",
             "last_error",
@@ -203,6 +214,16 @@ class PostbackSummarySerializer(serializers.ModelSerializer):
         if postback.status != Postback.Status.PENDING or template is None:
             return None
         return template.paused_reason or None
+
+    @extend_schema_field(serializers.ChoiceField(choices=sorted(WAIT_REASONS), allow_null=True))
+    def get_waiting_for_endpoint(self, postback: Postback) -> str | None:
+        if postback.status != Postback.Status.PENDING or self.get_held(postback):
+            return None  # a held postback waits for its callback's resume, not its endpoint
+        # Read once per response (one Redis script), shared by every row and nested list.
+        context = self.context
+        if "waiting_hosts" not in context:
+            context["waiting_hosts"] = waiting_hosts()
+        return context["waiting_hosts"].get(postback.host)
 
 
 class PostbackWithAttemptsSerializer(PostbackSummarySerializer):

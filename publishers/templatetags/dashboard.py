@@ -1,6 +1,7 @@
 """Template helpers of the dashboard pages."""
 
 from django import template
+from django.conf import settings
 from django.utils.http import urlencode
 
 from publishers.views.common import chosen_timezone
@@ -16,3 +17,10 @@ def keep_tz(context: template.Context, joiner: str = "?") -> str:
     request = context.get("request")
     tz = chosen_timezone(request) if request is not None else "UTC"
     return "" if tz == "UTC" else joiner + urlencode({"tz": tz})
+
+
+@register.simple_tag
+def signup_open() -> bool:
+    """Whether publisher sign-up is open (`PUBLISHER_SIGNUP_OPEN`): the sign-in page links to
+    it only then."""
+    return settings.PUBLISHER_SIGNUP_OPEN

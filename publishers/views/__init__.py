@@ -28,6 +28,7 @@ from publishers.views.keys import api_key_create, api_key_revoke, api_keys
 from publishers.views.links import links
 from publishers.views.overview import dashboard, home
 from publishers.views.reports import reports
+from publishers.views.signup import signup_form, signup_sent, signup_verify
 from publishers.views.teams import (
     publisher_switch,
     staff_publishers,
@@ -65,6 +66,9 @@ __all__ = [
     "secret_reveal",
     "secret_rotate",
     "settings_page",
+    "signup_form",
+    "signup_sent",
+    "signup_verify",
     "staff_publishers",
     "staff_view_start",
     "staff_view_stop",

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import redirect
+from django.shortcuts import redirect, render
 from django.utils.http import urlencode
 
 from publishers import selectors
@@ -29,8 +29,9 @@ def member_view(view: View) -> View:
 
     A staff user who picked a publisher on the staff page sees that publisher's dashboard
     read-only (`request.staff_view`): as a member, never an owner, and anything but a read
-    is refused (403). A staff user on no team is sent to that page; anyone else on no team
-    gets a 404."""
+    is refused (403). A staff user on no team is sent to that page, an advertiser user to
+    their portal (/advertiser/); anyone else on no team gets a 404. A publisher that signed up
+    and is not approved shows only its status."""
 
     @login_required
     @wraps(view)
@@ -49,12 +50,32 @@ def member_view(view: View) -> View:
         if membership is None:
             if request.user.is_staff:
                 return redirect("staff_publishers")
+            if selectors.is_advertiser_user(request.user):
+                # Signed in to the wrong area (e.g. after the login page): their own portal.
+                return redirect("advertiser_home")
             raise Http404("You are not a member of any publisher.")
         request.membership = membership
         request.publisher = membership.publisher
+        if membership.publisher.awaiting_approval and viewed is None:
+            return awaiting_approval(request)
         return view(request, *args, **kwargs)
 
     return wrapper
+
+
+def awaiting_approval(request: HttpRequest) -> HttpResponse:
+    """What the team of a signed-up publisher that is pending or rejected sees instead of any
+    dashboard page (publishers/signup.py): 403, and why."""
+    publisher = request.publisher
+    return render(
+        request,
+        "publishers/awaiting_approval.html",
+        {
+            "publisher": publisher,
+            "application": getattr(publisher, "signup_application", None),
+        },
+        status=403,
+    )
 
 
 def owner_view(view: View) -> View:

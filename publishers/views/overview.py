@@ -6,6 +6,7 @@ from decimal import Decimal
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
+from publishers import selectors as publishers_selectors
 from publishers.views.charts import daily_chart
 from publishers.views.common import chosen_timezone, member_view, today_in
 from tracking import selectors as tracking_selectors
@@ -19,7 +20,13 @@ PERIODS = {
 
 
 def home(request: HttpRequest) -> HttpResponse:
-    return redirect("dashboard" if request.user.is_authenticated else "login")
+    """Each kind of account to its own area: publishers' members to the dashboard, advertiser
+    users to their portal."""
+    if not request.user.is_authenticated:
+        return redirect("login")
+    return redirect(
+        "advertiser_home" if publishers_selectors.is_advertiser_user(request.user) else "dashboard"
+    )
 
 
 def period_bounds(period: str, today: date) -> tuple[date, date]:

@@ -9,7 +9,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sysconfig
 import tempfile
@@ -23,15 +22,11 @@ from pathlib import Path
 import redis
 from django.db import connection
 
+from bench.prod import free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS_DIR = Path(sysconfig.get_path("scripts"))
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until[T](check: Callable[[], T], *, timeout: float, what: str, interval: float = 0.1) -> T:

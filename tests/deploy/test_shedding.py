@@ -7,7 +7,6 @@ nginx's: the bound is counted and answered by nginx, before any node sees the re
 """
 
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from bench.prod import local_upstreams, nginx_config
+from bench.prod import free_port, local_upstreams, nginx_config
 
 ROOT = Path(__file__).resolve().parents[2]
 API_BOUND = 3
@@ -55,12 +54,6 @@ def start_node(hold: float) -> ThreadingHTTPServer:
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

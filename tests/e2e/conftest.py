@@ -14,7 +14,8 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 
-from tests.e2e.processes import SCRIPTS_DIR, Service, Stack, free_port, stop_all
+from bench.prod import free_port
+from tests.e2e.processes import SCRIPTS_DIR, Service, Stack, stop_all
 
 # Retries every ~1 s, thirty of them: plenty of attempts while a receiver is down, and still
 # a definite end (a postback that never gets through fails the test instead of hanging).

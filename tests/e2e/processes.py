@@ -8,7 +8,6 @@ file, and is stopped by signalling the whole group: SIGTERM, then SIGKILL for st
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sysconfig
 import time
@@ -27,13 +26,6 @@ BROWSER_USER_AGENT = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/131.0.0.0 Safari/537.36"
 )
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until[T](

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import threading
 
-from tests.e2e.processes import free_port
+from bench.prod import free_port
 
 
 class CuttableProxy:

@@ -21,6 +21,7 @@ import requests
 from django.db import connection
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.prod import free_port
 from postbacks.models import Postback
 from publishers.models import CallbackTemplate
 from tests.chaos.infra import RedisCopy
@@ -31,7 +32,7 @@ from tests.e2e.conftest import (
     stack_env,
     stack_services,
 )
-from tests.e2e.processes import BROWSER_USER_AGENT, Stack, free_port, signal_groups, wait_until
+from tests.e2e.processes import BROWSER_USER_AGENT, Stack, signal_groups, wait_until
 from tests.receiver import Receiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.django_db(transaction=True)]

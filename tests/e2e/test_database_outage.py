@@ -29,10 +29,11 @@ import redis
 import requests
 from django.db import connection
 
+from bench.prod import free_port
 from postbacks.models import Postback
 from publishers.models import CallbackTemplate, Publisher
 from tests.e2e.conftest import e2e_redis_url, running_stack, stack_env, stack_services
-from tests.e2e.processes import BROWSER_USER_AGENT, free_port, wait_until
+from tests.e2e.processes import BROWSER_USER_AGENT, wait_until
 from tests.e2e.tcp_proxy import CuttableProxy
 from tests.receiver import Receiver
 from tracking.models import Click, Conversion, SmartAd, TrackingLink

@@ -22,6 +22,7 @@ import requests
 from django.db import connection
 from django.db.models import Sum
 
+from bench.prod import free_port
 from tests.e2e.conftest import (
     database_url_for,
     e2e_redis_url,
@@ -29,7 +30,7 @@ from tests.e2e.conftest import (
     stack_env,
     stack_services,
 )
-from tests.e2e.processes import BROWSER_USER_AGENT, free_port, wait_until
+from tests.e2e.processes import BROWSER_USER_AGENT, wait_until
 from tracking import clickbuffer
 from tracking.models import Click, ClickDeadLetter, ClickRejection, TrackingLink
 

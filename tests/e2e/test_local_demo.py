@@ -9,6 +9,7 @@ that spid within 5 seconds.
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -20,12 +21,12 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 import requests
 
+from bench.prod import free_port
 from tests.e2e.processes import (
     BROWSER_USER_AGENT,
     REPO_ROOT,
     SCRIPTS_DIR,
     Service,
-    free_port,
     wait_until,
 )
 
@@ -185,3 +186,41 @@ def test_it_completes_the_round_trip_with_the_printed_curl(local_demo):
 
     callback = wait_until(received, timeout=5, interval=0.1, what="the demo receiver")
     assert dict(callback["params"])["spid"] == local_demo.seed["example_spid"] == SPID
+
+
+def test_the_demo_advertiser_signs_in_and_sends_a_test_conversion(local_demo):
+    """The banner's advertiser login, on the running demo: the one login page leads to the
+    portal, the conversions sent are listed, and a test conversion goes through the intake
+    without calling the demo publisher back."""
+    site = local_demo.site_url
+    login = local_demo.seed["logins"]["advertiser"]
+    session = requests.Session()
+    session.headers["User-Agent"] = BROWSER_USER_AGENT
+    session.get(f"{site}/accounts/login/", timeout=10)
+    signed_in = session.post(
+        f"{site}/accounts/login/",
+        data={**login, "csrfmiddlewaretoken": session.cookies["csrftoken"]},
+        headers={"Referer": f"{site}/accounts/login/"},
+        timeout=10,
+    )
+    assert signed_in.url == local_demo.seed["advertiser_portal_url"], signed_in.url
+    assert "Demo Campaign" in signed_in.text
+
+    home = signed_in.text
+    campaign = re.search(r'<option value="([0-9a-z]+)"', home).group(1)
+    before = {cb["event_id"] for cb in local_demo.inbox()}
+    sent = session.post(
+        f"{site}/advertiser/test-conversion/",
+        data={
+            "campaign": campaign,
+            "event": "conversion",
+            "csrfmiddlewaretoken": session.cookies["csrftoken"],
+        },
+        headers={"Referer": local_demo.seed["advertiser_portal_url"]},
+        timeout=10,
+    )
+    assert sent.status_code == 200 and "/advertiser/conversions/" in sent.url
+    assert "Test conversion on Demo Campaign: Accepted, status approved" in sent.text
+    assert "pill-test" in sent.text
+    time.sleep(2)  # long enough for a callback to land, had one been queued
+    assert {cb["event_id"] for cb in local_demo.inbox()} == before

@@ -9,7 +9,7 @@ from django.utils import timezone
 from postbacks.models import Postback, PostbackAttempt
 from postbacks.retention import retention_prune
 from publishers.models import AuditEvent
-from tracking.models import Campaign, Click
+from tracking.models import Campaign, Click, Conversion, IntakeOutcome
 from tracking.services import conversion_record
 
 pytestmark = pytest.mark.django_db
@@ -27,6 +27,7 @@ def retention(settings):
     settings.POSTBACKS_SUCCEEDED_RETENTION_DAYS = 90
     settings.CLICKS_RETENTION_DAYS = 60
     settings.AUDIT_RETENTION_DAYS = 400
+    settings.INTAKE_OUTCOME_RETENTION_DAYS = 400
     settings.RETENTION_BATCH_SIZE = 2
     settings.RETENTION_MAX_BATCHES = 100
     return settings
@@ -82,7 +83,13 @@ def test_it_prunes_old_history_and_keeps_what_may_still_be_needed(link, template
     conversion_record(advertiser=link.campaign.advertiser, click_id=converted.click_id)
     Click.objects.filter(pk=converted.pk).update(created_at=days_ago(300))
 
-    assert retention_prune(now=NOW) == {"attempts": 5, "postbacks": 1, "clicks": 1, "audit": 0}
+    assert retention_prune(now=NOW) == {
+        "attempts": 5,
+        "postbacks": 1,
+        "clicks": 1,
+        "audit": 0,
+        "intake_outcomes": 0,
+    }
 
     remaining = set(Postback.objects.values_list("pk", flat=True))
     assert old_delivered.pk not in remaining
@@ -96,7 +103,13 @@ def test_it_prunes_old_history_and_keeps_what_may_still_be_needed(link, template
         Click.objects.filter(pk__in=[in_long_window.pk, recent_click.pk, converted.pk]).count() == 3
     )
 
-    assert retention_prune(now=NOW) == {"attempts": 0, "postbacks": 0, "clicks": 0, "audit": 0}
+    assert retention_prune(now=NOW) == {
+        "attempts": 0,
+        "postbacks": 0,
+        "clicks": 0,
+        "audit": 0,
+        "intake_outcomes": 0,
+    }
 
 
 def test_it_deletes_in_bounded_batches(link, template, retention):
@@ -116,6 +129,7 @@ def test_it_keeps_everything_when_retention_is_off(link, template, retention):
     retention.POSTBACKS_SUCCEEDED_RETENTION_DAYS = 0
     retention.CLICKS_RETENTION_DAYS = 0
     retention.AUDIT_RETENTION_DAYS = 0
+    retention.INTAKE_OUTCOME_RETENTION_DAYS = 0
     assert retention_prune(now=NOW) == {}
     assert PostbackAttempt.objects.count() == 2 and Click.objects.count() == 2
 
@@ -128,3 +142,21 @@ def test_it_prunes_activity_older_than_the_audit_retention(publisher, retention)
     assert retention_prune(now=NOW)["audit"] == 1
     ages = sorted((NOW - e.created_at).days for e in AuditEvent.objects.all())
     assert ages == [10, 399]
+
+
+def test_it_prunes_the_advertisers_log_but_never_its_conversions(advertiser, link, retention):
+    fresh = click(link, 1)
+    conversion_record(advertiser=advertiser, click_id=fresh.click_id, txn_id="kept")
+    for age in (401, 399):
+        IntakeOutcome.objects.create(
+            advertiser=advertiser,
+            campaign=link.campaign,
+            outcome=IntakeOutcome.Outcome.DUPLICATE,
+            click_id=fresh.click_id,
+            event="conversion",
+            created_at=days_ago(age),
+        )
+    assert retention_prune(now=NOW)["intake_outcomes"] == 1
+    assert IntakeOutcome.objects.count() == 2  # the 399-day-old row and the accepted one
+    assert not IntakeOutcome.objects.filter(created_at__lt=days_ago(400)).exists()
+    assert Conversion.objects.filter(txn_id="kept").exists()

@@ -17,7 +17,7 @@ from publishers.services import api_key_create, member_invite
 from tests.receiver import Receiver
 from tracking.models import Advertiser, Campaign, Click, Creative, TrackingLink
 from tracking.rollups import stats_rebuild
-from tracking.services import conversion_record
+from tracking.services import advertiser_key_create, conversion_record
 
 
 @dataclass
@@ -32,6 +32,8 @@ class DashboardData:
     postbacks: list[Postback] = field(default_factory=list)
     key_lookup: str = ""
     other_spid: str = "spid-c-own-1"
+    # The advertiser's API key (the advertiser portal's routes name it).
+    advertiser_key_lookup: str = ""
     receiver_url: str = ""
 
     def a_ids(self) -> list[str]:
@@ -123,6 +125,7 @@ def build_dashboard_data(
         data.postbacks.extend(outcome.postbacks)
     dispatch.drain(Lane.RETRY, wait=math.inf, kicks=False)
     data.key_lookup = api_key_create(publisher=publisher, name="a-key")[0].lookup
+    data.advertiser_key_lookup = advertiser_key_create(advertiser=advertiser)[0].lookup
     member_invite(publisher=publisher, email="pending-a@example.com")
 
     # Publisher C: its own link on the same campaign, one click, one conversion.

@@ -21,6 +21,8 @@ from publishers.models import (
     PublisherAPIKey,
 )
 from publishers.urls import urlpatterns
+from tracking.models import AdvertiserAPIKey, Conversion
+from tracking.portal.urls import urlpatterns as advertiser_urlpatterns
 from tracking.selectors.logs import CONVERSION_LOG
 
 pytestmark = pytest.mark.django_db
@@ -153,6 +155,24 @@ def outsider_cases(data) -> list[Case]:
             status=(302,),
         ),
         Case("post", reverse("secret_rotate")),
+        # The advertiser portal: a publisher's account is refused at its door (403), and the
+        # advertiser's key named in the URL is untouched.
+        Case("get", reverse("advertiser_home"), status=(403,)),
+        Case("get", reverse("advertiser_conversions"), status=(403,)),
+        Case("get", reverse("advertiser_keys"), status=(403,)),
+        Case("get", reverse("advertiser_integration"), status=(403,)),
+        Case("post", reverse("advertiser_key_create"), {"kind": "api"}, status=(403,)),
+        Case(
+            "post",
+            reverse("advertiser_key_revoke", args=[data.advertiser_key_lookup]),
+            status=(403,),
+        ),
+        Case(
+            "post",
+            reverse("advertiser_test_conversion"),
+            {"campaign": data.link.campaign.public_id, "event": "conversion"},
+            status=(403,),
+        ),
     ]
     for query in (a_click.spid, a_click.click_id, a_conversion.public_id, a_postback.event_id):
         cases.append(Case("get", reverse("trace") + f"?q={query}", echo=query))
@@ -222,6 +242,12 @@ def a_state(data) -> dict:
             Invitation.objects.filter(publisher=data.publisher).values_list("email", "status")
         ),
         "secret": type(data.publisher).objects.get(pk=data.publisher.pk).signing_secret,
+        "advertiser_keys": sorted(
+            AdvertiserAPIKey.objects.filter(lookup=data.advertiser_key_lookup).values_list(
+                "lookup", "revoked_at"
+            )
+        ),
+        "conversions": Conversion.objects.count(),
         "audit": sorted(
             AuditEvent.objects.filter(publisher=data.publisher).values_list("pk", flat=True)
         ),
@@ -245,8 +271,10 @@ def test_it_checks_ownership_on_every_dashboard_url(outsider_client, dashboard_d
         assert not leaked, (case.url, leaked)
         visited.add(response.resolver_match.url_name if response.resolver_match else case.url)
     assert a_state(dashboard_data) == before
-    # The table must grow with the dashboard: every dashboard route is visited.
+    # The table must grow with the dashboard and the advertiser portal: every route of both
+    # is visited.
     dashboard_routes = {p.name for p in urlpatterns if str(p.pattern).startswith("dashboard/")}
+    dashboard_routes |= {p.name for p in advertiser_urlpatterns}
     assert dashboard_routes <= visited, dashboard_routes - visited
 
 

@@ -72,7 +72,7 @@ def test_a_full_cap_says_what_happens_to_further_conversions(
     html = owner_client.get(reverse("links")).content.decode()
     assert "cap reached" in html and "further conversions are refused" in html
     refused = owner_client.get(reverse("conversions") + "?view=refused").content.decode()
-    assert "Cap reached: over a conversion cap or budget of the campaign" in refused
+    assert "Cap reached: over a conversion cap or payout budget of the campaign" in refused
     offers.cap_policy = Campaign.CapPolicy.ACCEPT_UNPAID
     offers.save()
     unpaid = convert(advertiser, link, "s4").conversion
@@ -80,10 +80,12 @@ def test_a_full_cap_says_what_happens_to_further_conversions(
     html = owner_client.get(reverse("links")).content.decode()
     assert "further conversions are recorded unpaid" in html
     listing = owner_client.get(reverse("conversions")).content.decode()
-    assert "Cap reached: over a conversion cap or budget, unpaid" in listing
+    assert "Cap reached: over a conversion cap or payout budget of the campaign" in listing
     overview = owner_client.get(reverse("dashboard")).content.decode()
-    assert "Cap reached: over a conversion cap or budget, unpaid" in overview
-    assert "Cap reached: over a conversion cap or budget of the campaign" in overview
+    # Counted twice by reason: recorded unpaid (approved) and refused.
+    assert (
+        overview.count("Cap reached: over a conversion cap or payout budget of the campaign") == 2
+    )
     trace = owner_client.get(reverse("trace") + "?q=s4").content.decode()
     assert "daily cap of 2 conversions for publisher Publisher A" in trace
 

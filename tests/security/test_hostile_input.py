@@ -1,7 +1,8 @@
 """Hostile values against every URL pattern: 0 × 5xx, and no row changed by a refused request.
 
 Each pattern of the URL configuration is visited as four callers (anonymous, a publisher's
-owner signed in, a publisher API key, an advertiser API key) with NUL characters, lone
+owner signed in, a publisher API key, an advertiser API key), and the advertiser portal's
+patterns also as an advertiser's owner signed in, with NUL characters, lone
 surrogates, invalid UTF-8 percent-escapes, 100,000-character strings, JSON nested 5,000 deep,
 JSON that is not an object, overflowing dates and integers and repeated parameters, in the
 path, the query string, a form body and a JSON body. Bounded: one request carries a hostile
@@ -23,7 +24,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 
-from tracking.models import ConversionCap, PayoutTerm
+from tracking.models import AdvertiserUser, ConversionCap, PayoutTerm
 
 pytestmark = pytest.mark.django_db
 
@@ -36,6 +37,8 @@ NAMES = [
     *("smart_ad_id", "action", "scope", "answer", "email", "role", "username", "password"),
     *("password1", "password2", "url_template", "name", "events", "is_active", "callback_id"),
     *("payout", "revenue", "currency", "txn_id", "updated_since", "sample_values", "next"),
+    *("website", "about"),
+    "kind",
 ]
 DATE_NAMES = ("start", "end", "from", "to", "updated_since")
 INT_NAMES = ("limit", "payout", "revenue", "campaign_id", "callback_id", "smart_ad_id")
@@ -46,6 +49,7 @@ LONG = "x" * 100_000
 LONG_NAMES = (
     *("q", "spid", "click_id", "ref", "token", "event", "event_id", "txn_id", "name"),
     *("url_template", "email", "username", "password", "campaign", "placement", "keyword"),
+    *("website", "about"),
 )
 # Raw (already percent-encoded) values for query strings, form bodies and path segments.
 RAW_VALUES = {
@@ -87,6 +91,7 @@ BOOKKEEPING = re.compile(
 @dataclass
 class Outcome:
     statuses: Counter = field(default_factory=Counter)
+    by_caller: Counter = field(default_factory=Counter)  # (caller, status class)
     errors: list = field(default_factory=list)  # (caller, method, url, status, exception)
     writes: list = field(default_factory=list)  # refused requests that changed rows
 
@@ -164,8 +169,9 @@ class Walker:
             if changed:
                 self.outcome.writes.append((*self.current, response.status_code, changed))
         self.outcome.statuses[response.status_code // 100] += 1
-        if caller == "session" and "logout" in url:
-            client.force_login(get_user_model().objects.get(username="owner-a"))
+        self.outcome.by_caller[(caller, response.status_code // 100)] += 1
+        if caller in SESSION_USERS and "logout" in url:
+            client.force_login(get_user_model().objects.get(username=SESSION_USERS[caller]))
             self.writes = row_writes()  # the sign-in's own writes are not the next request's
 
 
@@ -196,11 +202,25 @@ def hostile_json(base: dict, *, full: bool) -> list[str]:
     return bodies
 
 
+# The signed-in callers and their accounts.
+SESSION_USERS = {"session": "owner-a", "advertiser-session": "adv-owner"}
+# The advertiser portal: the signed-in advertiser walks these paths (everyone else is refused
+# at its door, so only its owner reaches the forms behind it).
+PORTAL = "/advertiser/"
+
+
 @pytest.fixture
 def callers(publisher, advertiser, publisher_key, api_key) -> dict[str, Client]:
     session = Client(raise_request_exception=False)
     session.force_login(get_user_model().objects.get(username="owner-a"))
+    account = get_user_model().objects.create_user("adv-owner", password="pw")
+    AdvertiserUser.objects.create(
+        advertiser=advertiser, user=account, role=AdvertiserUser.Role.OWNER
+    )
+    advertiser_session = Client(raise_request_exception=False)
+    advertiser_session.force_login(account)
     return {
+        "advertiser-session": advertiser_session,
         "anonymous": Client(raise_request_exception=False),
         "session": session,
         "publisher-key": Client(
@@ -271,6 +291,11 @@ def money_rules(data) -> None:
     )
 
 
+def callers_of(path: str, callers: dict[str, Client]) -> list[str]:
+    """Who walks `path`: everyone, and the signed-in advertiser only in its portal."""
+    return [c for c in callers if c != "advertiser-session" or path.startswith(PORTAL)]
+
+
 def test_it_never_answers_5xx_nor_writes_on_refusal(
     callers, dashboard_data, postback_token, settings
 ):
@@ -287,7 +312,7 @@ def test_it_never_answers_5xx_nor_writes_on_refusal(
             light = is_admin(name, path)
             base = bases.get(path, "")
             names = [n for n in NAMES if f"{n}=" not in base]
-            for caller in ("anonymous", "session") if light else callers:
+            for caller in ("anonymous", "session") if light else callers_of(path, callers):
                 for raw in hostile_queries(names)[: 2 if light else None]:
                     walker.send(caller, "get", f"{path}?{base}&{raw}")
                 if base:  # the first check refused too
@@ -316,7 +341,7 @@ def test_it_never_answers_5xx_nor_writes_on_refusal(
                 light = is_admin(name, path)
                 if light and key != "nul":
                     continue
-                for caller in ("anonymous", "session") if light else callers:
+                for caller in ("anonymous", "session") if light else callers_of(path, callers):
                     walker.send(caller, "get", path)
                     walker.send(caller, "post", path, data="{}", content_type="application/json")
     finally:
@@ -326,3 +351,5 @@ def test_it_never_answers_5xx_nor_writes_on_refusal(
     assert not outcome.writes, outcome.report()
     # Every named pattern was walked, and most answers were refusals.
     assert len(walked) > 150 and outcome.statuses[4] > outcome.statuses[2]
+    # The signed-in advertiser got past the portal's door: its pages and forms were reached.
+    assert outcome.by_caller[("advertiser-session", 2)] > 50

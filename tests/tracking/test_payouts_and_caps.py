@@ -24,6 +24,7 @@ from tracking.models import (
     Conversion,
     ConversionCap,
     ConversionRefusal,
+    IntakeOutcome,
     PayoutTerm,
     TrackingLink,
 )
@@ -284,6 +285,9 @@ def test_a_rejecting_campaign_refuses_over_its_cap_with_a_named_422(
         clicks[2].click_id,
     )
     assert Conversion.objects.count() == 2 and Postback.objects.count() == 2
+    # The advertiser's log (its portal) lists the refusal with the reason.
+    logged = IntakeOutcome.objects.get(txn_id="T2")
+    assert (logged.outcome, logged.reason) == ("refused", "cap_reached")
     # Sent again: refused again, counted as another attempt.
     assert post(api_key, {"click_id": clicks[2].click_id, "txn_id": "T2"}).status_code == 422
     assert ConversionRefusal.objects.get().attempts == 2
@@ -307,6 +311,8 @@ def test_an_accepting_campaign_records_over_its_cap_unpaid(
     assert "total cap of 1 conversions for publisher Publisher A" in body["reason_detail"]
     assert payout_in_url(Postback.objects.get(conversion__public_id=body["id"])) == "0.00"
     assert not ConversionRefusal.objects.exists()
+    logged = IntakeOutcome.objects.get(conversion__public_id=body["id"])
+    assert (logged.outcome, logged.reason) == ("accepted", "cap_reached")
     # Unpaid over a cap stays unpaid, whatever is sent later; its status can still change.
     reversed_ = post(
         api_key,

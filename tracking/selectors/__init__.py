@@ -2,7 +2,7 @@
 overview (`reports`); the conversion log and the spid trace (`logs`). Those for the dashboard
 and the API always take the publisher."""
 
-from tracking.selectors.endpoints import advertiser_for_key, link_for_click
+from tracking.selectors.endpoints import advertiser_for_key, advertiser_key_forget, link_for_click
 from tracking.selectors.logs import (
     CONVERSION_GROUPS,
     GROUPS_MAX_ROWS,
@@ -71,6 +71,7 @@ __all__ = [
     "ReportRow",
     "Trace",
     "advertiser_for_key",
+    "advertiser_key_forget",
     "callback_health",
     "click_refusals",
     "conversion_groups",

@@ -87,3 +87,9 @@ def advertiser_for_key(plaintext: str, kind: str) -> Advertiser | None:
         AdvertiserAPIKey.objects.filter(pk=key.pk).update(last_used_at=now)
         key.last_used_at = now
     return key.advertiser
+
+
+def advertiser_key_forget(kind: str, lookup: str) -> None:
+    """Drop a key from this process's cache (its revocation): this process refuses it at once,
+    the others within CONVERSIONS_KEY_CACHE_SECONDS."""
+    _KEY_CACHE.pop((kind, lookup), None)

@@ -4,6 +4,7 @@ Keys are stored hashed, so each run issues fresh demo credentials and revokes th
 ones; everything else is created once and updated in place.
 """
 
+import contextlib
 import json
 import shlex
 from datetime import timedelta
@@ -19,9 +20,11 @@ from django.utils import timezone
 
 from publishers.models import CallbackTemplate, Membership, Publisher, PublisherAPIKey
 from publishers.services import api_key_create
+from publishers.signup import SignupClaim, SignupError, signup_complete
 from tracking.models import (
     Advertiser,
     AdvertiserAPIKey,
+    AdvertiserUser,
     Campaign,
     ConversionCap,
     Creative,
@@ -34,6 +37,9 @@ from tracking.services import advertiser_key_create
 DEMO_KEY_NAME = "seed_demo"
 ADMIN = ("admin", "roundtrip-admin")
 PUBLISHER_USER = ("publisher", "roundtrip-demo")
+# A publisher who signed up and waits for staff (Admin → Signup applications).
+APPLICANT = ("applicant@example.com", "roundtrip-applicant")
+ADVERTISER_USER = ("advertiser", "roundtrip-advertiser")
 LINK_CODE = "demo"
 CAPPED_LINK_CODE = "demo-capped"
 SMART_AD_ID = 1491
@@ -81,6 +87,14 @@ class Command(BaseCommand):
         )
 
         advertiser, _ = Advertiser.objects.get_or_create(name="Demo Advertiser")
+        # The advertiser portal's login (/advertiser/): an owner, so the keys page works too.
+        adv_user, _ = user_model.objects.get_or_create(username=ADVERTISER_USER[0])
+        adv_user.set_password(ADVERTISER_USER[1])
+        adv_user.save()
+        AdvertiserUser.objects.update_or_create(
+            user=adv_user,
+            defaults={"advertiser": advertiser, "role": AdvertiserUser.Role.OWNER},
+        )
         campaign, _ = Campaign.objects.get_or_create(
             advertiser=advertiser,
             name="Demo Campaign",
@@ -170,6 +184,15 @@ class Command(BaseCommand):
             ) from None
         template.save()
 
+        # Made once: on later runs the address is taken (and staff may have decided since).
+        with contextlib.suppress(SignupError):
+            signup_complete(
+                claim=SignupClaim(email=APPLICANT[0], name="Demo Applicant Media"),
+                password=APPLICANT[1],
+                website="https://applicant.example",
+                about="A cooking blog with a weekly newsletter (demo application).",
+            )
+
         now = timezone.now()
         AdvertiserAPIKey.objects.filter(
             advertiser=advertiser, name=DEMO_KEY_NAME, revoked_at__isnull=True
@@ -206,7 +229,10 @@ class Command(BaseCommand):
             "publisher_api_key": publisher_key,
             "callback_url_template": callback_url,
             "dashboard_url": f"{site}/dashboard/",
+            "advertiser_portal_url": f"{site}/advertiser/",
             "admin_url": f"{site}/admin/",
+            "signup_url": f"{site}/signup/",
+            "signup_applications_url": f"{site}/admin/publishers/signupapplication/",
             "demo_receiver_url": f"{site}/demo/receiver/",
             "conversion_api_url": f"{site}/api/v1/conversions",
             "get_postback_url": (
@@ -215,6 +241,8 @@ class Command(BaseCommand):
             "logins": {
                 "admin": {"username": ADMIN[0], "password": ADMIN[1]},
                 "publisher": {"username": PUBLISHER_USER[0], "password": PUBLISHER_USER[1]},
+                "applicant": {"username": APPLICANT[0], "password": APPLICANT[1]},
+                "advertiser": {"username": ADVERTISER_USER[0], "password": ADVERTISER_USER[1]},
             },
             "conversion_curl": self._curl(site, example_link, advertiser_key),
         }
@@ -240,8 +268,11 @@ class Command(BaseCommand):
 Roundtrip demo is ready.
 
   Dashboard      {r["dashboard_url"]}   (login {r["logins"]["publisher"]["username"]} / {r["logins"]["publisher"]["password"]})
+  Advertisers    {r["advertiser_portal_url"]}  (login {r["logins"]["advertiser"]["username"]} / {r["logins"]["advertiser"]["password"]})
   Admin          {r["admin_url"]}       (login {r["logins"]["admin"]["username"]} / {r["logins"]["admin"]["password"]})
   Demo receiver  {r["demo_receiver_url"]}   (the demo publisher's callbacks land here)
+  Sign-up        {r["signup_url"]}   (an application waits for approval at
+                 {r["signup_applications_url"]}; its owner: {r["logins"]["applicant"]["username"]} / {r["logins"]["applicant"]["password"]})
 
   Tracking link  {r["tracking_link"]}
                  (revenue share: the demo publisher earns 50 % of the revenue, 1.50 USD by default)

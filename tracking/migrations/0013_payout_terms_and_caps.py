@@ -13,7 +13,7 @@ import tracking.models
 class Migration(migrations.Migration):
     dependencies = [
         ("publishers", "0009_publisher_share_revenue"),
-        ("tracking", "0011_conversion_refusals"),
+        ("tracking", "0012_advertiser_portal"),
     ]
 
     operations = [
@@ -58,7 +58,10 @@ class Migration(migrations.Migration):
                 choices=[
                     ("too_fast", "Too fast: converted sooner than the campaign's minimum time"),
                     ("bot_click", "Bot click: held as pending for review"),
-                    ("cap_reached", "Cap reached: over a conversion cap or budget, unpaid"),
+                    (
+                        "cap_reached",
+                        "Cap reached: over a conversion cap or payout budget of the campaign",
+                    ),
                 ],
                 default="",
                 max_length=32,
@@ -73,7 +76,10 @@ class Migration(migrations.Migration):
                         "expired",
                         "Expired: the click is older than the campaign's attribution window",
                     ),
-                    ("cap_reached", "Cap reached: over a conversion cap or budget of the campaign"),
+                    (
+                        "cap_reached",
+                        "Cap reached: over a conversion cap or payout budget of the campaign",
+                    ),
                 ],
                 max_length=32,
             ),
