@@ -1,4 +1,5 @@
-"""The outbox: one Postback per conversion × template × status, and one row per attempt."""
+"""The outbox: one Postback per conversion × template × status (and per correction of its
+amounts), and one row per attempt."""
 
 from django.db import models
 from django.db.models import Q
@@ -29,6 +30,9 @@ class Postback(models.Model):
     )
     # The conversion status this postback announces (a status change fires a new postback).
     conversion_status = models.CharField(max_length=16)
+    # 0, or the number of the advertiser's correction of the conversion's amounts that fired
+    # this status's postback again with the corrected payout (a new event id).
+    revision = models.PositiveSmallIntegerField(default=0)
     # Expanded once when the conversion was recorded, then frozen: retries send the same URL.
     url = models.TextField()
     # A JSON webhook's body (placeholders.webhook_body), built and frozen with the URL: every
@@ -50,7 +54,7 @@ class Postback(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["conversion", "template", "conversion_status"],
+                fields=["conversion", "template", "conversion_status", "revision"],
                 name="postbacks_postback_unique_per_status",
             ),
         ]

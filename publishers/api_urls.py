@@ -7,7 +7,7 @@ POST (tracking/api.py).
 
 from django.urls import path, re_path
 
-from publishers.api import callbacks, conversions, postbacks, reports
+from publishers.api import callbacks, conversions, payouts, postbacks, reports
 
 urlpatterns = [
     re_path(r"^conversions/?$", conversions.conversions_endpoint, name="api-conversions"),
@@ -36,6 +36,7 @@ urlpatterns = [
         callbacks.CallbackResumeView.as_view(),
         name="api-callback-resume",
     ),
+    path("payouts", payouts.PayoutTermsView.as_view(), name="api-payouts"),
     path("stats", reports.StatsView.as_view(), name="api-stats"),
     path("reconciliation", reports.ReconciliationView.as_view(), name="api-reconciliation"),
 ]

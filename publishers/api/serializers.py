@@ -306,6 +306,7 @@ class ConversionSerializer(serializers.ModelSerializer):
             "txn_id",
             "status",
             "reason",
+            "reason_detail",
             "payout",
             "currency",
             "campaign",
@@ -317,8 +318,11 @@ class ConversionSerializer(serializers.ModelSerializer):
         extra_kwargs = {
             "reason": {
                 "help_text": "Why a guard changed the status the advertiser sent: `too_fast` "
-                "(rejected) or `bot_click` (held as pending for review); empty when none did."
-            }
+                "(rejected) or `bot_click` (held as pending for review); `cap_reached` when the "
+                "conversion came over a cap of a campaign that accepts those unpaid (payout 0); "
+                "empty when none of these applies."
+            },
+            "reason_detail": {"help_text": "The reason as a sentence (names the cap); or empty."},
         }
 
     @extend_schema_field(serializers.ChoiceField(choices=POSTBACK_STATUSES))
@@ -623,3 +627,58 @@ class ReconciliationSerializer(serializers.Serializer):
     generated_at = serializers.DateTimeField()
     count = serializers.IntegerField()
     rows = ReconciliationRowSerializer(many=True)
+
+
+# --- Payout terms and caps ------------------------------------------------------------------
+
+
+class PayoutTermOutSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(
+        choices=["fixed", "revshare", "default"],
+        help_text="`fixed`: `amount` per conversion; `revshare`: `percent` of each "
+        "conversion's revenue; `default`: no terms, the campaign's `default_payout` (or what "
+        "the advertiser reports).",
+    )
+    amount = serializers.CharField(allow_null=True, help_text="Fixed terms, in `currency`.")
+    percent = serializers.CharField(allow_null=True, help_text="Revenue share, in percent.")
+    effective_from = serializers.DateTimeField(
+        allow_null=True, help_text="When these terms started; null for the default."
+    )
+    default_payout = serializers.CharField(help_text="The campaign's default, in `currency`.")
+
+
+class CapStatusSerializer(serializers.Serializer):
+    scope = serializers.ChoiceField(
+        choices=["campaign", "publisher"],
+        help_text="`campaign`: counts every publisher's conversions; `publisher`: only yours.",
+    )
+    period = serializers.ChoiceField(choices=["daily", "monthly", "total"])
+    period_start = serializers.DateField(
+        allow_null=True,
+        help_text="The current period's first day in the campaign's `time_zone`; null for "
+        "total caps.",
+    )
+    max_conversions = serializers.IntegerField(allow_null=True, help_text="Null: no limit.")
+    max_payout = serializers.CharField(
+        allow_null=True, help_text="Payout budget in `currency`; null: none."
+    )
+    conversions = serializers.IntegerField(help_text="Conversions paid in the current period.")
+    payout = serializers.CharField(help_text="Payout used in the current period, in `currency`.")
+    reached = serializers.BooleanField()
+
+
+class OfferTermsSerializer(serializers.Serializer):
+    campaign = RefSerializer()
+    currency = serializers.CharField()
+    time_zone = serializers.CharField(help_text="Where daily and monthly caps start.")
+    cap_policy = serializers.ChoiceField(
+        choices=["reject", "accept_unpaid"],
+        help_text="Over a cap: `reject` (the advertiser is answered 422 `cap_reached`; listed "
+        "as refused) or `accept_unpaid` (recorded with payout 0, reason `cap_reached`).",
+    )
+    payout = PayoutTermOutSerializer()
+    caps = CapStatusSerializer(many=True)
+
+
+class OfferTermsListSerializer(serializers.Serializer):
+    results = OfferTermsSerializer(many=True)

@@ -7,6 +7,7 @@ as if publisher A's data did not exist; actions change nothing of A's.
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -19,6 +20,7 @@ from publishers.api.base import PublisherScopedView
 from publishers.api.conversions import conversion_list
 from publishers.models import CallbackTemplate
 from tests.api.conftest import SPID
+from tracking.models import ConversionCap, PayoutTerm
 
 pytestmark = pytest.mark.django_db
 
@@ -32,6 +34,17 @@ class Route:
     body: Callable = lambda w: None
     nothing: Callable | None = None  # (response) -> bool, for collection routes; None: 404
     prepare: Callable = lambda w: None  # world -> None: A's state that makes the action real
+
+
+def payout_rules_for_a(world) -> None:
+    """A's own term and cap on its campaign: what C must not see."""
+    campaign = world.click.campaign
+    PayoutTerm.objects.create(
+        campaign=campaign, publisher=world.publisher, kind="fixed", amount=Decimal("3")
+    )
+    ConversionCap.objects.create(
+        campaign=campaign, publisher=world.publisher, period="daily", max_conversions=5
+    )
 
 
 def empty_results(response) -> bool:
@@ -102,6 +115,13 @@ ROUTES = [
         lambda w: "/api/v1/stats",
         params=lambda w: {"from": today(), "to": today(), "group_by": "placement"},
         nothing=lambda r: r.status_code == 200 and r.json()["rows"] == [],
+    ),
+    Route(
+        "api-payouts",
+        "get",
+        lambda w: "/api/v1/payouts",
+        nothing=empty_results,
+        prepare=lambda w: payout_rules_for_a(w),
     ),
     Route(
         "api-reconciliation",

@@ -13,6 +13,8 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -20,8 +22,9 @@ from django.core.signals import got_request_exception
 from django.db import connection, transaction
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
 
-from tracking.models import AdvertiserUser
+from tracking.models import AdvertiserUser, ConversionCap, PayoutTerm
 
 pytestmark = pytest.mark.django_db
 
@@ -270,6 +273,26 @@ def is_admin(name: str, path: str) -> bool:
     return path.startswith("/admin/") and path != "/admin/login/"
 
 
+def money_rules(data) -> None:
+    """A revenue-share term and roomy caps on the walked campaign, so the intake's hostile
+    amounts go through payout terms and cap counters too (and the admin's inlines and the
+    dashboard's offer cards have rows to show)."""
+    campaign, publisher = data.link.campaign, data.link.publisher
+    PayoutTerm.objects.create(
+        campaign=campaign,
+        publisher=publisher,
+        kind=PayoutTerm.Kind.REVSHARE,
+        percent=Decimal("33.33"),
+        effective_from=timezone.now() - timedelta(days=400),
+    )
+    ConversionCap.objects.create(
+        campaign=campaign, period="daily", max_conversions=100_000, max_payout=Decimal(10**12)
+    )
+    ConversionCap.objects.create(
+        campaign=campaign, publisher=publisher, period="monthly", max_conversions=100_000
+    )
+
+
 def callers_of(path: str, callers: dict[str, Client]) -> list[str]:
     """Who walks `path`: everyone, and the signed-in advertiser only in its portal."""
     return [c for c in callers if c != "advertiser-session" or path.startswith(PORTAL)]
@@ -279,6 +302,7 @@ def test_it_never_answers_5xx_nor_writes_on_refusal(
     callers, dashboard_data, postback_token, settings
 ):
     settings.API_RATE_LIMIT = "1000000/min"
+    money_rules(dashboard_data)
     ids = real_ids(dashboard_data)
     bases = base_queries(dashboard_data, postback_token)
     json_bases = base_json(dashboard_data)

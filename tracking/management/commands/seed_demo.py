@@ -26,7 +26,9 @@ from tracking.models import (
     AdvertiserAPIKey,
     AdvertiserUser,
     Campaign,
+    ConversionCap,
     Creative,
+    PayoutTerm,
     SmartAd,
     TrackingLink,
 )
@@ -39,6 +41,7 @@ PUBLISHER_USER = ("publisher", "roundtrip-demo")
 APPLICANT = ("applicant@example.com", "roundtrip-applicant")
 ADVERTISER_USER = ("advertiser", "roundtrip-advertiser")
 LINK_CODE = "demo"
+CAPPED_LINK_CODE = "demo-capped"
 SMART_AD_ID = 1491
 EXAMPLE_SPID = 'a b&c/d?e#f%g"ü'
 
@@ -107,9 +110,46 @@ class Command(BaseCommand):
             defaults={
                 "landing_url": "https://advertiser.example/landing?click_id=[click_id]",
                 "default_payout": Decimal("1.50"),
+                "default_revenue": Decimal("3.00"),
                 "currency": "USD",
                 "attribution_window": timedelta(days=30),
             },
+        )
+        if campaign.default_revenue is None:
+            campaign.default_revenue = Decimal("3.00")
+            campaign.save(update_fields=["default_revenue"])
+        # The demo publisher is on revenue share: half of what the advertiser pays (the
+        # campaign's default revenue of 3.00 USD unless it reports another), so a conversion
+        # pays it 1.50 USD.
+        if not PayoutTerm.objects.filter(campaign=campaign, publisher=publisher).exists():
+            PayoutTerm.objects.create(
+                campaign=campaign,
+                publisher=publisher,
+                kind=PayoutTerm.Kind.REVSHARE,
+                percent=Decimal("50"),
+                effective_from=timezone.now(),
+            )
+        # A capped offer: 5 paid conversions a day (days in Berlin), later ones recorded unpaid.
+        capped, _ = Campaign.objects.get_or_create(
+            advertiser=advertiser,
+            name="Demo Capped Offer",
+            defaults={
+                "landing_url": "https://advertiser.example/offer?click_id=[click_id]",
+                "default_payout": Decimal("2.00"),
+                "currency": "EUR",
+                "time_zone": "Europe/Berlin",
+                "cap_policy": Campaign.CapPolicy.ACCEPT_UNPAID,
+            },
+        )
+        ConversionCap.objects.get_or_create(
+            campaign=capped,
+            publisher=None,
+            period=ConversionCap.Period.DAILY,
+            defaults={"max_conversions": 5},
+        )
+        TrackingLink.objects.update_or_create(
+            code=CAPPED_LINK_CODE,
+            defaults={"publisher": publisher, "campaign": capped, "name": "Demo capped offer"},
         )
         text_ad, _ = Creative.objects.get_or_create(
             campaign=campaign,
@@ -169,6 +209,7 @@ class Command(BaseCommand):
         _, publisher_key = api_key_create(publisher=publisher, name=DEMO_KEY_NAME)
 
         tracking_link = f"{site}/click?ref={LINK_CODE}&spid=123456789"
+        capped_link = f"{site}/click?ref={CAPPED_LINK_CODE}&spid=123456789"
         example_link = f"{site}/click?ref={LINK_CODE}&spid={quote(EXAMPLE_SPID, safe='')}"
         smart_src = f"{site}/smart?ref={LINK_CODE}&q=shoes&smart_ad_id={SMART_AD_ID}&spid=123456789"
         smart_iframe = (
@@ -180,6 +221,7 @@ class Command(BaseCommand):
             "smart_ad_url": smart_src,
             "smart_ad_iframe": smart_iframe,
             "tracking_link": tracking_link,
+            "capped_tracking_link": capped_link,
             "example_tracking_link": example_link,
             "example_spid": EXAMPLE_SPID,
             "advertiser_api_key": advertiser_key,
@@ -257,6 +299,9 @@ Roundtrip demo is ready.
                  {r["signup_applications_url"]}; its owner: {r["logins"]["applicant"]["username"]} / {r["logins"]["applicant"]["password"]})
 
   Tracking link  {r["tracking_link"]}
+                 (revenue share: the demo publisher earns 50 % of the revenue, 1.50 USD by default)
+  Capped offer   {r["capped_tracking_link"]}
+                 (5 paid conversions a day, Berlin time; later ones are recorded unpaid)
   With a tricky spid ({r["example_spid"]}):
                  {r["example_tracking_link"]}
 
