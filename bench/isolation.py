@@ -68,6 +68,8 @@ from tracking.services import advertiser_key_create, click_record
 
 seed = json.loads(SEED_JSON)
 publisher = Publisher.objects.get(name="Demo Publisher")
+# One callback per conversion, as measured before the demo had its JSON webhook.
+publisher.callback_templates.filter(name="Demo JSON webhook").delete()
 second, _ = Advertiser.objects.get_or_create(name="Second Advertiser")
 campaign, _ = Campaign.objects.get_or_create(advertiser=second, name="Second Campaign", defaults={
     "landing_url": "https://second.example/?c=[click_id]", "default_payout": Decimal("2.00"),

@@ -268,6 +268,7 @@ SPECTACULAR_SETTINGS = {
         "ConversionStatusEnum": "tracking.models.Conversion.Status",
         "PostbackStatusEnum": "postbacks.models.Postback.Status",
         "AttemptOutcomeEnum": "postbacks.models.PostbackAttempt.Outcome",
+        "CallbackMethodEnum": "publishers.models.CallbackTemplate.Method",
     },
 }
 

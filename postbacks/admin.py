@@ -36,7 +36,15 @@ class PostbackAdmin(admin.ModelAdmin):
     was sent, and the delivery engine's state), and nothing is deleted here. The action sends
     selected postbacks again, audited in each publisher's trail."""
 
-    list_display = ["event_id", "publisher", "status", "attempts", "last_status_code", "created_at"]
+    list_display = [
+        "event_id",
+        "publisher",
+        "method",
+        "status",
+        "attempts",
+        "last_status_code",
+        "created_at",
+    ]
     list_select_related = ["publisher"]
     list_filter = ["status", "conversion_status", "publisher"]
     search_fields = ["event_id", "url", "conversion__public_id"]

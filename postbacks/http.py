@@ -1,7 +1,8 @@
 """The one module that speaks HTTP to publishers: the SSRF guard, the error table, the result
 type and the capped read, over aiohttp. The batch sender (postbacks/dispatch/sender.py) sends
-every postback through `fetch` on its pooled session; the dashboard's and the API's "send a
-test postback" go through `send_get`, the same `fetch` on a session of their own.
+every postback through `fetch` on its pooled session (a GET, or a JSON webhook's POST); the
+dashboard's and the API's "send a test postback" go through `send_now`, the same `fetch` on a
+session of their own.
 
 `vet_destination(url)` checks the URL's shape, resolves its host once and refuses the lot if
 any address is not public (unless the operator allows private destinations). A session made by
@@ -33,11 +34,14 @@ from yarl import URL
 # The session type, for the modules that hold one (they import no HTTP client themselves).
 ClientSession = aiohttp.ClientSession
 
-# Every kind of DeliveryError send_get raises, and whether it is permanent (retrying the same
+# Every kind of DeliveryError send_now raises, and whether it is permanent (retrying the same
 # URL cannot help). retry.classify_error and the tests iterate over this table.
 ERROR_KINDS: dict[str, bool] = {
     "forbidden_destination": True,  # the SSRF guard refused the URL or its addresses
     "invalid_url": True,  # not a URL we can send (no host, bad port, non-ASCII target, ...)
+    # A JSON webhook whose callback was deleted, and with it the secret that signs it: never
+    # sent unsigned. (Raised by the dispatcher before any request.)
+    "no_secret": True,
     "dns_error": False,  # the name did not resolve (or not in time)
     "connect_timeout": False,
     "connection_error": False,  # refused, reset, unreachable
@@ -378,16 +382,21 @@ async def fetch(
     max_bytes: int,
     excerpt_bytes: int,
     fallback_ip: str = "",
+    method: str = "GET",
+    body: bytes | None = None,
 ) -> DeliveryResult:
-    """One GET on a vetted session: any HTTP status is a result; no answer raises
-    DeliveryError. The body is read up to `max_bytes`; the whole exchange ends within
-    `total_timeout`. `fallback_ip` is reported when the connection can't tell its peer."""
+    """One GET (or a POST of `body`) on a vetted session: any HTTP status is a result; no
+    answer raises DeliveryError. The answer's body is read up to `max_bytes`; the whole
+    exchange ends within `total_timeout`. `fallback_ip` is reported when the connection can't
+    tell its peer."""
     started = time.monotonic()
     peer_ip = None
     try:
         async with asyncio.timeout(total_timeout):
-            async with session.get(
+            async with session.request(
+                method,
                 url,
+                data=body,
                 # We want the body as the server has it: no compression offer.
                 headers={
                     **{k: v for k, v in headers.items() if k.lower() != "host"},
@@ -472,10 +481,17 @@ _ERROR_MAP: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], s
 )
 
 
-def send_get(
+def send_get(url: str, **options) -> DeliveryResult:
+    """`send_now` of a GET."""
+    return send_now(url, method="GET", **options)
+
+
+def send_now(
     url: str,
     *,
     headers: Mapping[str, str],
+    method: str = "GET",
+    body: bytes | None = None,
     allow_private: bool,
     connect_timeout: float = 5.0,
     total_timeout: float = 15.0,
@@ -484,10 +500,10 @@ def send_get(
     ca_certs: str | None = None,
     resolver: Resolver | None = None,
 ) -> DeliveryResult:
-    """Send one GET now, from synchronous code (the "send a test postback" button): the guard,
-    then `fetch` on a session of its own. Any HTTP status is a result; no answer at all
-    raises DeliveryError. Everything, DNS included, ends within `total_timeout` seconds.
-    `resolver(host, port)` replaces the system resolver."""
+    """Send one request now (a GET, or a POST of `body`), from synchronous code (the "send a
+    test postback" button): the guard, then `fetch` on a session of its own. Any HTTP status
+    is a result; no answer at all raises DeliveryError. Everything, DNS included, ends within
+    `total_timeout` seconds. `resolver(host, port)` replaces the system resolver."""
     started = time.monotonic()
     destination = vet_destination(
         url,
@@ -509,6 +525,8 @@ def send_get(
                 max_bytes=max_bytes,
                 excerpt_bytes=excerpt_bytes,
                 fallback_ip=destination.addresses[0],
+                method=method,
+                body=body,
             )
         return dataclasses.replace(result, duration_ms=int((time.monotonic() - started) * 1000))
 

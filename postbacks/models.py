@@ -1,4 +1,5 @@
-"""The outbox: one Postback per conversion × template × status, and one row per attempt."""
+"""The outbox: one Postback per conversion × template × status (and per correction of its
+amounts), and one row per attempt."""
 
 from django.db import models
 from django.db.models import Q
@@ -29,8 +30,14 @@ class Postback(models.Model):
     )
     # The conversion status this postback announces (a status change fires a new postback).
     conversion_status = models.CharField(max_length=16)
+    # 0, or the number of the advertiser's correction of the conversion's amounts that fired
+    # this status's postback again with the corrected payout (a new event id).
+    revision = models.PositiveSmallIntegerField(default=0)
     # Expanded once when the conversion was recorded, then frozen: retries send the same URL.
     url = models.TextField()
+    # A JSON webhook's body (placeholders.webhook_body), built and frozen with the URL: every
+    # retry and re-send POSTs these exact bytes. Empty for a GET postback (most rows: no cost).
+    body = models.TextField(blank=True, default="")
     # The URL's "name:port" (http.destination_host), the unit the claim is fair across: a host
     # at its in-flight cap, or held by its breaker, has none of its rows claimed.
     host = models.CharField(max_length=300, blank=True, default="")
@@ -47,7 +54,7 @@ class Postback(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["conversion", "template", "conversion_status"],
+                fields=["conversion", "template", "conversion_status", "revision"],
                 name="postbacks_postback_unique_per_status",
             ),
         ]
@@ -71,6 +78,11 @@ class Postback(models.Model):
 
     def __str__(self) -> str:
         return self.event_id
+
+    @property
+    def method(self) -> str:
+        """How it is sent: a JSON webhook is a POST with its body, anything else a GET."""
+        return "POST" if self.body else "GET"
 
 
 class PostbackAttempt(models.Model):
@@ -108,8 +120,10 @@ class DemoCallback(models.Model):
     publisher's server, so `make run` shows a whole round trip with nothing else running."""
 
     received_at = models.DateTimeField(default=timezone.now)
+    method = models.CharField(max_length=4, default="GET")
     path = models.CharField(max_length=2048)
     query_string = models.TextField(blank=True)
+    body = models.TextField(blank=True)  # a JSON webhook's, as received
     event_id = models.CharField(max_length=40, blank=True)
     signature_valid = models.BooleanField(default=False)
     headers = models.JSONField(default=dict)

@@ -1,4 +1,5 @@
-"""Placeholder expansion for callback and landing-page URL templates. Pure: no ORM, no settings.
+"""Placeholder expansion for callback and landing-page URL templates, and the same values as a
+JSON webhook's body (`webhook_body`). Pure: no ORM, no settings.
 
 A template is an absolute http(s) URL with `[name]` placeholders (or the `{name}` alias) in its
 path and query. Expansion is single-pass: every value is percent-encoded for the component it
@@ -11,9 +12,11 @@ and cannot change the URL's host, path shape or query structure.
 'https://pub.example/x%2Fy/?yourparam=x'
 """
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from urllib.parse import quote, urlsplit
 
 MAX_TEMPLATE_LENGTH = 2048
@@ -27,6 +30,10 @@ class Placeholder:
     sample: str  # what a test postback and the live preview put in
     # Known at click time, so an advertiser's landing URL may use it too.
     at_click: bool = False
+    # Its type in a JSON webhook's `data` (json_fields): "string" (always a string, "" when
+    # unknown), "integer" (Unix seconds) or "decimal" (money as a string such as "2.50", or
+    # null when unknown or not shared). Documented in docs/delivery.md.
+    json_type: str = "string"
 
 
 # Every placeholder, in the order the dashboard lists them: the one catalog. Documented with
@@ -53,9 +60,11 @@ CATALOG: tuple[Placeholder, ...] = (
         "bot_flagged, bot_rejected); empty when none did",
         "",
     ),
-    Placeholder("payout", "Your payout for this conversion", "2.50"),
+    Placeholder("payout", "Your payout for this conversion", "2.50", json_type="decimal"),
     Placeholder("currency", "Three-letter currency of the payout", "USD"),
-    Placeholder("revenue", "The advertiser's reported revenue, when shared", "4.00"),
+    Placeholder(
+        "revenue", "The advertiser's reported revenue, when shared", "4.00", json_type="decimal"
+    ),
     Placeholder("txn_id", "The advertiser's transaction id", "order-1001"),
     Placeholder("campaign_id", "Campaign id", "01kb2w3a5c7e9g1j3l5n7q9s1u", at_click=True),
     Placeholder("campaign", "Campaign name", "Summer Sale"),
@@ -72,9 +81,11 @@ CATALOG: tuple[Placeholder, ...] = (
     Placeholder("device", "Device type: desktop, mobile or tablet", "mobile", at_click=True),
     Placeholder("os", "Operating system", "Android"),
     Placeholder("browser", "Browser", "Chrome"),
-    Placeholder("click_time", "Unix time of the click", "1767225600"),
-    Placeholder("conversion_time", "Unix time of the conversion", "1767229200"),
-    Placeholder("timestamp", "Unix time of this attempt", "1767229201"),
+    Placeholder("click_time", "Unix time of the click", "1767225600", json_type="integer"),
+    Placeholder(
+        "conversion_time", "Unix time of the conversion", "1767229200", json_type="integer"
+    ),
+    Placeholder("timestamp", "Unix time of this attempt", "1767229201", json_type="integer"),
     Placeholder("publisher_id", "Your publisher id", "01kb2v1z3x5v7t9r1p3n5l7j9g", at_click=True),
 )
 
@@ -84,6 +95,9 @@ CALLBACK_PLACEHOLDERS = frozenset(p.name for p in CATALOG)
 LANDING_PLACEHOLDERS = frozenset(p.name for p in CATALOG if p.at_click)
 # What a test postback (and the dashboard's live preview) puts in each placeholder.
 SAMPLE_VALUES: dict[str, str] = {p.name: p.sample for p in CATALOG}
+
+# Every field of a JSON webhook's `data` and its type, in catalog order.
+JSON_TYPES: dict[str, str] = {p.name: p.json_type for p in CATALOG}
 
 # Spellings other trackers use, accepted so publishers can paste their existing templates.
 ALIASES = {
@@ -215,3 +229,49 @@ def expand_placeholders(template: str, values: Mapping[str, object]) -> str:
     if len(expanded) > MAX_EXPANDED_LENGTH:
         raise TemplateError(f"The expanded URL is longer than {MAX_EXPANDED_LENGTH} characters.")
     return expanded
+
+
+# --- JSON webhooks ---------------------------------------------------------------------------
+
+_INTEGER = re.compile(r"^-?[0-9]{1,18}$")
+
+
+def json_fields(values: Mapping[str, object]) -> dict[str, object]:
+    """The catalog as a JSON webhook's `data`: every placeholder, in catalog order, with the
+    value a URL would get, typed by its `json_type` (an empty decimal is null).
+
+    >>> fields = json_fields({"spid": "a b", "payout": "2.50", "revenue": "", "click_time": 17})
+    >>> fields["spid"], fields["payout"], fields["revenue"], fields["click_time"], fields["txn_id"]
+    ('a b', '2.50', None, 17, '')
+    """
+    data: dict[str, object] = {}
+    for placeholder in CATALOG:
+        value = values.get(placeholder.name)
+        text = "" if value is None else str(value)
+        if placeholder.json_type == "integer":
+            # Never null in a delivery; only a test postback's sample value can be no number.
+            data[placeholder.name] = int(text) if _INTEGER.match(text) else None
+        elif placeholder.json_type == "decimal":
+            data[placeholder.name] = text or None
+        else:
+            data[placeholder.name] = text
+    return data
+
+
+def webhook_body(values: Mapping[str, object], *, status: str, occurred_at: datetime) -> str:
+    """A JSON webhook's body, as the Standard Webhooks payload shape recommends: the event type
+    (`conversion.<status>`), when it happened (ISO 8601, UTC) and `data` (json_fields).
+    Compact and ASCII-only (other characters as \\u escapes), so its bytes never depend on an
+    encoding. Built once when the postback is created and stored: retries and re-sends send
+    these exact bytes.
+
+    >>> from datetime import UTC, datetime
+    >>> body = webhook_body({"spid": "ü"}, status="approved", occurred_at=datetime(2026, 1, 1, tzinfo=UTC))
+    >>> body[:80]
+    '{"type":"conversion.approved","timestamp":"2026-01-01T00:00:00Z","data":{"spid":'
+    >>> json.loads(body)["data"]["spid"]
+    'ü'
+    """
+    moment = occurred_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    payload = {"type": f"conversion.{status}", "timestamp": moment, "data": json_fields(values)}
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=True)

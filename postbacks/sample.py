@@ -1,5 +1,5 @@
-"""A test postback (dashboard "Send test postback", API): one real, signed GET now, through
-the same outbound HTTP as every delivery."""
+"""A test postback (dashboard "Send test postback", API): one real, signed request now (a GET,
+or a JSON webhook's POST), through the same outbound HTTP as every delivery."""
 
 from urllib.parse import urlsplit
 
@@ -13,17 +13,20 @@ from postbacks.placeholders import (
     TemplateError,
     expand_placeholders,
     validate_template,
+    webhook_body,
 )
 from postbacks.values import hidden_values
 from publishers.ids import new_event_id
 
 
 def postback_send_test(*, template, sample_values: dict | None = None) -> dict:
-    """Fire one real, signed GET for a callback template now, with sample values, and report
-    exactly what was sent and what came back. Nothing is stored; no conversion is involved.
+    """Fire one real, signed request for a callback template now, with sample values, and
+    report exactly what was sent and what came back. Nothing is stored; no conversion is
+    involved.
 
-    `template` is a `CallbackTemplate` (saved or not) whose `publisher` signs the request.
-    Returns {"ok", "request": {method, url, headers}, "response": {...} | None,
+    `template` is a `CallbackTemplate` (saved or not): a GET is signed by its `publisher`, a
+    JSON webhook (`method` POST) by the template's own secret, its body built from the same
+    values. Returns {"ok", "request": {method, url, headers, body}, "response": {...} | None,
     "error": {kind, message} | None}; "ok" means a 2xx answer. The request carries
     `Roundtrip-Test: 1` so a receiver can tell it from a real conversion.
     """
@@ -48,24 +51,34 @@ def postback_send_test(*, template, sample_values: dict | None = None) -> dict:
             "error": {"kind": "invalid_template", "message": str(exc)},
         }
     parts = urlsplit(url)
-    headers = {
-        **dispatch.signed_headers(
+    body = None
+    if template.method == "POST":
+        body = webhook_body(values, status=str(values["status"]), occurred_at=now)
+        signed = dispatch.webhook_headers(
+            event_id=event_id,
+            body=body.encode(),
+            secrets=template.active_webhook_secrets(),
+            timestamp=int(now.timestamp()),
+        )
+    else:
+        signed = dispatch.signed_headers(
             event_id=event_id,
             path_qs=(parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
             secrets=template.publisher.active_signing_secrets(),
             timestamp=int(now.timestamp()),
-        ),
-        "Roundtrip-Test": "1",
-    }
+        )
+    headers = {**signed, "Roundtrip-Test": "1"}
     report: dict = {
         "ok": False,
-        "request": {"method": "GET", "url": url, "headers": headers},
+        "request": {"method": template.method, "url": url, "headers": headers, "body": body},
         "response": None,
         "error": None,
     }
     try:
-        result = http.send_get(
+        result = http.send_now(
             url,
+            method=template.method,
+            body=None if body is None else body.encode(),
             headers=headers,
             allow_private=settings.POSTBACKS_ALLOW_PRIVATE_DESTINATIONS,
             connect_timeout=settings.POSTBACKS_CONNECT_TIMEOUT,

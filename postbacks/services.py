@@ -17,6 +17,7 @@ from postbacks.models import Postback
 from postbacks.placeholders import (
     TemplateError,
     expand_placeholders,
+    webhook_body,
 )
 from postbacks.values import placeholder_values
 from publishers.models import CallbackTemplate
@@ -33,9 +34,13 @@ def postbacks_create_for_conversion(
     click: "Click",
     now: datetime | None = None,
     is_new: bool = False,
+    revision: int = 0,
 ) -> list[Postback]:
     """Create one postback per matching template for the conversion's current status, unless
-    the conversion has one already (`is_new`: created in this transaction, so it can't).
+    the conversion has one already (`is_new`: created in this transaction, so it can't). A
+    JSON webhook template's postback also gets its body, built from the same values.
+    `revision` > 0 announces the advertiser's correction number `revision` of the amounts:
+    the status's postbacks go out again, with the corrected values and new event ids.
 
     Must run inside the conversion's transaction; the delivery tasks are sent on commit.
     Clicks without a spid have nobody to call back.
@@ -55,7 +60,7 @@ def postbacks_create_for_conversion(
         if is_new
         else set(
             Postback.objects.filter(
-                conversion=conversion, conversion_status=conversion.status
+                conversion=conversion, conversion_status=conversion.status, revision=revision
             ).values_list("template_id", flat=True)
         )
     )
@@ -68,15 +73,18 @@ def postbacks_create_for_conversion(
             template=template,
             publisher_id=conversion.publisher_id,
             conversion_status=conversion.status,
+            revision=revision,
             # A paused template's postbacks are kept, held until it is resumed (whatever
             # paused it: a 410, endpoint health or the publisher).
             next_attempt_at=health.HELD_UNTIL if template.paused_at else now,
             created_at=now,
         )
+        values = placeholder_values(conversion, click, postback.event_id, now)
+        if template.method == CallbackTemplate.Method.POST:
+            # Frozen with the URL: a retry or a re-send POSTs the same bytes.
+            postback.body = webhook_body(values, status=conversion.status, occurred_at=now)
         try:
-            postback.url = expand_placeholders(
-                template.url_template, placeholder_values(conversion, click, postback.event_id, now)
-            )
+            postback.url = expand_placeholders(template.url_template, values)
         except TemplateError as exc:
             # Kept (and visible) as a failed postback rather than silently skipped.
             postback.url = template.url_template

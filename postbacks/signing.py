@@ -1,8 +1,8 @@
-"""Every HMAC signature we make: postbacks and reconciliation files. Sign on our side, verify
-on the publisher's. Standard library only.
+"""Every HMAC signature we make: GET postbacks, JSON webhooks (Standard Webhooks) and
+reconciliation files. Sign on our side, verify on the publisher's. Standard library only.
 
-This module imports nothing from Django, so a publisher can copy it as is. Both kinds use the
-same signature, `v1=<base64 HMAC-SHA256(secret's UTF-8 bytes, message)>`, with one signature
+This module imports nothing from Django, so a publisher can copy it as is. JSON webhooks are
+described at "JSON webhooks" below. GET postbacks and files use the same signature, `v1=<base64 HMAC-SHA256(secret's UTF-8 bytes, message)>`, with one signature
 per active secret, space-separated, during a rotation. Each postback carries:
 
     Roundtrip-Event-Id:  evt_...            (stable across retries: dedupe on it)
@@ -37,9 +37,11 @@ False
 """
 
 import base64
+import binascii
 import hashlib
 import hmac
 import re
+import secrets as _random
 import time
 from collections.abc import Iterable
 
@@ -120,6 +122,111 @@ def verify(
     if abs(current - int(timestamp)) > tolerance:
         return False
     return _header_matches(secrets, signed_content(event_id, timestamp, path_qs, method), header)
+
+
+# --- JSON webhooks (Standard Webhooks) -------------------------------------------------------
+#
+# A callback template set to POST sends a JSON body signed as https://www.standardwebhooks.com
+# says, so any Standard Webhooks library verifies it:
+#
+#     webhook-id:         evt_...            (the postback's event id: dedupe on it)
+#     webhook-timestamp:  1767225600          (unix seconds of this attempt)
+#     webhook-signature:  v1,<base64>         (space-separated list during a secret rotation)
+#
+# where `<base64>` is the standard base64 of HMAC-SHA256(key = base64-decoded secret after its
+# `whsec_` prefix, message = "<webhook-id>.<webhook-timestamp>.<raw body>"). Each template has
+# its own secret (`whsec_` + base64 of 24 random bytes), rotated with the same overlap as the
+# publisher's signing secret. The same event id goes in `Roundtrip-Event-Id` too, so one
+# dedupe serves GET and POST.
+
+WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
+_WEBHOOK_SECRET_BYTES = 24
+
+
+def new_webhook_secret() -> str:
+    """A fresh template secret: `whsec_` and the base64 of 24 random bytes (the spec asks for
+    24 to 64)."""
+    return (
+        WEBHOOK_SECRET_PREFIX
+        + base64.b64encode(_random.token_bytes(_WEBHOOK_SECRET_BYTES)).decode()
+    )
+
+
+def webhook_key(secret: str) -> bytes:
+    """The HMAC key of a `whsec_<base64>` secret: its base64 part, decoded.
+
+    >>> webhook_key("whsec_AAEC")
+    b'\\x00\\x01\\x02'
+    """
+    encoded = secret.removeprefix(WEBHOOK_SECRET_PREFIX)
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("A webhook secret is whsec_ followed by base64.") from None
+
+
+def webhook_signed_content(webhook_id: str, timestamp: int | str, body: bytes) -> bytes:
+    """The exact bytes that are signed: "<id>.<timestamp>.<body>"."""
+    return f"{webhook_id}.{timestamp}.".encode() + body
+
+
+def webhook_sign(secret: str, webhook_id: str, timestamp: int | str, body: bytes) -> str:
+    """One `v1,<base64>` signature of a webhook body."""
+    content = webhook_signed_content(webhook_id, timestamp, body)
+    mac = hmac.new(webhook_key(secret), content, hashlib.sha256)
+    return f"{VERSION},{base64.b64encode(mac.digest()).decode()}"
+
+
+def webhook_signature_header(
+    secrets: Iterable[str], webhook_id: str, timestamp: int, body: bytes
+) -> str:
+    """The `webhook-signature` value: one signature per active secret (two while rotating)."""
+    return " ".join(webhook_sign(secret, webhook_id, timestamp, body) for secret in secrets)
+
+
+def webhook_verify(
+    secrets: Iterable[str],
+    webhook_id: str,
+    timestamp: str,
+    header: str,
+    body: bytes,
+    *,
+    tolerance: int = DEFAULT_TOLERANCE_SECONDS,
+    now: float | None = None,
+) -> bool:
+    """True when `header` (webhook-signature) holds a valid signature of `body` by any of
+    `secrets`, made within `tolerance` seconds. Never raises on malformed input.
+
+    >>> secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    >>> body = b'{"test": 2432232314}'
+    >>> header = webhook_signature_header([secret], "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body)
+    >>> header
+    'v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE='
+    >>> webhook_verify([secret], "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", header, body, now=1614265400)
+    True
+    >>> webhook_verify([secret], "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", header, body + b" ", now=1614265400)
+    False
+    """
+    timestamp = str(timestamp)
+    if not webhook_id or not _TIMESTAMP.match(timestamp):
+        return False
+    current = time.time() if now is None else now
+    if abs(current - int(timestamp)) > tolerance:
+        return False
+    offered = [
+        entry.encode()
+        for entry in (header or "").split()[:_MAX_SIGNATURES]
+        if entry.startswith(f"{VERSION},")
+    ]
+    found = False
+    for secret in secrets:
+        try:
+            expected = webhook_sign(secret, webhook_id, timestamp, body).encode()
+        except ValueError:
+            continue
+        for candidate in offered:
+            found |= hmac.compare_digest(expected, candidate)
+    return found
 
 
 # --- Reconciliation files --------------------------------------------------------------------

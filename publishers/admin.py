@@ -79,10 +79,20 @@ class CallbackTemplateAdminForm(forms.ModelForm):
 
     statuses = ConversionStatusesField()
     events = EventNamesField()
+    # Not sent (an older page, a script): GET for a new callback, the current one on an edit.
+    method = forms.ChoiceField(
+        choices=CallbackTemplate.Method.choices,
+        required=False,
+        help_text="POST sends a signed JSON webhook (its secret: the callback's page in the "
+        "publisher's dashboard, for their owners).",
+    )
 
     class Meta:
         model = CallbackTemplate
-        fields = ["publisher", "name", "url_template", "statuses", "events", "campaign"]
+        fields = ["publisher", "name", "url_template", "method", "statuses", "events", "campaign"]
+
+    def clean_method(self) -> str:
+        return self.cleaned_data["method"] or self.instance.method or CallbackTemplate.Method.GET
 
 
 class MembershipAdminForm(forms.ModelForm):
@@ -108,7 +118,7 @@ class CallbackTemplateInline(admin.TabularInline):
     model = CallbackTemplate
     form = CallbackTemplateAdminForm
     extra = 0
-    fields = ["name", "url_template", "events", "statuses", "campaign", "is_active"]
+    fields = ["name", "url_template", "method", "events", "statuses", "campaign", "is_active"]
     readonly_fields = ["is_active"]  # pausing holds postbacks: see CallbackTemplateAdmin
     autocomplete_fields = ["campaign"]
 
@@ -215,9 +225,9 @@ class PublisherAPIKeyAdmin(APIKeyAdmin):
 @admin.register(CallbackTemplate)
 class CallbackTemplateAdmin(StaffAuditedAdmin):
     # Narrow enough for a laptop: statuses, events and the pause time are on the change page.
-    list_display = ["__str__", "publisher", "campaign", "is_active", "paused_reason"]
+    list_display = ["__str__", "publisher", "method", "campaign", "is_active", "paused_reason"]
     list_select_related = ["publisher", "campaign"]
-    list_filter = ["is_active", "paused_reason"]
+    list_filter = ["method", "is_active", "paused_reason"]
     search_fields = ["name", "url_template", "publisher__name", "public_id"]
     readonly_fields = [
         "public_id",

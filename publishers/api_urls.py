@@ -7,7 +7,7 @@ POST (tracking/api.py).
 
 from django.urls import path, re_path
 
-from publishers.api import callbacks, conversions, offers, postbacks, reports
+from publishers.api import callbacks, conversions, offers, payouts, postbacks, reports
 
 urlpatterns = [
     re_path(r"^conversions/?$", conversions.conversions_endpoint, name="api-conversions"),
@@ -47,6 +47,7 @@ urlpatterns = [
         offers.OfferLinkCreateView.as_view(),
         name="api-offer-links",
     ),
+    path("payouts", payouts.PayoutTermsView.as_view(), name="api-payouts"),
     path("stats", reports.StatsView.as_view(), name="api-stats"),
     path("reconciliation", reports.ReconciliationView.as_view(), name="api-reconciliation"),
 ]

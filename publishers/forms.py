@@ -79,6 +79,16 @@ class CallbackTemplateForm(forms.Form):
             }
         ),
     )
+    method = forms.ChoiceField(
+        label="Send as",
+        choices=CallbackTemplate.Method.choices,
+        initial=CallbackTemplate.Method.GET,
+        required=False,  # not sent (an older page, a script): a new one is GET, an edit keeps it
+        widget=forms.RadioSelect,
+        help_text="GET calls the URL with the placeholders filled in, signed with your "
+        "publisher secret. POST sends every value as JSON to the URL, signed as Standard "
+        "Webhooks says with this callback's own secret (docs: JSON webhooks).",
+    )
     statuses = ConversionStatusesField(initial=[Conversion.Status.APPROVED])
     events = EventNamesField()
     campaign = forms.ChoiceField(required=False, help_text="Only this campaign's conversions.")
@@ -96,6 +106,7 @@ class CallbackTemplateForm(forms.Form):
         return {
             "name": template.name,
             "url_template": template.url_template,
+            "method": template.method,
             "statuses": template.statuses,
             "events": template.events or [],
             "campaign": template.campaign.public_id if template.campaign else "",
@@ -107,6 +118,7 @@ class CallbackTemplateForm(forms.Form):
         return {
             "name": data["name"],
             "url_template": data["url_template"].strip(),
+            "method": data["method"] or None,
             "statuses": list(data["statuses"]),
             "events": data["events"],
             "campaign": self.campaigns.get(data["campaign"]),

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from postbacks.http import DeliveryError, check_destination_allowed
 from postbacks.placeholders import CALLBACK_PLACEHOLDERS, TemplateError, validate_template
+from postbacks.signing import new_webhook_secret
 from publishers.ids import new_public_id
 from tracking.statuses import ConversionStatus
 
@@ -230,7 +231,13 @@ class PublisherAPIKey(APIKeyBase):
 
 
 class CallbackTemplate(models.Model):
-    """Where and when a publisher wants to hear about conversions."""
+    """Where and when a publisher wants to hear about conversions, and how: a signed GET to
+    the expanded URL, or a JSON webhook POSTed to it (signed as Standard Webhooks says, with
+    the template's own secret)."""
+
+    class Method(models.TextChoices):
+        GET = "GET", "GET (values in the URL)"
+        POST = "POST", "POST a signed JSON webhook"
 
     public_id = models.CharField(max_length=32, unique=True, default=new_public_id, editable=False)
     publisher = models.ForeignKey(
@@ -238,6 +245,15 @@ class CallbackTemplate(models.Model):
     )
     name = models.CharField(max_length=100, blank=True)
     url_template = models.CharField(max_length=2048)
+    method = models.CharField(max_length=4, choices=Method.choices, default=Method.GET)
+    # Signs this template's JSON webhooks (postbacks.signing.webhook_sign); shown to owners on
+    # demand like the publisher's signing secret. During a rotation both sign, until
+    # previous_webhook_secret_expires_at.
+    webhook_secret = models.CharField(max_length=100, default=new_webhook_secret, editable=False)
+    previous_webhook_secret = models.CharField(
+        max_length=100, blank=True, default="", editable=False
+    )
+    previous_webhook_secret_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Empty list: every event. Otherwise the event names (lowercase) that fire this template.
     events = models.JSONField(default=list, blank=True)
     # Conversion statuses that fire this template.
@@ -283,10 +299,23 @@ class CallbackTemplate(models.Model):
                 | Q(is_active=False, paused_at__isnull=False),
                 name="publishers_callbacktemplate_active_unless_paused",
             ),
+            models.CheckConstraint(
+                condition=Q(method__in=["GET", "POST"]),
+                name="publishers_callbacktemplate_method_known",
+            ),
         ]
 
     def __str__(self) -> str:
         return self.name or self.url_template[:60]
+
+    def active_webhook_secrets(self, now=None) -> list[str]:
+        """The secrets that sign this template's JSON webhooks now (two while rotating)."""
+        now = now or timezone.now()
+        active = [self.webhook_secret]
+        expires = self.previous_webhook_secret_expires_at
+        if self.previous_webhook_secret and expires and expires > now:
+            active.append(self.previous_webhook_secret)
+        return active
 
     def clean(self) -> None:
         try:
@@ -327,6 +356,8 @@ class AuditEvent(models.Model):
         API_KEY_REVOKED = "api_key.revoked", "API key revoked"
         SECRET_REVEALED = "secret.revealed", "Signing secret revealed"
         SECRET_ROTATED = "secret.rotated", "Signing secret rotated"
+        WEBHOOK_SECRET_REVEALED = "callback.secret_revealed", "Webhook secret revealed"
+        WEBHOOK_SECRET_ROTATED = "callback.secret_rotated", "Webhook secret rotated"
         CALLBACK_CREATED = "callback.created", "Callback created"
         CALLBACK_UPDATED = "callback.updated", "Callback edited"
         CALLBACK_PAUSED = "callback.paused", "Callback paused"

@@ -1,6 +1,9 @@
 """Reads for the publisher dashboard. Every function takes the publisher: tenant scoping is
 not optional."""
 
+from dataclasses import dataclass
+from datetime import datetime
+
 from django.db.models import Count, Q, QuerySet
 from django.http import Http404, HttpRequest
 
@@ -13,7 +16,9 @@ from publishers.models import (
     Publisher,
     PublisherAPIKey,
 )
-from tracking.models import AdvertiserUser, TrackingLink
+from tracking import caps, payouts
+from tracking.models import AdvertiserUser, Campaign, PayoutTerm, TrackingLink
+from tracking.selectors.visible import campaigns_for_publisher
 
 # Session keys: the publisher a member of several teams chose, and the one a staff user views
 # read-only (publisher public ids; checked again on every request).
@@ -164,3 +169,32 @@ def delivery_condition(states: list[str]) -> Q:
     for state in states:
         condition |= DELIVERY_STATES[state]
     return condition
+
+
+# --- Payout terms and caps ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OfferTerms:
+    """What a publisher earns on a campaign now, and the caps that concern it."""
+
+    campaign: Campaign
+    term: PayoutTerm | None  # None: the campaign's default (or what the advertiser sends)
+    caps: list[caps.CapStatus]
+
+
+def offer_terms_for_publisher(
+    publisher: Publisher, *, at: datetime, campaigns: list[Campaign] | None = None
+) -> dict[int, OfferTerms]:
+    """{campaign id: OfferTerms} for the campaigns the publisher has a link to (or those of
+    `campaigns`, which the caller read through the publisher): its own term, and the
+    campaign's caps and its own, never another publisher's."""
+    if campaigns is None:
+        campaigns = list(campaigns_for_publisher(publisher).order_by("name", "pk"))
+    ids = [campaign.pk for campaign in campaigns]
+    terms = payouts.payout_terms_current(publisher_id=publisher.pk, campaign_ids=ids, at=at)
+    status = caps.caps_status(publisher_id=publisher.pk, campaigns=campaigns, at=at)
+    return {
+        campaign.pk: OfferTerms(campaign, terms.get(campaign.pk), status.get(campaign.pk, []))
+        for campaign in campaigns
+    }

@@ -20,6 +20,7 @@ from django.utils import timezone
 from postbacks import dispatch, health
 from postbacks.models import Postback
 from postbacks.services import postbacks_retry
+from postbacks.signing import new_webhook_secret
 from publishers.audit import Action, Actor, audit_record
 from publishers.keys import generate_key, hash_key
 from publishers.models import (
@@ -61,12 +62,16 @@ def callback_template_create(
     statuses: list[str] | None = None,
     campaign=None,
     is_active: bool = True,
+    method: str | None = CallbackTemplate.Method.GET,
     actor: Actor | None = None,
 ) -> CallbackTemplate:
-    """Validate and save a callback template (raises ValidationError with per-field messages)."""
+    """Validate and save a callback template (raises ValidationError with per-field messages).
+    `method` POST makes it a JSON webhook, signed with the template's own secret (generated
+    here; owners reveal it with `callback_template_secret_reveal`)."""
     template = CallbackTemplate(
         publisher=publisher,
         url_template=url_template,
+        method=method or CallbackTemplate.Method.GET,
         name=name,
         events=events or [],
         statuses=statuses or ["approved"],
@@ -90,7 +95,15 @@ def callback_template_create(
 
 
 # What an edit can change, as the audit trail shows it.
-TEMPLATE_SETTINGS = ("name", "url_template", "events", "statuses", "campaign", "is_active")
+TEMPLATE_SETTINGS = (
+    "name",
+    "url_template",
+    "method",
+    "events",
+    "statuses",
+    "campaign",
+    "is_active",
+)
 
 
 def _template_settings(template: CallbackTemplate) -> dict:
@@ -108,14 +121,18 @@ def callback_template_update(
     statuses: list[str] | None = None,
     campaign=None,
     is_active: bool = True,
+    method: str | None = None,
     actor: Actor | None = None,
 ) -> CallbackTemplate:
-    """Validate and save new settings. Postbacks already created keep the URL they froze.
+    """Validate and save new settings (`method` None keeps the current one). Postbacks
+    already created keep the URL (and JSON body) they froze, so they go out as they were made.
     The audit event lists the fields that changed (from, to); an edit that changes nothing
     records nothing. Switching `is_active` pauses or resumes the template (its postbacks are
     held, or released oldest first)."""
     before = _template_settings(template)
     template.url_template = url_template
+    if method is not None:
+        template.method = method
     template.name = name
     template.events = events or []
     template.statuses = statuses or ["approved"]
@@ -227,6 +244,50 @@ def api_key_revoke(
                 details={"name": key.name},
             )
     return bool(revoked)
+
+
+def callback_template_secret_reveal(
+    *, template: CallbackTemplate, actor: Actor | None = None
+) -> str:
+    """A callback's webhook secret, for showing it to an owner; every reveal is recorded."""
+    audit_record(
+        publisher=template.publisher,
+        actor=actor,
+        action=Action.WEBHOOK_SECRET_REVEALED,
+        target=template,
+    )
+    return template.webhook_secret
+
+
+def callback_template_secret_rotate(
+    *,
+    template: CallbackTemplate,
+    overlap: timedelta = timedelta(hours=24),
+    now: datetime | None = None,
+    actor: Actor | None = None,
+) -> CallbackTemplate:
+    """Issue a new webhook secret for a callback. The old one keeps signing (each webhook
+    carries both signatures) until `overlap` has passed, so the publisher can switch without
+    a gap; a second rotation within it drops the oldest."""
+    now = now or timezone.now()
+    fields = ["webhook_secret", "previous_webhook_secret", "previous_webhook_secret_expires_at"]
+    with transaction.atomic():
+        locked = CallbackTemplate.objects.select_for_update().get(pk=template.pk)
+        locked.previous_webhook_secret = locked.webhook_secret
+        locked.previous_webhook_secret_expires_at = now + overlap
+        locked.webhook_secret = new_webhook_secret()
+        locked.save(update_fields=[*fields, "updated_at"])
+        audit_record(
+            publisher=template.publisher,
+            actor=actor,
+            action=Action.WEBHOOK_SECRET_ROTATED,
+            target=locked,
+            details={
+                "old_secret_signs_until": locked.previous_webhook_secret_expires_at.isoformat()
+            },
+        )
+    template.refresh_from_db(fields=[*fields, "updated_at"])
+    return template
 
 
 def publisher_secret_reveal(*, publisher: Publisher, actor: Actor | None = None) -> str:
@@ -510,7 +571,9 @@ def password_change_record(*, user, actor: Actor | None = None) -> None:
 
 def callback_template_delete(*, template: CallbackTemplate, actor: Actor | None = None) -> None:
     """Delete a template. Its postbacks stay (their template becomes null): those queued are
-    still delivered with the URL they froze, and the delivery log keeps them."""
+    still delivered with the URL they froze, and the delivery log keeps them; a JSON
+    webhook's, though, loses the secret that signs it with the template, and fails
+    (`no_secret`) rather than go out unsigned."""
     with transaction.atomic():
         audit_record(
             publisher=template.publisher,

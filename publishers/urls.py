@@ -29,6 +29,16 @@ urlpatterns = [
         views.callback_resume,
         name="callback_resume",
     ),
+    path(
+        "dashboard/callbacks/<str:public_id>/secret/reveal/",
+        views.callback_secret_reveal,
+        name="callback_secret_reveal",
+    ),
+    path(
+        "dashboard/callbacks/<str:public_id>/secret/rotate/",
+        views.callback_secret_rotate,
+        name="callback_secret_rotate",
+    ),
     path("dashboard/deliveries/", views.deliveries, name="deliveries"),
     path("dashboard/deliveries/retry/", views.deliveries_retry, name="deliveries_retry"),
     path("dashboard/links/", views.links, name="links"),

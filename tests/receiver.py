@@ -13,6 +13,8 @@ class Received:
     path: str  # raw request target: path and query exactly as sent
     headers: dict[str, str]
     at: float
+    method: str = "GET"
+    body: bytes = b""  # a POST's body, the exact bytes received
 
 
 @dataclass
@@ -44,7 +46,15 @@ class Receiver:
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:
-                receiver.requests.append(Received(self.path, dict(self.headers), time.time()))
+                self.answer(Received(self.path, dict(self.headers), time.time()))
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                self.answer(Received(self.path, dict(self.headers), time.time(), "POST", body))
+
+            def answer(self, received: Received) -> None:
+                receiver.requests.append(received)
                 if receiver.responder is not None:
                     receiver.responder(self)
                     return

@@ -1,26 +1,31 @@
 from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
+from django.utils import timezone
 
 from postbacks.models import Postback
+from postbacks.values import format_amount
 from publishers.admin import APIKeyAdmin, StaffAuditedAdmin
 from publishers.audit import Actor
-from tracking import access, clickbuffer
+from tracking import access, caps, clickbuffer
 from tracking.models import (
     Advertiser,
     AdvertiserAPIKey,
     AdvertiserUser,
     Campaign,
     CampaignPolicy,
+    CapCounter,
     Click,
     ClickDeadLetter,
     ClickRejection,
     Conversion,
+    ConversionCap,
     ConversionRefusal,
     Creative,
     ImpressionFlush,
     IntakeOutcome,
     OfferAccess,
+    PayoutTerm,
     SmartAd,
     SmartAdImpression,
     TrackingLink,
@@ -125,6 +130,54 @@ class CampaignPolicyInline(admin.StackedInline):
     ]
 
 
+class PayoutTermInline(admin.TabularInline):
+    """A publisher's terms on the campaign: a history. Rows are added, never edited or
+    deleted (a newer "effective from" supersedes); the model refuses a start before a
+    conversion it would have decided."""
+
+    model = PayoutTerm
+    extra = 0
+    fields = ["publisher", "kind", "amount", "percent", "effective_from", "created_at"]
+    readonly_fields = ["created_at"]
+    autocomplete_fields = ["publisher"]
+    ordering = ["publisher", "-effective_from"]
+    verbose_name = "payout term"
+    verbose_name_plural = "payout terms (in the campaign's currency; add a new one to change)"
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+class ConversionCapInline(admin.TabularInline):
+    """Caps of the campaign (no publisher) or of one publisher on it; what happens over one
+    is the campaign's cap policy."""
+
+    model = ConversionCap
+    extra = 0
+    fields = ["publisher", "period", "max_conversions", "max_payout", "used_now"]
+    readonly_fields = ["used_now"]
+    autocomplete_fields = ["publisher"]
+    verbose_name_plural = "caps (days and months in the campaign's time zone)"
+
+    @admin.display(description="used in the current period")
+    def used_now(self, cap: ConversionCap) -> str:
+        if cap.pk is None:
+            return "-"
+        status = caps.caps_status(
+            publisher_id=cap.publisher_id or 0, campaigns=[cap.campaign], at=timezone.now()
+        )
+        for row in status.get(cap.campaign_id, []):
+            if row.cap.pk == cap.pk:
+                return (
+                    f"{row.conversions} conversions, {format_amount(row.payout)} "
+                    f"{cap.campaign.currency} since {row.period_start}"
+                )
+        return "-"
+
+
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):
     list_display = [
@@ -137,11 +190,13 @@ class CampaignAdmin(admin.ModelAdmin):
         "attribution_window",
         "min_seconds_to_convert",
         "allowed_countries",
+        "cap_policy",
+        "time_zone",
     ]
-    list_filter = ["status", "access", "advertiser"]
+    list_filter = ["status", "access", "advertiser", "cap_policy"]
     search_fields = ["name", "public_id"]
     readonly_fields = ["public_id", "created_at"]
-    inlines = [CampaignPolicyInline, CreativeInline]
+    inlines = [CampaignPolicyInline, CreativeInline, PayoutTermInline, ConversionCapInline]
 
 
 @admin.register(OfferAccess)
@@ -205,6 +260,23 @@ class OfferAccessAdmin(StaffAuditedAdmin):
             actor=Actor.admin(request),
         )
         self.message_user(request, f"Rejected {changed} request(s).")
+
+
+@admin.register(CapCounter)
+class CapCounterAdmin(admin.ModelAdmin):
+    """What each cap used per period (written by the intake only)."""
+
+    list_display = ["cap", "period_start", "conversions", "payout"]
+    list_filter = ["cap__period"]
+    search_fields = ["cap__campaign__name"]
+    readonly_fields = ["cap", "period_start", "conversions", "payout"]
+    date_hierarchy = "period_start"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
 
 
 @admin.register(Creative)

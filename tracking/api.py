@@ -62,9 +62,18 @@ class IntakeConversionSerializer(serializers.Serializer):
     txn_id = serializers.CharField()
     status = serializers.CharField()
     reason = serializers.CharField(
-        allow_blank=True, help_text='Why a guard changed the status (e.g. "too_fast"), or "".'
+        allow_blank=True,
+        help_text='Why a guard changed the status (e.g. "too_fast"), "cap_reached" when the '
+        'conversion is over a cap of a campaign that accepts those unpaid (payout "0"), or "".',
     )
-    payout = serializers.CharField()
+    reason_detail = serializers.CharField(
+        allow_blank=True, help_text='The reason as a sentence (names the cap), or "".'
+    )
+    payout = serializers.CharField(
+        help_text="The publisher's payout, in `currency`: decided by the publisher's payout "
+        "terms on the campaign when it has some (a fixed amount or a share of `revenue`), else "
+        "the amount sent, else the campaign's default."
+    )
     revenue = serializers.CharField(allow_null=True)
     currency = serializers.CharField()
     created_at = serializers.DateTimeField()
@@ -83,7 +92,14 @@ _INTAKE_RESPONSES = {
     409: OpenApiResponse(
         ErrorSerializer, description="`txn_id_conflict` or `status_change_not_allowed`."
     ),
-    422: OpenApiResponse(ErrorSerializer, description="`attribution_window_expired`."),
+    422: OpenApiResponse(
+        ErrorSerializer,
+        description="`attribution_window_expired`; `cap_reached` (a cap of a campaign that "
+        "rejects conversions over its caps is full; `fields` names it: `cap_scope` (campaign "
+        "or publisher), `cap_period` (daily, monthly, total) and `cap`, a sentence); "
+        "`currency_mismatch` (the campaign "
+        "pays by terms or budgets in its own currency).",
+    ),
     503: OpenApiResponse(ErrorSerializer, description=ERROR_TEXT[503]),
 }
 
@@ -118,8 +134,10 @@ def conversion_payload(outcome: ConversionOutcome) -> dict:
         "event": conversion.event,
         "txn_id": conversion.txn_id,
         "status": conversion.status,
-        # Why a guard changed the status ("too_fast", "bot_click"), "" when none did.
+        # Why a guard changed the status ("too_fast", "bot_click"), "cap_reached" when it is
+        # unpaid over a cap, "" for none.
         "reason": conversion.reason,
+        "reason_detail": conversion.reason_detail,
         "payout": format_amount(conversion.payout),
         "revenue": None if conversion.revenue is None else format_amount(conversion.revenue),
         "currency": conversion.currency,

@@ -3,6 +3,7 @@
 import ipaddress
 from datetime import timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -22,6 +23,14 @@ country_list_validator = RegexValidator(
     r"^\s*([A-Za-z]{2}(\s*,\s*[A-Za-z]{2})*)?\s*,?\s*$",
     "Use two-letter ISO 3166 country codes separated by commas, e.g. US, DE, FR.",
 )
+
+
+def validate_time_zone(value: str) -> None:
+    """An IANA time zone name ("Europe/Berlin", "UTC")."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValidationError(f"{value!r} is not an IANA time zone, e.g. Europe/Berlin.") from exc
 
 
 def normalize_country_list(value: str) -> str:
@@ -93,6 +102,10 @@ class Campaign(models.Model):
         APPROVAL = "approval", "Approval required: publishers ask, staff approve"
         PRIVATE = "private", "Private: only publishers staff grant access to"
 
+    class CapPolicy(models.TextChoices):
+        REJECT = "reject", "Reject: refuse conversions over a cap (answered 422 cap_reached)"
+        ACCEPT_UNPAID = "accept_unpaid", "Accept unpaid: record them with payout 0"
+
     public_id = models.CharField(max_length=32, unique=True, default=new_public_id, editable=False)
     advertiser = models.ForeignKey(Advertiser, on_delete=models.PROTECT, related_name="campaigns")
     name = models.CharField(max_length=200)
@@ -133,6 +146,24 @@ class Campaign(models.Model):
         "offer and request access. Private: only publishers granted access see it. Clicks on "
         "a link whose publisher may not run the offer are refused (offer_not_approved).",
     )
+    # Caps count days and months in this zone (tracking/caps.py).
+    time_zone = models.CharField(
+        max_length=64,
+        default="UTC",
+        validators=[validate_time_zone],
+        help_text="IANA time zone in which daily and monthly caps start, e.g. Europe/Berlin.",
+    )
+    cap_policy = models.CharField(
+        max_length=16,
+        choices=CapPolicy.choices,
+        default=CapPolicy.REJECT,
+        help_text="What happens to a conversion over one of the campaign's caps.",
+    )
+    # Whether the campaign may have payout terms / caps, kept by their save() (True when in
+    # doubt): read with the click's campaign, they spare a conversion of a campaign without any
+    # the two lookups (the intake's insert otherwise costs no read).
+    has_payout_terms = models.BooleanField(default=False, editable=False)
+    has_caps = models.BooleanField(default=False, editable=False)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -153,6 +184,11 @@ class Campaign(models.Model):
 
     def save(self, *args, **kwargs) -> None:
         self.allowed_countries = normalize_country_list(self.allowed_countries)
+        if self.pk is not None:
+            # Never write back a stale copy of the flags (a term or cap added since this
+            # object was read): they say what the tables hold.
+            self.has_payout_terms = PayoutTerm.objects.filter(campaign_id=self.pk).exists()
+            self.has_caps = ConversionCap.objects.filter(campaign_id=self.pk).exists()
         super().save(*args, **kwargs)
 
     def clean(self) -> None:
@@ -276,6 +312,10 @@ class Conversion(models.Model):
         # The campaign's bot policy (CampaignPolicy.bot_action, tracking/policy.py).
         BOT_FLAGGED = "bot_flagged", "Bot click: flagged, status as the advertiser sent it"
         BOT_REJECTED = "bot_rejected", "Bot click: rejected by the campaign's bot policy"
+        CAP_REACHED = (
+            "cap_reached",
+            "Cap reached: over a conversion cap or payout budget of the campaign",
+        )
 
     public_id = models.CharField(
         max_length=40, unique=True, default=new_conversion_id, editable=False
@@ -421,6 +461,10 @@ class ConversionRefusal(models.Model):
 
     class Reason(models.TextChoices):
         EXPIRED = "expired", "Expired: the click is older than the campaign's attribution window"
+        CAP_REACHED = (
+            "cap_reached",
+            "Cap reached: over a conversion cap or payout budget of the campaign",
+        )
 
     publisher = models.ForeignKey(
         Publisher, on_delete=models.CASCADE, related_name="conversion_refusals"
@@ -455,6 +499,196 @@ class ConversionRefusal(models.Model):
 
     def __str__(self) -> str:
         return f"{self.click_id} {self.event}: {self.reason}"
+
+
+# --- Payout terms and caps ------------------------------------------------------------------
+
+
+class PayoutTerm(models.Model):
+    """What a publisher earns per conversion of a campaign from `effective_from` on: a fixed
+    amount, or a share of the conversion's revenue, in the campaign's currency.
+
+    Terms are history: a row is never edited, a newer `effective_from` supersedes it. A
+    conversion's payout is decided once, from the term in force when it was recorded
+    (tracking/payouts.py), so later terms never rewrite the past."""
+
+    class Kind(models.TextChoices):
+        FIXED = "fixed", "Fixed amount per conversion"
+        REVSHARE = "revshare", "Revenue share: a percentage of the conversion's revenue"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="payout_terms")
+    publisher = models.ForeignKey(Publisher, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    # In the campaign's currency (fixed terms only).
+    amount = models.DecimalField(
+        max_digits=20,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="Fixed terms: the payout per conversion, in the campaign's currency.",
+    )
+    percent = models.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0), MaxValueValidator(100)],
+        help_text="Revenue share: the publisher's percentage of the conversion's revenue.",
+    )
+    effective_from = models.DateTimeField(default=timezone.now)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # Also the lookup index: the latest term of a campaign × publisher at a time.
+            models.UniqueConstraint(
+                fields=["campaign", "publisher", "effective_from"],
+                name="tracking_payoutterm_unique_start",
+            ),
+            models.CheckConstraint(
+                condition=(
+                    Q(kind="fixed", amount__gte=0, percent__isnull=True)
+                    | Q(kind="revshare", percent__gte=0, percent__lte=100, amount__isnull=True)
+                ),
+                name="tracking_payoutterm_kind_value",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.publisher} on {self.campaign}: {self.describe()}"
+
+    def save(self, *args, **kwargs) -> None:
+        super().save(*args, **kwargs)
+        Campaign.objects.filter(pk=self.campaign_id, has_payout_terms=False).update(
+            has_payout_terms=True
+        )
+
+    def describe(self) -> str:
+        if self.kind == self.Kind.FIXED:
+            return f"{self.amount.normalize():f} {self.campaign.currency} per conversion"
+        return f"{self.percent.normalize():f} % of revenue"
+
+    def clean(self) -> None:
+        if self.kind == self.Kind.FIXED:
+            if self.amount is None:
+                raise ValidationError({"amount": "A fixed term needs an amount."})
+            if self.percent is not None:
+                raise ValidationError({"percent": "A fixed term has no percentage."})
+        elif self.kind == self.Kind.REVSHARE:
+            if self.percent is None:
+                raise ValidationError({"percent": "A revenue share needs a percentage."})
+            if self.amount is not None:
+                raise ValidationError({"amount": "A revenue share has no fixed amount."})
+        if self._state.adding and self.campaign_id and self.publisher_id and self.effective_from:
+            # History is never rewritten: a term may not start before a conversion it would
+            # have decided (one recorded by the publisher on the campaign since then).
+            decided = Conversion.objects.filter(
+                campaign_id=self.campaign_id,
+                publisher_id=self.publisher_id,
+                created_at__gte=self.effective_from,
+            )
+            if decided.exists():
+                raise ValidationError(
+                    {
+                        "effective_from": "Conversions were recorded since then under the "
+                        "terms in force; a new term can only start after the latest of them."
+                    }
+                )
+
+
+class ConversionCap(models.Model):
+    """A limit on a campaign's conversions (and/or their payout: a budget) per day, per month
+    (in the campaign's time zone) or in total; for the whole campaign (no publisher) or one
+    publisher on it. What happens over it is the campaign's `cap_policy` (tracking/caps.py)."""
+
+    class Period(models.TextChoices):
+        DAILY = "daily"
+        MONTHLY = "monthly"
+        TOTAL = "total"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="caps")
+    publisher = models.ForeignKey(
+        Publisher,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Empty: the cap counts every publisher's conversions on the campaign.",
+    )
+    period = models.CharField(max_length=8, choices=Period.choices)
+    max_conversions = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Conversions paid per period; empty: no count limit."
+    )
+    max_payout = models.DecimalField(
+        max_digits=20,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="Payout budget per period, in the campaign's currency; empty: no budget.",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # One cap per scope and period; the intake reads a campaign's caps by this index.
+            models.UniqueConstraint(
+                fields=["campaign", "publisher", "period"],
+                nulls_distinct=False,
+                name="tracking_conversioncap_unique_scope",
+            ),
+            models.CheckConstraint(
+                condition=Q(max_conversions__isnull=False) | Q(max_payout__isnull=False),
+                name="tracking_conversioncap_has_limit",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.describe()
+
+    def save(self, *args, **kwargs) -> None:
+        super().save(*args, **kwargs)
+        Campaign.objects.filter(pk=self.campaign_id, has_caps=False).update(has_caps=True)
+
+    def delete(self, *args, **kwargs):
+        result = super().delete(*args, **kwargs)
+        if not ConversionCap.objects.filter(campaign_id=self.campaign_id).exists():
+            Campaign.objects.filter(pk=self.campaign_id).update(has_caps=False)
+        return result
+
+    def describe(self) -> str:
+        """ "daily cap of 100 conversions for Publisher X (Europe/Berlin)" """
+        limits = []
+        if self.max_conversions is not None:
+            limits.append(f"{self.max_conversions} conversions")
+        if self.max_payout is not None:
+            limits.append(f"{self.max_payout.normalize():f} {self.campaign.currency} payout")
+        scope = f"publisher {self.publisher}" if self.publisher_id else "the whole campaign"
+        zone = "" if self.period == self.Period.TOTAL else f", days in {self.campaign.time_zone}"
+        return f"{self.period} cap of {' and '.join(limits)} for {scope}{zone}"
+
+
+class CapCounter(models.Model):
+    """What a cap has used in one period: the row the intake locks (SELECT … FOR UPDATE) to
+    decide a conversion under the cap, so concurrent conversions can't overshoot it."""
+
+    cap = models.ForeignKey(ConversionCap, on_delete=models.CASCADE, related_name="counters")
+    # The period's first day in the campaign's time zone (a fixed date for total caps).
+    period_start = models.DateField()
+    conversions = models.PositiveIntegerField(default=0)
+    payout = models.DecimalField(max_digits=20, decimal_places=6, default=Decimal(0))
+
+    class Meta:
+        constraints = [
+            # The intake's lookup and the insert-if-missing target.
+            models.UniqueConstraint(
+                fields=["cap", "period_start"], name="tracking_capcounter_unique_period"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.cap_id} {self.period_start}: {self.conversions}"
 
 
 class ClickDeadLetter(models.Model):

@@ -48,10 +48,6 @@ logger = logging.getLogger(__name__)
 
 BotAction = CampaignPolicy.BotAction
 
-# Reasons that mark a conversion without deciding its status: the advertiser's later status
-# changes still apply (others lock the status a guard decided; tracking/services.py).
-ADVISORY_REASONS = frozenset({Conversion.Reason.BOT_FLAGGED})
-
 WINDOW_SECONDS = 60
 
 

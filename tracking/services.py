@@ -15,7 +15,7 @@ from config.outage import DATABASE_OUTAGE_ERRORS
 from postbacks.models import Postback
 from postbacks.services import postbacks_create_for_conversion
 from publishers.keys import generate_key
-from tracking import clickbuffer, clickinput, intelligence, policy
+from tracking import caps, clickbuffer, clickinput, intelligence, payouts, policy
 from tracking import smart as smart_ads
 from tracking.models import (
     Advertiser,
@@ -163,6 +163,24 @@ class IntakeError(Exception):
         self.retry_after = retry_after  # seconds, for a 503: the request may be sent again
 
 
+class CapRefused(Exception):
+    """A new conversion over a cap of a campaign whose policy is to reject: rolls the
+    conversion's transaction back."""
+
+    def __init__(self, reached: caps.CapReached):
+        super().__init__(reached.message)
+        self.reached = reached
+
+
+class NewConversionRefused(Exception):
+    """A new conversion refused before its insert (`error`): a repeat of one recorded
+    already is still answered as a repeat."""
+
+    def __init__(self, error: "IntakeError"):
+        super().__init__(error.message)
+        self.error = error
+
+
 @dataclass
 class ConversionOutcome:
     conversion: Conversion
@@ -178,6 +196,15 @@ ALLOWED_TRANSITIONS = {
     (Conversion.Status.PENDING, Conversion.Status.REJECTED),
     (Conversion.Status.APPROVED, Conversion.Status.REJECTED),
     (Conversion.Status.APPROVED, Conversion.Status.REVERSED),
+}
+
+# Reasons with which a guard decided a conversion's status (the advertiser can't overrule
+# them by sending another); `cap_reached` decides the payout only, `bot_flagged` (the
+# campaign's bot policy) only marks the conversion.
+STATUS_GUARD_REASONS = {
+    Conversion.Reason.TOO_FAST,
+    Conversion.Reason.BOT_CLICK,
+    Conversion.Reason.BOT_REJECTED,
 }
 
 
@@ -229,10 +256,11 @@ def conversion_record(
         raise IntakeError(404, "click_not_found", f"No click with id {click_id!r}.")
 
     campaign = click.campaign
+    amounts = _Amounts(payout=payout, revenue=revenue, currency=currency)
     if now - click.created_at > campaign.attribution_window:
         # Too late for a new conversion, not for news of one already recorded (a reversal
         # can come weeks later).
-        outcome = _replay_logged(advertiser, click, event, txn_id, status, now, test)
+        outcome = _replay_logged(advertiser, click, event, txn_id, status, now, test, amounts)
         if outcome is not None:
             return outcome
         message = (
@@ -280,10 +308,35 @@ def conversion_record(
             )
             return outcome
     except IntegrityError:
-        outcome = _replay_logged(advertiser, click, event, txn_id, status, now, test)
+        outcome = _replay_logged(advertiser, click, event, txn_id, status, now, test, amounts)
         if outcome is None:
             raise
         return outcome
+    except NewConversionRefused as refused:
+        outcome = _replay_logged(advertiser, click, event, txn_id, status, now, test, amounts)
+        if outcome is not None:
+            return outcome
+        raise refused.error from None
+    except CapRefused as refused:
+        # Checked before the insert, so a repeat of a recorded conversion lands here too: it
+        # is answered as a repeat, not refused.
+        outcome = _replay_logged(advertiser, click, event, txn_id, status, now, test, amounts)
+        if outcome is not None:
+            return outcome
+        message = refused.reached.message
+        conversion_refusal_record(
+            advertiser=advertiser,
+            click=click,
+            event=event,
+            txn_id=txn_id,
+            payout=payout,
+            currency=currency,
+            reason=ConversionRefusal.Reason.CAP_REACHED,
+            detail=message,
+            now=now,
+            test=test,
+        )
+        raise IntakeError(422, "cap_reached", message, refused.reached.as_fields()) from None
 
 
 def intake_outcome_log(
@@ -419,6 +472,34 @@ def _conversion_create(
     status, reason, reason_detail = conversion_guard(
         click=click, campaign=campaign, status=status, now=now
     )
+    term = (
+        payouts.payout_term_in_force(
+            campaign_id=campaign.pk, publisher_id=click.publisher_id, at=now
+        )
+        if campaign.has_payout_terms
+        else None
+    )
+    revenue = campaign.default_revenue if revenue is None else revenue
+    currency = currency or campaign.currency
+    _check_currency(campaign, currency, term=term)
+    amount = payouts.payout_decide(
+        campaign=campaign, term=term, revenue=revenue, sent_payout=payout
+    )
+    if campaign.has_caps and status != Conversion.Status.REJECTED:
+        # Rejected conversions are never paid, so they take no place in a cap.
+        reached = caps.caps_claim(
+            campaign=campaign, publisher_id=click.publisher_id, payout=amount, at=now
+        )
+        if reached is not None:
+            if campaign.cap_policy == Campaign.CapPolicy.REJECT:
+                raise CapRefused(reached)
+            amount = Decimal(0)
+            if not reason:
+                reason, reason_detail = Conversion.Reason.CAP_REACHED, reached.message
+            else:
+                # A guard's reason keeps deciding the status (a bot click stays held); the
+                # detail says it is unpaid too.
+                reason_detail = f"{reason_detail} Unpaid: {reached.message}"[:255]
     conversion = Conversion.objects.create(
         click=click,
         publisher_id=click.publisher_id,
@@ -429,9 +510,9 @@ def _conversion_create(
         status=status,
         reason=reason,
         reason_detail=reason_detail,
-        payout=campaign.default_payout if payout is None else payout,
-        revenue=campaign.default_revenue if revenue is None else revenue,
-        currency=currency or campaign.currency,
+        payout=amount,
+        revenue=revenue,
+        currency=currency,
         created_at=now,
         updated_at=now,
         # Report dimensions copied from the click (no join to clicks in reports).
@@ -483,8 +564,7 @@ def conversions_review(
             conversion = (
                 Conversion.objects.select_for_update(of=("self",))
                 .select_related("click__publisher", "click__creative", "campaign")
-                .filter(pk=pk, status=Conversion.Status.PENDING)
-                .exclude(reason__in=["", *policy.ADVISORY_REASONS])
+                .filter(pk=pk, status=Conversion.Status.PENDING, reason__in=STATUS_GUARD_REASONS)
                 .first()
             )
             if conversion is None:
@@ -510,6 +590,34 @@ def _existing_conversion(
     return query.select_for_update().first()
 
 
+@dataclass(frozen=True)
+class _Amounts:
+    """The money the advertiser sent with a conversion (None: not sent)."""
+
+    payout: Decimal | None = None
+    revenue: Decimal | None = None
+    currency: str | None = None
+
+
+def _check_currency(campaign: Campaign, currency: str, *, term: payouts.PayoutTerm | None) -> None:
+    """Payout terms and budgets are in the campaign's currency: a conversion in another one
+    can't be paid by them (there is no exchange rate to apply)."""
+    if currency == campaign.currency:
+        return
+    if term is not None or (
+        campaign.has_caps and campaign.caps.filter(max_payout__isnull=False).exists()
+    ):
+        raise NewConversionRefused(
+            IntakeError(
+                422,
+                "currency_mismatch",
+                f"This campaign pays in {campaign.currency}; send the conversion in "
+                f"{campaign.currency} or without a currency.",
+                {"currency": [f"Use {campaign.currency}."]},
+            )
+        )
+
+
 def _replay_logged(
     advertiser: Advertiser,
     click: Click,
@@ -518,10 +626,11 @@ def _replay_logged(
     status: str,
     now: datetime,
     test: bool,
+    amounts: "_Amounts",
 ) -> ConversionOutcome | None:
     """`_replay_recorded`, with its row in the advertiser's log in the same transaction."""
     with transaction.atomic():
-        outcome = _replay_recorded(advertiser, click, event, txn_id, status, now)
+        outcome = _replay_recorded(advertiser, click, event, txn_id, status, now, amounts)
         if outcome is not None:
             intake_outcome_log(
                 advertiser=advertiser,
@@ -536,41 +645,90 @@ def _replay_logged(
 
 
 def _replay_recorded(
-    advertiser: Advertiser, click: Click, event: str, txn_id: str, status: str, now: datetime
+    advertiser: Advertiser,
+    click: Click,
+    event: str,
+    txn_id: str,
+    status: str,
+    now: datetime,
+    amounts: _Amounts,
 ) -> ConversionOutcome | None:
     """The answer for a conversion recorded already (locked while its status may change), or
     None when there is none."""
     with transaction.atomic():
         existing = _existing_conversion(advertiser, click, event, txn_id)
-        return None if existing is None else _replay(existing, click, status, now)
+        return None if existing is None else _replay(existing, click, status, now, amounts)
 
 
-def _replay(existing: Conversion, click: Click, status: str, now: datetime) -> ConversionOutcome:
+def _corrected(existing: Conversion, amounts: _Amounts) -> bool:
+    """Whether the advertiser sent amounts that differ from those recorded (a correction).
+    Amounts in another currency than the recorded one are not a correction (and ignored, as a
+    repeat's always were): there is no rate to compare them at."""
+    if amounts.currency and amounts.currency != existing.currency:
+        return False
+    return (amounts.revenue is not None and amounts.revenue != existing.revenue) or (
+        amounts.payout is not None and amounts.payout != existing.payout
+    )
+
+
+def _payout_recompute(existing: Conversion, amounts: _Amounts) -> None:
+    """Decide the payout again, with the amounts sent and the term in force when the
+    conversion was recorded (a later term never rewrites it). Unpaid over a cap stays unpaid."""
+    if amounts.currency and amounts.currency != existing.currency:
+        return
+    if amounts.revenue is not None:
+        existing.revenue = amounts.revenue
+    if existing.reason == Conversion.Reason.CAP_REACHED:
+        return
+    term = payouts.payout_term_in_force(
+        campaign_id=existing.campaign_id, publisher_id=existing.publisher_id, at=existing.created_at
+    )
+    existing.payout = payouts.payout_decide(
+        campaign=existing.campaign,
+        term=term,
+        revenue=existing.revenue,
+        sent_payout=amounts.payout,
+        fallback=existing.payout,
+    )
+
+
+def _replay(
+    existing: Conversion, click: Click, status: str, now: datetime, amounts: _Amounts
+) -> ConversionOutcome:
     if existing.click_id != click.pk:
         raise IntakeError(
             409,
             "txn_id_conflict",
             f"Transaction {existing.txn_id!r} was already recorded for another click.",
         )
-    if (
-        existing.reason
-        and existing.reason not in policy.ADVISORY_REASONS
-        and status != Conversion.Status.REJECTED
-    ):
+    if existing.reason in STATUS_GUARD_REASONS and status != Conversion.Status.REJECTED:
         # A guard decided this conversion's status; sending it again can't overrule that.
         status = existing.status
-    if status == existing.status:
+    corrected = _corrected(existing, amounts)
+    if status == existing.status and not corrected:
         return ConversionOutcome(existing, created=False, postbacks=list(existing.postbacks.all()))
-    if (existing.status, status) not in ALLOWED_TRANSITIONS:
+    if status != existing.status and (existing.status, status) not in ALLOWED_TRANSITIONS:
         raise IntakeError(
             409,
             "status_change_not_allowed",
             f"A conversion can't go from {existing.status} to {status}.",
         )
+    status_changed = status != existing.status
+    old_payout, old_revenue = existing.payout, existing.revenue
+    _payout_recompute(existing, amounts)
+    if not status_changed and (existing.payout, existing.revenue) == (old_payout, old_revenue):
+        # Amounts the terms overrule (a payout sent for a campaign with a term): no change.
+        return ConversionOutcome(existing, created=False, postbacks=list(existing.postbacks.all()))
     existing.status = status
     existing.updated_at = now
-    existing.save(update_fields=["status", "updated_at"])
-    postbacks_create_for_conversion(existing, click=click, now=now)
+    existing.save(update_fields=["status", "payout", "revenue", "updated_at"])
+    if status_changed:
+        postbacks_create_for_conversion(existing, click=click, now=now)
+    elif existing.payout != old_payout:
+        # Same status, new payout: the status's postbacks go out again with it (new event
+        # ids), so the publisher's books follow the correction.
+        revision = 1 + max(existing.postbacks.values_list("revision", flat=True), default=0)
+        postbacks_create_for_conversion(existing, click=click, now=now, revision=revision)
     stats_mark_conversion(existing, click=click)
     return ConversionOutcome(
         existing, created=False, postbacks=list(existing.postbacks.all()), changed=True

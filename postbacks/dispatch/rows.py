@@ -101,6 +101,7 @@ class Claimed:
     template_id: int | None
     # The template had a failing streak when the batch started: a success must reset it.
     template_failing: bool = False
+    body: str = ""  # a JSON webhook's frozen body ("" for a GET)
 
     @property
     def lane(self) -> Lane:
@@ -240,7 +241,8 @@ UPDATE {postback} AS p
 SET leased_until = %(lease)s, attempts = p.attempts + 1
 FROM picked
 WHERE EXISTS (SELECT 1 FROM relaxed) AND p.id = picked.id
-RETURNING p.id, p.attempts, p.url, p.event_id, p.publisher_id, p.template_id, p.next_attempt_at
+RETURNING p.id, p.attempts, p.url, p.event_id, p.publisher_id, p.template_id, p.next_attempt_at,
+    p.body
 """
 # The picks are materialized CTEs, evaluated once: as an `IN (SELECT … LIMIT n)` the planner
 # may run it more than once in one statement and lease more than n rows. The due conditions
@@ -296,7 +298,7 @@ def claim_batch(
         with _server_cursor() as cursor:
             cursor.execute(sql, params)
             rows = sorted(cursor.fetchall(), key=lambda r: (r[6], r[0]))
-        return [Claimed(*row[:6]) for row in rows]
+        return [Claimed(*row[:6], body=row[7]) for row in rows]
     # SQLite (local mode): its transactions take the write lock up front (IMMEDIATE), so
     # select-then-update in one transaction is as good as the single statement.
     with transaction.atomic():
@@ -310,10 +312,17 @@ def claim_batch(
         ids = [pk for _, _, pk in sorted(ranked)[:limit]]
         Postback.objects.filter(pk__in=ids).update(leased_until=until, attempts=F("attempts") + 1)
         found = Postback.objects.filter(pk__in=ids).values_list(
-            "pk", "attempts", "url", "event_id", "publisher_id", "template_id", "next_attempt_at"
+            "pk",
+            "attempts",
+            "url",
+            "event_id",
+            "publisher_id",
+            "template_id",
+            "next_attempt_at",
+            "body",
         )
         rows = sorted(found, key=lambda r: (r[6], r[0]))
-    return [Claimed(*row[:6]) for row in rows]
+    return [Claimed(*row[:6], body=row[7]) for row in rows]
 
 
 # --- Record -----------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ class Job:
     row: Claimed
     target: URL
     headers: dict[str, str]
+    body: bytes | None = None  # a JSON webhook's, POSTed; None: a GET
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
 
 
@@ -282,6 +283,8 @@ class Sender:
                 max_bytes=conf.max_bytes,
                 excerpt_bytes=conf.excerpt_bytes,
                 fallback_ip=self._pins.get(_pin_key(job), ("",))[0],
+                method="GET" if job.body is None else "POST",
+                body=job.body,
             )
         except http.DeliveryError as error:
             duration = int((time.monotonic() - started) * 1000)

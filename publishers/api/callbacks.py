@@ -22,7 +22,7 @@ from publishers.audit import Actor
 from publishers.models import CallbackTemplate
 
 # The template fields the services take, in the serializer's names.
-EDITABLE = ("name", "url_template", "events", "statuses", "campaign", "is_active")
+EDITABLE = ("name", "url_template", "method", "events", "statuses", "campaign", "is_active")
 
 CALLBACK_ID_PARAMETER = OpenApiParameter(
     "callback_id", str, OpenApiParameter.PATH, description="The callback's id."
@@ -34,9 +34,12 @@ class CallbackListSerializer(serializers.Serializer):
 
 
 class _TestRequestSerializer(serializers.Serializer):
-    method = serializers.CharField()
+    method = serializers.ChoiceField(choices=CallbackTemplate.Method.choices)
     url = serializers.CharField()
     headers = serializers.DictField(child=serializers.CharField())
+    body = serializers.CharField(
+        allow_null=True, help_text="A JSON webhook's body, exactly as sent; null for a GET."
+    )
 
 
 class _TestResponseSerializer(serializers.Serializer):
@@ -160,14 +163,16 @@ class CallbackDetailView(_CallbackView):
 
 
 class CallbackTestView(_CallbackView):
-    """`POST /api/v1/callbacks/{callback_id}/test`: a real, signed GET to the callback's URL
-    with sample values, answered with what was sent and what came back."""
+    """`POST /api/v1/callbacks/{callback_id}/test`: a real, signed request (GET, or a JSON
+    webhook's POST) to the callback's URL with sample values, answered with what was sent and
+    what came back."""
 
     @extend_schema(
         operation_id="callbacks_test",
         summary="Fire a signed test postback",
         description="Sent now, with sample values (override any with `sample_values`) and a "
-        "`Roundtrip-Test: 1` header. Nothing is stored. A paused callback can be tested too.",
+        "`Roundtrip-Test: 1` header: a GET, or for a `POST` callback a JSON webhook signed "
+        "with the callback's secret. Nothing is stored. A paused callback can be tested too.",
         tags=["callbacks"],
         parameters=[CALLBACK_ID_PARAMETER],
         request=CallbackTestRequestSerializer,

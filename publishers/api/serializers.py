@@ -234,11 +234,21 @@ class PostbackWithAttemptsSerializer(PostbackSummarySerializer):
 
 
 class PostbackSerializer(PostbackSummarySerializer):
-    """A postback in the delivery log, with its conversion and frozen URL."""
+    """A postback in the delivery log, with its conversion, frozen URL and (a JSON webhook)
+    frozen body."""
 
     conversion_id = serializers.CharField(source="conversion.public_id")
     click_id = serializers.CharField(source="conversion.click.click_id")
     spid = serializers.CharField(source="conversion.click.spid")
+    method = serializers.ChoiceField(
+        choices=CallbackTemplate.Method.choices,
+        read_only=True,
+        help_text='"POST" for a JSON webhook, else "GET".',
+    )
+    body = serializers.SerializerMethodField(
+        help_text="A JSON webhook's body, the exact bytes every attempt sends (a re-send too); "
+        "null for a GET."
+    )
 
     class Meta(PostbackSummarySerializer.Meta):
         fields = [
@@ -246,9 +256,15 @@ class PostbackSerializer(PostbackSummarySerializer):
             "conversion_id",
             "click_id",
             "spid",
+            "method",
             "url",
+            "body",
             *PostbackSummarySerializer.Meta.fields[1:],
         ]
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_body(self, postback: Postback) -> str | None:
+        return postback.body or None
 
 
 class PostbackDetailSerializer(PostbackSerializer):
@@ -290,6 +306,7 @@ class ConversionSerializer(serializers.ModelSerializer):
             "txn_id",
             "status",
             "reason",
+            "reason_detail",
             "payout",
             "currency",
             "campaign",
@@ -302,9 +319,11 @@ class ConversionSerializer(serializers.ModelSerializer):
             "reason": {
                 "help_text": "Why a guard or the campaign's bot policy set the status: "
                 "`too_fast` (rejected), `bot_click` (held as pending for review), "
-                "`bot_flagged` (the advertiser's status, marked) or `bot_rejected`; empty "
-                "when none did."
-            }
+                "`bot_flagged` (the advertiser's status, marked) or `bot_rejected`; "
+                "`cap_reached` when the conversion came over a cap of a campaign that accepts "
+                "those unpaid (payout 0); empty when none of these applies."
+            },
+            "reason_detail": {"help_text": "The reason as a sentence (names the cap); or empty."},
         }
 
     @extend_schema_field(serializers.ChoiceField(choices=POSTBACK_STATUSES))
@@ -451,6 +470,7 @@ class CallbackSerializer(serializers.ModelSerializer):
             "id",
             "name",
             "url_template",
+            "method",
             "events",
             "statuses",
             "campaign",
@@ -466,6 +486,13 @@ class CallbackSerializer(serializers.ModelSerializer):
                 "help_text": "Set while deliveries to this endpoint are paused (410 Gone, "
                 "failing for days, or is_active set to false): its postbacks, those of new "
                 "conversions too, are held until you resume it."
+            },
+            "method": {
+                "help_text": '"GET" (default): the URL with the placeholders filled in, signed '
+                'with your publisher secret. "POST": a JSON webhook to the URL (Standard '
+                "Webhooks headers webhook-id, webhook-timestamp, webhook-signature), signed with "
+                "the callback's own secret, which owners reveal and rotate in the dashboard; "
+                "its body carries every placeholder's value (docs/delivery.md, JSON webhooks)."
             },
             "is_active": {
                 "help_text": "false pauses the callback (its postbacks are held, not dropped); "
@@ -601,3 +628,58 @@ class ReconciliationSerializer(serializers.Serializer):
     generated_at = serializers.DateTimeField()
     count = serializers.IntegerField()
     rows = ReconciliationRowSerializer(many=True)
+
+
+# --- Payout terms and caps ------------------------------------------------------------------
+
+
+class PayoutTermOutSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(
+        choices=["fixed", "revshare", "default"],
+        help_text="`fixed`: `amount` per conversion; `revshare`: `percent` of each "
+        "conversion's revenue; `default`: no terms, the campaign's `default_payout` (or what "
+        "the advertiser reports).",
+    )
+    amount = serializers.CharField(allow_null=True, help_text="Fixed terms, in `currency`.")
+    percent = serializers.CharField(allow_null=True, help_text="Revenue share, in percent.")
+    effective_from = serializers.DateTimeField(
+        allow_null=True, help_text="When these terms started; null for the default."
+    )
+    default_payout = serializers.CharField(help_text="The campaign's default, in `currency`.")
+
+
+class CapStatusSerializer(serializers.Serializer):
+    scope = serializers.ChoiceField(
+        choices=["campaign", "publisher"],
+        help_text="`campaign`: counts every publisher's conversions; `publisher`: only yours.",
+    )
+    period = serializers.ChoiceField(choices=["daily", "monthly", "total"])
+    period_start = serializers.DateField(
+        allow_null=True,
+        help_text="The current period's first day in the campaign's `time_zone`; null for "
+        "total caps.",
+    )
+    max_conversions = serializers.IntegerField(allow_null=True, help_text="Null: no limit.")
+    max_payout = serializers.CharField(
+        allow_null=True, help_text="Payout budget in `currency`; null: none."
+    )
+    conversions = serializers.IntegerField(help_text="Conversions paid in the current period.")
+    payout = serializers.CharField(help_text="Payout used in the current period, in `currency`.")
+    reached = serializers.BooleanField()
+
+
+class OfferTermsSerializer(serializers.Serializer):
+    campaign = RefSerializer()
+    currency = serializers.CharField()
+    time_zone = serializers.CharField(help_text="Where daily and monthly caps start.")
+    cap_policy = serializers.ChoiceField(
+        choices=["reject", "accept_unpaid"],
+        help_text="Over a cap: `reject` (the advertiser is answered 422 `cap_reached`; listed "
+        "as refused) or `accept_unpaid` (recorded with payout 0, reason `cap_reached`).",
+    )
+    payout = PayoutTermOutSerializer()
+    caps = CapStatusSerializer(many=True)
+
+
+class OfferTermsListSerializer(serializers.Serializer):
+    results = OfferTermsSerializer(many=True)

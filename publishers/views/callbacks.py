@@ -1,5 +1,8 @@
 """Callback templates: list, create, edit, pause, resume deliveries after endpoint health paused
-them; live preview and a real test postback."""
+them; live preview and a real test postback; a JSON webhook's secret (owners reveal and rotate
+it, as the publisher's signing secret)."""
+
+from datetime import timedelta
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
@@ -23,7 +26,8 @@ from publishers import selectors, services
 from publishers.audit import Actor
 from publishers.forms import CallbackTemplateForm
 from publishers.models import CallbackTemplate
-from publishers.views.common import member_view
+from publishers.views.account import ROTATION_OVERLAP_HOURS
+from publishers.views.common import is_owner, member_view, owner_view
 from tracking import selectors as tracking_selectors
 
 
@@ -57,7 +61,7 @@ def _save(request: HttpRequest, template: CallbackTemplate | None) -> HttpRespon
         if form.is_valid():
             try:
                 if template is None:
-                    services.callback_template_create(
+                    template = services.callback_template_create(
                         publisher=publisher,
                         is_active=form.cleaned_data["is_active"],
                         actor=Actor.dashboard(request),
@@ -77,11 +81,26 @@ def _save(request: HttpRequest, template: CallbackTemplate | None) -> HttpRespon
                     form.add_error(field if field in form.fields else None, errors)
             else:
                 messages.success(request, f"Callback {created_or_updated}.")
+                if created_or_updated == "created" and template.method == "POST":
+                    # Its secret is on its page: the receiver can't verify anything without it.
+                    return redirect("callback_edit", template.public_id)
                 return redirect("callbacks")
     else:
         initial = CallbackTemplateForm.initial_for(template) if template else None
         form = CallbackTemplateForm(initial=initial, publisher=publisher)
-    return render(
+    return _form_page(request, template, form)
+
+
+def _form_page(
+    request: HttpRequest,
+    template: CallbackTemplate | None,
+    form: CallbackTemplateForm,
+    *,
+    revealed: bool = False,
+) -> HttpResponse:
+    """The callback editor; `revealed` shows the webhook secret(s) (an owner asked)."""
+    secrets = template.active_webhook_secrets() if template else []
+    response = render(
         request,
         "publishers/callback_form.html",
         {
@@ -89,9 +108,49 @@ def _save(request: HttpRequest, template: CallbackTemplate | None) -> HttpRespon
             "form": form,
             "template": template,
             "held": _held_count(template) if template and template.paused_at else 0,
-            "placeholders": _reference_for(publisher),
+            "placeholders": _reference_for(request.publisher),
+            "can_manage": is_owner(request),
+            "secrets": secrets if revealed else [],
+            "rotating": len(secrets) > 1,
+            "overlap_hours": ROTATION_OVERLAP_HOURS,
         },
     )
+    if revealed:
+        response["Cache-Control"] = "no-store"
+    return response
+
+
+def _editor_for(request: HttpRequest, template: CallbackTemplate) -> CallbackTemplateForm:
+    return CallbackTemplateForm(
+        initial=CallbackTemplateForm.initial_for(template), publisher=request.publisher
+    )
+
+
+@require_POST
+@owner_view
+def callback_secret_reveal(request: HttpRequest, public_id: str) -> HttpResponse:
+    """Show the callback's webhook secret (and the old one, while a rotation overlaps)."""
+    template = selectors.template_for_publisher(request.publisher, public_id)
+    services.callback_template_secret_reveal(template=template, actor=Actor.dashboard(request))
+    return _form_page(request, template, _editor_for(request, template), revealed=True)
+
+
+@require_POST
+@owner_view
+def callback_secret_rotate(request: HttpRequest, public_id: str) -> HttpResponse:
+    """A new webhook secret; the old one keeps signing for the overlap, then stops."""
+    template = selectors.template_for_publisher(request.publisher, public_id)
+    services.callback_template_secret_rotate(
+        template=template,
+        overlap=timedelta(hours=ROTATION_OVERLAP_HOURS),
+        actor=Actor.dashboard(request),
+    )
+    messages.success(
+        request,
+        f"New webhook secret issued. The old one keeps signing for {ROTATION_OVERLAP_HOURS} "
+        "hours: switch your verifier before then.",
+    )
+    return _form_page(request, template, _editor_for(request, template), revealed=True)
 
 
 @member_view
@@ -136,6 +195,10 @@ def callback_delete(request: HttpRequest, public_id: str) -> HttpResponse:
             "template": template,
             "sent": postbacks.count(),
             "undelivered": postbacks.filter(status=Postback.Status.PENDING).count(),
+            # JSON webhooks can't be signed once their callback (and its secret) is gone.
+            "undelivered_webhooks": postbacks.filter(status=Postback.Status.PENDING)
+            .exclude(body="")
+            .count(),
         },
     )
 
@@ -192,9 +255,20 @@ def callback_preview(request: HttpRequest) -> JsonResponse:
 @require_POST
 @member_view
 def callback_test(request: HttpRequest) -> HttpResponse:
-    """Send one real signed request to the URL in the form (saved or not) and show it all."""
+    """Send one real signed request to the URL in the form (saved or not) and show it all.
+    A JSON webhook is signed with the saved callback's secret (`callback`: its id, when the
+    editor edits one), else with a one-off secret: a new callback has none yet."""
     text = request.POST.get("url_template", "").strip()
-    probe = CallbackTemplate(publisher=request.publisher, url_template=text)
+    method = request.POST.get("method", "")
+    if method not in CallbackTemplate.Method.values:
+        method = CallbackTemplate.Method.GET
+    probe = CallbackTemplate(publisher=request.publisher, url_template=text, method=method)
+    saved_id = request.POST.get("callback", "")
+    if saved_id:
+        saved = selectors.template_for_publisher(request.publisher, saved_id)
+        probe.webhook_secret = saved.webhook_secret
+        probe.previous_webhook_secret = saved.previous_webhook_secret
+        probe.previous_webhook_secret_expires_at = saved.previous_webhook_secret_expires_at
     result = postback_send_test(template=probe)
     services.callback_test_record(template=probe, result=result, actor=Actor.dashboard(request))
     if request.headers.get("Accept", "").startswith("application/json"):

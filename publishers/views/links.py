@@ -41,13 +41,20 @@ def links(request: HttpRequest) -> HttpResponse:
         options.update(smart_ad_id=str(first.pk), width=first.width, height=first.height)
     if form.is_bound and form.is_valid():
         options.update({k: v for k, v in form.cleaned_data.items() if v not in (None, "")})
+    links = list(selectors.links_for_publisher(request.publisher))
+    # This publisher's own terms and the caps that concern it (never another publisher's).
+    now = timezone.now()
+    campaigns = list({link.campaign_id: link.campaign for link in links}.values())
+    offers = selectors.offer_terms_for_publisher(request.publisher, at=now, campaigns=campaigns)
     rows = [
         {
             "link": link,
             "text_link": text_link(link.code),
             "embed": smart_ad_embed(link.code, **options),
+            "term": offers[link.campaign_id].term,
+            "caps": offers[link.campaign_id].caps,
         }
-        for link in selectors.links_for_publisher(request.publisher)
+        for link in links
     ]
     return render(
         request,

@@ -129,7 +129,13 @@
     event.preventDefault();
     testButton.disabled = true;
     testButton.textContent = "Sending…";
-    post(testButton.getAttribute("data-url"), form, { url_template: input.value.trim() })
+    var method = form.querySelector("input[name=method]:checked");
+    var saved = form.querySelector("input[name=callback]");
+    post(testButton.getAttribute("data-url"), form, {
+      url_template: input.value.trim(),
+      method: method ? method.value : "GET",
+      callback: saved ? saved.value : "",
+    })
       .then(showTest)
       .catch(function (error) {
         showTest({ ok: false, request: null, response: null, error: { kind: "dashboard", message: String(error) } });
@@ -152,7 +158,7 @@
     document.getElementById("test-request").textContent = request
       ? request.method + " " + request.url + "\n" + Object.keys(request.headers).map(function (name) {
         return name + ": " + request.headers[name];
-      }).join("\n")
+      }).join("\n") + (request.body ? "\n\n" + request.body : "")
       : "(not sent)";
     var response = data.response;
     document.getElementById("test-response").textContent = response

@@ -75,6 +75,7 @@ def test_the_doc_has_examples_for_every_route():
         "-X PATCH",
         "-X DELETE",
         "stats",
+        "payouts",
         "reconciliation",
     ):
         assert route in commands, route

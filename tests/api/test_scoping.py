@@ -7,6 +7,7 @@ as if publisher A's data did not exist; actions change nothing of A's.
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -19,7 +20,7 @@ from publishers.api.base import PublisherScopedView
 from publishers.api.conversions import conversion_list
 from publishers.models import CallbackTemplate
 from tests.api.conftest import SPID
-from tracking.models import Campaign, OfferAccess
+from tracking.models import Campaign, ConversionCap, OfferAccess, PayoutTerm
 
 pytestmark = pytest.mark.django_db
 
@@ -51,6 +52,17 @@ def a_private_offer(world) -> str:
 def no_private_offer(response) -> bool:
     names = {offer["name"] for offer in response.json()["results"]}
     return response.status_code == 200 and "a-private-offer" not in names
+
+
+def payout_rules_for_a(world) -> None:
+    """A's own term and cap on its campaign: what C must not see."""
+    campaign = world.click.campaign
+    PayoutTerm.objects.create(
+        campaign=campaign, publisher=world.publisher, kind="fixed", amount=Decimal("3")
+    )
+    ConversionCap.objects.create(
+        campaign=campaign, publisher=world.publisher, period="daily", max_conversions=5
+    )
 
 
 def empty_results(response) -> bool:
@@ -143,6 +155,13 @@ ROUTES = [
         lambda w: f"/api/v1/offers/{a_private_offer(w)}/links",
         body=lambda w: {"name": "c's link"},
         own=(201,),
+    ),
+    Route(
+        "api-payouts",
+        "get",
+        lambda w: "/api/v1/payouts",
+        nothing=empty_results,
+        prepare=lambda w: payout_rules_for_a(w),
     ),
     Route(
         "api-reconciliation",

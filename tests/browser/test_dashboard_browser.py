@@ -4,12 +4,14 @@ test postback, the spid trace, the CSV export."""
 import csv
 import io
 import re
+import time
 
 import pytest
 from playwright.sync_api import expect
 
 from publishers.models import CallbackTemplate
 from tests.browser.conftest import sign_in
+from tests.webhook_spec import spec_verify
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 
@@ -51,6 +53,33 @@ def test_it_previews_and_sends_a_test_postback_then_saves(page, publisher, recei
     expect(page.locator(".message.success")).to_contain_text("Callback created")
     expect(page.locator("#callbacks-table")).to_contain_text("/pb?spid=[spid]&amt=[payout]")
     assert CallbackTemplate.objects.filter(publisher=publisher).count() == 1
+
+
+def test_it_sends_a_test_json_webhook_then_reveals_the_saved_callbacks_secret(
+    page, publisher, receiver
+):
+    sign_in(page, "owner-a", "pw-owner-a")
+    page.goto("/dashboard/callbacks/new/")
+    page.locator("#id_url_template").fill(f"{receiver.base_url}/hooks?s=[spid]")
+    page.check("input[name=method][value=POST]")
+    page.click("#send-test")
+    expect(page.locator("#test-verdict")).to_contain_text("delivered")
+    expect(page.locator("#test-request")).to_contain_text("POST ")
+    expect(page.locator("#test-request")).to_contain_text("webhook-signature: v1,")
+    expect(page.locator("#test-request")).to_contain_text('"type":"conversion.approved"')
+    assert [r.method for r in receiver.requests] == ["POST"]
+    page.click("button.primary[type=submit]")
+    # A new JSON webhook opens on its own page, where its owner reveals the secret.
+    expect(page.locator(".message.success")).to_contain_text("Callback created")
+    template = CallbackTemplate.objects.get(publisher=publisher)
+    assert template.method == "POST"
+    page.click("#webhook-secret button:has-text('Reveal secret')")
+    expect(page.locator("#webhook-secret-value")).to_have_text(template.webhook_secret)
+    # The editor's test of the saved callback is signed with that secret.
+    page.click("#send-test")
+    expect(page.locator("#test-verdict")).to_contain_text("delivered")
+    received = receiver.requests[-1]
+    assert spec_verify(template.webhook_secret, received.headers, received.body, now=time.time())
 
 
 def test_it_finds_a_spid_on_the_trace_page(page, dashboard_data):

@@ -6,7 +6,9 @@ check what a publisher relies on: the URL keeps its scheme, host, port, path sha
 keys, and decoding the segment or parameter gives back exactly the spid that was clicked.
 """
 
+import json
 import re
+from datetime import UTC, datetime
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pytest
@@ -17,6 +19,7 @@ from urllib3.util import parse_url
 from postbacks.placeholders import (
     ALIASES,
     CALLBACK_PLACEHOLDERS,
+    CATALOG,
     LANDING_PLACEHOLDERS,
     MAX_EXPANDED_LENGTH,
     MAX_TEMPLATE_LENGTH,
@@ -27,6 +30,7 @@ from postbacks.placeholders import (
     placeholder_reference,
     placeholders_in,
     validate_template,
+    webhook_body,
 )
 from postbacks.values import click_values
 from tracking.models import Click
@@ -362,3 +366,19 @@ def test_it_accepts_an_ipv6_literal_host():
         expand_placeholders("https://[2001:db8::1]/cb?id=[spid]", {"spid": "a/b"})
         == "https://[2001:db8::1]/cb?id=a%2Fb"
     )
+
+
+# --- JSON webhook bodies ---------------------------------------------------------------------
+
+
+@given(spid=st.text(max_size=255), txn_id=st.text(max_size=100))
+def test_a_webhook_body_is_ascii_json_that_gives_back_every_value_exactly(spid, txn_id):
+    body = webhook_body(
+        {**SAMPLE_VALUES, "spid": spid, "txn_id": txn_id, "revenue": ""},
+        status="approved",
+        occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    assert body.isascii()
+    data = json.loads(body)["data"]
+    assert (data["spid"], data["txn_id"], data["revenue"]) == (spid, txn_id, None)
+    assert list(data) == [p.name for p in CATALOG]

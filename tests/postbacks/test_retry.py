@@ -67,6 +67,7 @@ def test_it_limits_statuses_outside_the_standard_range(status):
 ERROR_TABLE = [
     ("forbidden_destination", Verdict.STOP),
     ("invalid_url", Verdict.STOP),
+    ("no_secret", Verdict.STOP),
     ("dns_error", Verdict.RETRY),
     ("connect_timeout", Verdict.RETRY),
     ("connection_error", Verdict.RETRY),

@@ -42,6 +42,8 @@ class DashboardData:
             self.publisher.public_id,
             self.publisher.name,
             self.publisher.signing_secret,
+            self.good_template.webhook_secret,
+            self.bad_template.webhook_secret,
             self.link.code,
             self.good_template.public_id,
             self.bad_template.public_id,

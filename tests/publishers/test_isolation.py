@@ -109,6 +109,19 @@ def outsider_cases(data) -> list[Case]:
         Case("get", reverse("callback_delete", args=[a_template]), status=(404,)),
         Case("post", reverse("callback_delete", args=[a_template]), status=(404,)),
         Case("post", reverse("callback_toggle", args=[a_template]), status=(404,)),
+        Case("post", reverse("callback_secret_reveal", args=[a_template]), status=(404,)),
+        Case("post", reverse("callback_secret_rotate", args=[a_template]), status=(404,)),
+        # A test postback can't borrow A's callback (and its webhook secret).
+        Case(
+            "post",
+            reverse("callback_test"),
+            {
+                "url_template": f"{data.receiver_url}/c-test?s=[spid]",
+                "method": "POST",
+                "callback": a_template,
+            },
+            status=(404,),
+        ),
         # Switching to A's dashboard: not on A's team. The staff pages: not staff.
         Case(
             "post",
@@ -236,7 +249,13 @@ def a_state(data) -> dict:
     return {
         "templates": sorted(
             CallbackTemplate.objects.filter(publisher=data.publisher).values_list(
-                "public_id", "url_template", "is_active", "paused_at"
+                "public_id",
+                "url_template",
+                "method",
+                "is_active",
+                "paused_at",
+                "webhook_secret",
+                "previous_webhook_secret",
             )
         ),
         "postbacks": sorted(
@@ -313,6 +332,8 @@ OWNER_ONLY = [
     ("api_key_revoke", "lookup", {}),
     ("secret_reveal", None, {}),
     ("secret_rotate", None, {}),
+    ("callback_secret_reveal", "template", {}),
+    ("callback_secret_rotate", "template", {}),
     ("member_invite", None, {"email": "new@example.com", "role": "member"}),
     ("member_remove", None, {"username": "owner-a"}),
     ("member_invitation_revoke", None, {"email": "pending-a@example.com"}),
@@ -323,7 +344,11 @@ OWNER_ONLY = [
 @pytest.mark.parametrize(("name", "arg", "payload"), OWNER_ONLY)
 def test_it_refuses_owner_actions_to_members(member_client, dashboard_data, name, arg, payload):
     before = a_state(dashboard_data)
-    args = [dashboard_data.key_lookup] if arg else []
+    args = {
+        None: [],
+        "lookup": [dashboard_data.key_lookup],
+        "template": [dashboard_data.good_template.public_id],
+    }[arg]
     response = member_client.post(reverse(name, args=args), payload)
     assert response.status_code == 403
     assert a_state(dashboard_data) == before
@@ -362,6 +387,9 @@ def test_it_would_notice_a_leak(owner_client, dashboard_data):
         if case.method == "get" and case.status == (200,):
             seen += text_of(owner_client.get(case.url))
     seen += owner_client.post(reverse("secret_reveal")).content.decode()
+    for template in (dashboard_data.good_template, dashboard_data.bad_template):
+        reveal = reverse("callback_secret_reveal", args=[template.public_id])
+        seen += owner_client.post(reveal).content.decode()
     for click in dashboard_data.clicks:
         seen += owner_client.get(reverse("trace") + f"?q={click.spid}").content.decode()
     missing = [value for value in dashboard_data.a_ids() if value not in seen]

@@ -321,10 +321,18 @@ def test_staff_set_a_campaigns_policy_and_access_in_the_admin(admin_client, gran
         "policy-0-bot_action": "flag",
         "policy-0-blocked_ips": "203.0.113.0/24, 198.51.100.7",
         "policy-0-max_clicks_per_ip_per_minute": "5",
-        "creatives-TOTAL_FORMS": "0",
-        "creatives-INITIAL_FORMS": "0",
-        "creatives-MIN_NUM_FORMS": "0",
-        "creatives-MAX_NUM_FORMS": "1000",
+        "time_zone": "UTC",
+        "cap_policy": "reject",
+        **{
+            f"{prefix}-{part}": value
+            for prefix in ("creatives", "payout_terms", "caps")
+            for part, value in (
+                ("TOTAL_FORMS", "0"),
+                ("INITIAL_FORMS", "0"),
+                ("MIN_NUM_FORMS", "0"),
+                ("MAX_NUM_FORMS", "1000"),
+            )
+        },
     }
     bad = admin_client.post(
         f"/admin/tracking/campaign/{campaign.pk}/change/",

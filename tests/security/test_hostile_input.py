@@ -13,6 +13,8 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -20,8 +22,9 @@ from django.core.signals import got_request_exception
 from django.db import connection, transaction
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
 
-from tracking.models import AdvertiserUser
+from tracking.models import AdvertiserUser, ConversionCap, PayoutTerm
 
 pytestmark = pytest.mark.django_db
 
@@ -36,6 +39,7 @@ NAMES = [
     *("payout", "revenue", "currency", "txn_id", "updated_since", "sample_values", "next"),
     *("website", "about"),
     "kind",
+    *("method", "callback"),
 ]
 DATE_NAMES = ("start", "end", "from", "to", "updated_since")
 INT_NAMES = ("limit", "payout", "revenue", "campaign_id", "callback_id", "smart_ad_id")
@@ -47,6 +51,7 @@ LONG_NAMES = (
     *("q", "spid", "click_id", "ref", "token", "event", "event_id", "txn_id", "name"),
     *("url_template", "email", "username", "password", "campaign", "placement", "keyword"),
     *("website", "about"),
+    *("method", "callback"),
 )
 # Raw (already percent-encoded) values for query strings, form bodies and path segments.
 RAW_VALUES = {
@@ -253,7 +258,7 @@ def base_queries(data, postback_token: str) -> dict[str, str]:
 def base_json(data) -> dict[str, dict]:
     return {
         "/api/v1/conversions/": {"click_id": data.clicks[1].click_id, "event": "sale"},
-        "/api/v1/callbacks": {"url_template": "https://cb.example/?s=[spid]"},
+        "/api/v1/callbacks": {"url_template": "https://cb.example/?s=[spid]", "method": "POST"},
     }
 
 
@@ -268,6 +273,26 @@ def is_admin(name: str, path: str) -> bool:
     return path.startswith("/admin/") and path != "/admin/login/"
 
 
+def money_rules(data) -> None:
+    """A revenue-share term and roomy caps on the walked campaign, so the intake's hostile
+    amounts go through payout terms and cap counters too (and the admin's inlines and the
+    dashboard's offer cards have rows to show)."""
+    campaign, publisher = data.link.campaign, data.link.publisher
+    PayoutTerm.objects.create(
+        campaign=campaign,
+        publisher=publisher,
+        kind=PayoutTerm.Kind.REVSHARE,
+        percent=Decimal("33.33"),
+        effective_from=timezone.now() - timedelta(days=400),
+    )
+    ConversionCap.objects.create(
+        campaign=campaign, period="daily", max_conversions=100_000, max_payout=Decimal(10**12)
+    )
+    ConversionCap.objects.create(
+        campaign=campaign, publisher=publisher, period="monthly", max_conversions=100_000
+    )
+
+
 def callers_of(path: str, callers: dict[str, Client]) -> list[str]:
     """Who walks `path`: everyone, and the signed-in advertiser only in its portal."""
     return [c for c in callers if c != "advertiser-session" or path.startswith(PORTAL)]
@@ -277,6 +302,7 @@ def test_it_never_answers_5xx_nor_writes_on_refusal(
     callers, dashboard_data, postback_token, settings
 ):
     settings.API_RATE_LIMIT = "1000000/min"
+    money_rules(dashboard_data)
     ids = real_ids(dashboard_data)
     bases = base_queries(dashboard_data, postback_token)
     json_bases = base_json(dashboard_data)

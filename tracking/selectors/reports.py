@@ -98,8 +98,10 @@ DEFINITIONS = {
     "link is not approved for, a blocked IP or a click-rate cap (the visitor was not sent on).",
     "conversions": "Approved conversions (the ones that pay), counted when recorded.",
     "conversion_outcomes": "Every conversion the advertiser sent in the period, by status and "
-    "reason: rejected too fast, pending bot clicks held for review, and refused ones never "
-    "recorded as conversions (expired: the click was older than the attribution window).",
+    "reason: rejected too fast, pending bot clicks held for review, unpaid over a campaign "
+    "cap (cap reached), and refused ones never recorded as conversions (expired: the click "
+    "was older than the attribution window; cap reached: over a cap of a campaign that "
+    "refuses those).",
     "refused_conversions": "Conversions the advertiser sent that were refused (HTTP 422) and "
     "not counted: nothing is paid and no postback is sent.",
     "impressions": "Smart-ad views by people: a bot's view is not counted.",

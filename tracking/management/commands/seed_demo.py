@@ -27,7 +27,9 @@ from tracking.models import (
     AdvertiserUser,
     Campaign,
     CampaignPolicy,
+    ConversionCap,
     Creative,
+    PayoutTerm,
     SmartAd,
     TrackingLink,
 )
@@ -41,17 +43,26 @@ APPLICANT = ("applicant@example.com", "roundtrip-applicant")
 ADVERTISER_USER = ("advertiser", "roundtrip-advertiser")
 LINK_CODE = "demo"
 STRICT_LINK_CODE = "demo-strict"
+CAPPED_LINK_CODE = "demo-capped"
 SMART_AD_ID = 1491
 EXAMPLE_SPID = 'a b&c/d?e#f%g"ü'
 
 
 class Command(BaseCommand):
-    help = "Create (or refresh) a demo admin, publisher, advertiser, campaign, link and callback."
+    help = (
+        "Create (or refresh) a demo admin, publisher, advertiser, campaign, link, a GET callback "
+        "and a JSON webhook callback."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--callback-url",
             help="The demo publisher's callback URL template (default: the built-in demo receiver).",
+        )
+        parser.add_argument(
+            "--webhook-url",
+            help="Where the demo publisher's JSON webhooks go (default: the built-in demo "
+            "receiver).",
         )
         parser.add_argument("--json", action="store_true", help="Print the result as JSON.")
 
@@ -61,14 +72,15 @@ class Command(BaseCommand):
             f"{site}/demo/receiver/callback?spid=[spid]&payout=[payout]&currency=[currency]"
             "&status=[status]&reason=[reason]&event_id=[event_id]"
         )
+        webhook_url = options["webhook_url"] or f"{site}/demo/receiver/webhook"
         with transaction.atomic():
-            result = self._seed(site, callback_url)
+            result = self._seed(site, callback_url, webhook_url)
         if options["json"]:
             self.stdout.write(json.dumps(result, indent=2))
         else:
             self.stdout.write(self._human(result))
 
-    def _seed(self, site: str, callback_url: str) -> dict:
+    def _seed(self, site: str, callback_url: str, webhook_url: str) -> dict:
         user_model = get_user_model()
         admin, _ = user_model.objects.get_or_create(
             username=ADMIN[0], defaults={"is_staff": True, "is_superuser": True}
@@ -100,9 +112,46 @@ class Command(BaseCommand):
             defaults={
                 "landing_url": "https://advertiser.example/landing?click_id=[click_id]",
                 "default_payout": Decimal("1.50"),
+                "default_revenue": Decimal("3.00"),
                 "currency": "USD",
                 "attribution_window": timedelta(days=30),
             },
+        )
+        if campaign.default_revenue is None:
+            campaign.default_revenue = Decimal("3.00")
+            campaign.save(update_fields=["default_revenue"])
+        # The demo publisher is on revenue share: half of what the advertiser pays (the
+        # campaign's default revenue of 3.00 USD unless it reports another), so a conversion
+        # pays it 1.50 USD.
+        if not PayoutTerm.objects.filter(campaign=campaign, publisher=publisher).exists():
+            PayoutTerm.objects.create(
+                campaign=campaign,
+                publisher=publisher,
+                kind=PayoutTerm.Kind.REVSHARE,
+                percent=Decimal("50"),
+                effective_from=timezone.now(),
+            )
+        # A capped offer: 5 paid conversions a day (days in Berlin), later ones recorded unpaid.
+        capped, _ = Campaign.objects.get_or_create(
+            advertiser=advertiser,
+            name="Demo Capped Offer",
+            defaults={
+                "landing_url": "https://advertiser.example/offer?click_id=[click_id]",
+                "default_payout": Decimal("2.00"),
+                "currency": "EUR",
+                "time_zone": "Europe/Berlin",
+                "cap_policy": Campaign.CapPolicy.ACCEPT_UNPAID,
+            },
+        )
+        ConversionCap.objects.get_or_create(
+            campaign=capped,
+            publisher=None,
+            period=ConversionCap.Period.DAILY,
+            defaults={"max_conversions": 5},
+        )
+        TrackingLink.objects.update_or_create(
+            code=CAPPED_LINK_CODE,
+            defaults={"publisher": publisher, "campaign": capped, "name": "Demo capped offer"},
         )
         text_ad, _ = Creative.objects.get_or_create(
             campaign=campaign,
@@ -132,20 +181,11 @@ class Command(BaseCommand):
             defaults={"publisher": publisher, "campaign": campaign, "name": "Demo link"},
         )
         premium, strict = self._seed_policies(advertiser, publisher)
-        template, _ = CallbackTemplate.objects.get_or_create(
-            publisher=publisher, name="Demo receiver", defaults={"url_template": callback_url}
+        self._callback(publisher, "Demo receiver", callback_url, CallbackTemplate.Method.GET)
+        # The same conversions as a signed JSON webhook (Standard Webhooks), to the same inbox.
+        webhook = self._callback(
+            publisher, "Demo JSON webhook", webhook_url, CallbackTemplate.Method.POST
         )
-        template.url_template = callback_url
-        template.is_active = True
-        try:
-            template.full_clean()
-        except ValidationError as exc:
-            raise CommandError(
-                f"The callback URL {callback_url} is refused: {'; '.join(exc.messages)} "
-                "For the local demo receiver set POSTBACKS_ALLOW_PRIVATE_DESTINATIONS=true "
-                "(make run does)."
-            ) from None
-        template.save()
 
         # Made once: on later runs the address is taken (and staff may have decided since).
         with contextlib.suppress(SignupError):
@@ -172,6 +212,7 @@ class Command(BaseCommand):
         _, publisher_key = api_key_create(publisher=publisher, name=DEMO_KEY_NAME)
 
         tracking_link = f"{site}/click?ref={LINK_CODE}&spid=123456789"
+        capped_link = f"{site}/click?ref={CAPPED_LINK_CODE}&spid=123456789"
         example_link = f"{site}/click?ref={LINK_CODE}&spid={quote(EXAMPLE_SPID, safe='')}"
         smart_src = f"{site}/smart?ref={LINK_CODE}&q=shoes&smart_ad_id={SMART_AD_ID}&spid=123456789"
         smart_iframe = (
@@ -183,12 +224,15 @@ class Command(BaseCommand):
             "smart_ad_url": smart_src,
             "smart_ad_iframe": smart_iframe,
             "tracking_link": tracking_link,
+            "capped_tracking_link": capped_link,
             "example_tracking_link": example_link,
             "example_spid": EXAMPLE_SPID,
             "advertiser_api_key": advertiser_key,
             "advertiser_token": advertiser_token,
             "publisher_api_key": publisher_key,
             "callback_url_template": callback_url,
+            "webhook_url": webhook_url,
+            "webhook_secret": webhook.webhook_secret,
             "dashboard_url": f"{site}/dashboard/",
             "advertiser_portal_url": f"{site}/advertiser/",
             "admin_url": f"{site}/admin/",
@@ -260,6 +304,26 @@ class Command(BaseCommand):
         return premium, strict
 
     @staticmethod
+    def _callback(publisher, name: str, url: str, method: str) -> CallbackTemplate:
+        template, _ = CallbackTemplate.objects.get_or_create(
+            publisher=publisher, name=name, defaults={"url_template": url}
+        )
+        template.url_template = url
+        template.method = method
+        if not template.is_active:  # resumed: the demo's callbacks are on
+            template.is_active, template.paused_at, template.paused_reason = True, None, ""
+        try:
+            template.full_clean()
+        except ValidationError as exc:
+            raise CommandError(
+                f"The callback URL {url} is refused: {'; '.join(exc.messages)} "
+                "For the local demo receiver set POSTBACKS_ALLOW_PRIVATE_DESTINATIONS=true "
+                "(make run does)."
+            ) from None
+        template.save()
+        return template
+
+    @staticmethod
     def _curl(site: str, link: str, key: str) -> str:
         # The click stands in for a visitor's browser: curl's own user agent marks a bot
         # click, whose conversion is held for review and never calls the publisher back.
@@ -282,11 +346,16 @@ Roundtrip demo is ready.
   Dashboard      {r["dashboard_url"]}   (login {r["logins"]["publisher"]["username"]} / {r["logins"]["publisher"]["password"]})
   Advertisers    {r["advertiser_portal_url"]}  (login {r["logins"]["advertiser"]["username"]} / {r["logins"]["advertiser"]["password"]})
   Admin          {r["admin_url"]}       (login {r["logins"]["admin"]["username"]} / {r["logins"]["admin"]["password"]})
-  Demo receiver  {r["demo_receiver_url"]}   (the demo publisher's callbacks land here)
+  Demo receiver  {r["demo_receiver_url"]}   (the demo publisher's callbacks land here:
+                 a GET postback and a signed JSON webhook for each conversion)
+  Webhook secret {r["webhook_secret"]}   (verifies the demo's JSON webhooks)
   Sign-up        {r["signup_url"]}   (an application waits for approval at
                  {r["signup_applications_url"]}; its owner: {r["logins"]["applicant"]["username"]} / {r["logins"]["applicant"]["password"]})
 
   Tracking link  {r["tracking_link"]}
+                 (revenue share: the demo publisher earns 50 % of the revenue, 1.50 USD by default)
+  Capped offer   {r["capped_tracking_link"]}
+                 (5 paid conversions a day, Berlin time; later ones are recorded unpaid)
   With a tricky spid ({r["example_spid"]}):
                  {r["example_tracking_link"]}
 
