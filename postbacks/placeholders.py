@@ -56,8 +56,8 @@ CATALOG: tuple[Placeholder, ...] = (
     Placeholder("status", "The conversion's status: approved, pending, rejected, …", "approved"),
     Placeholder(
         "reason",
-        "Why a guard or the campaign's policy set the status (too_fast, bot_click, "
-        "bot_flagged, bot_rejected); empty when none did",
+        "Why a guard or a campaign rule decided (too_fast, bot_click, bot_flagged, "
+        "bot_rejected, cap_reached); empty when none did",
         "",
     ),
     Placeholder("payout", "Your payout for this conversion", "2.50", json_type="decimal"),
