@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 
 class Lane(enum.StrEnum):
-    FIRST = "first"  # postbacks never tried
+    FIRST = "first"  # postbacks whose first attempt has not ended (never tried, or orphaned)
     RETRY = "retry"  # anything due: retries, replays, postbacks of a resumed template
 
 
@@ -250,6 +250,15 @@ RETURNING p.id, p.attempts, p.url, p.event_id, p.publisher_id, p.template_id, p.
 
 _NO_QUOTA = 2**31 - 1
 
+# The first lane's rows: never tried, or claimed once by a worker that died before recording
+# anything (its lease ran out: no outcome, no attempt row). That attempt never ended, so the
+# row is still a first attempt: it must not queue behind retries, which get only a share of a
+# host's slots, when its worker is killed.
+FIRST_ATTEMPT = Q(attempts=0) | Q(attempts=1, last_status_code__isnull=True, last_error="")
+_FIRST_ATTEMPT_SQL = (
+    "AND (c.attempts = 0 OR (c.attempts = 1 AND c.last_status_code IS NULL AND c.last_error = ''))"
+)
+
 
 def due_rows(lane: Lane, now: datetime):
     """Due rows of a lane that no live lease holds, templates not paused."""
@@ -258,7 +267,38 @@ def due_rows(lane: Lane, now: datetime):
         .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
         .exclude(template__paused_at__isnull=False)
     )
-    return due.filter(attempts=0) if lane is Lane.FIRST else due
+    return due.filter(FIRST_ATTEMPT) if lane is Lane.FIRST else due
+
+
+# Last answers that mean "the host was down" (no answer at all is the other way to say it):
+# rows that got one are retried at once when the host heals. 429 and 425 asked us to come
+# back later and keep their time; other 4xx were about the postback, not the host.
+_HOST_DOWN_CODES = Q(last_status_code__isnull=True) | Q(last_status_code__gte=500)
+_HOST_DOWN_CODES |= Q(last_status_code=408)
+
+
+def host_backlog_release(hosts: Sequence[str], now: datetime) -> int:
+    """Hosts whose breaker just closed (a probe answered): their pending rows whose last
+    attempt failed because the host was down, waiting for a retry minutes or hours away, become
+    due now. (Rows the breaker merely held back are due already: the claim skipped them.) A
+    paused template's rows stay held. Returns how many rows were made due.
+
+    Svix and Convoy re-drive a recovered endpoint the same way; without it, a host that was
+    down for a minute would get its backlog back on the retry schedule (5 min, 30 min, …)."""
+    if not hosts:
+        return 0
+    waiting = (
+        Postback.objects.filter(
+            status=Postback.Status.PENDING,
+            host__in=list(hosts),
+            next_attempt_at__gt=now,
+            attempts__gt=0,
+        )
+        .filter(_HOST_DOWN_CODES)
+        .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+        .exclude(template__paused_at__isnull=False)
+    )
+    return waiting.update(next_attempt_at=now)
 
 
 def claim_batch(
@@ -282,7 +322,7 @@ def claim_batch(
         sql = _CLAIM_SQL.format(
             postback=Postback._meta.db_table,
             template=CallbackTemplate._meta.db_table,
-            lane_filter="AND c.attempts = 0" if lane is Lane.FIRST else "",
+            lane_filter=_FIRST_ATTEMPT_SQL if lane is Lane.FIRST else "",
         )
         params = {
             "lease": until,
