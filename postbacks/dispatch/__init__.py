@@ -63,7 +63,7 @@ from django.utils import timezone
 from config.outage import DATABASE_OUTAGE_ERRORS
 from postbacks import fairness, http, signing
 from postbacks.dispatch.kicks import clear_kick, kick, kick_if_due, schedule_wakeups
-from postbacks.dispatch.leases import get_keeper
+from postbacks.dispatch.leases import get_keeper, lease_cutoff, outage_note
 from postbacks.dispatch.recorder import follow_ups, get_recorder, record, settle, split_done
 from postbacks.dispatch.rows import (
     Claimed,
@@ -174,8 +174,10 @@ def postbacks_dispatch(
                     lease=conf.lease,
                     quotas=limits.quotas,
                     default_quota=limits.default,
+                    expired_before=lease_cutoff(now),
                 )
             except DATABASE_OUTAGE_ERRORS:
+                outage_note()
                 if not pending:
                     raise
                 # Claim no more; what is in flight is still recorded (now or by the recorder).

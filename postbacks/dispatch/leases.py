@@ -14,21 +14,33 @@ only a live process sends, and a live process renews; a row is renewed at most u
 request's own deadline (`hold`'s `until`: the slot wait, the connect and total time-outs, and
 a margin) has passed, so a request that somehow never ends cannot hold its row for ever. Each
 renewal is fenced by the attempt number, so a row recorded meanwhile (lease cleared) or
-claimed by another worker is left alone. If the process cannot reach the database for longer
-than a lease while its requests are out, another worker may claim those rows: a duplicate
-delivery, never a lost one (the late outcome is fenced out by the attempt number).
+claimed by another worker is left alone.
+
+A database outage stops every renewal, and leases lapse while their holders are alive, with
+outcomes waiting to be written (`Recorder.record_later`). So a process that meets an outage
+notes it in Redis (`outage_note`), and until two leases after the last such note, claims leave
+alone the leases that lapsed after it began (`lease_cutoff`): their holders renew them or
+record the outcome within moments of the database answering. A worker killed during an outage
+has its rows sent again once that grace ends. Should a worker reach neither the database nor
+Redis for longer than a lease while its requests are out, another worker may claim those rows:
+a duplicate delivery, never a lost one (the late outcome is fenced out by the attempt number).
 """
 
+import contextlib
 import logging
 import os
 import threading
 import time
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
 from django.db import connection, connections
 from django.utils import timezone
+from redis.exceptions import RedisError
 
+from config.outage import DATABASE_OUTAGE_ERRORS
+from config.redis import get_redis
 from postbacks import fairness
 from postbacks.dispatch.rows import RELAXED, Claimed
 from postbacks.models import Postback
@@ -50,6 +62,41 @@ WHERE EXISTS (SELECT 1 FROM relaxed)
   AND p.id = v.id AND p.attempts = v.attempt
   AND p.status = %(pending)s AND p.leased_until IS NOT NULL
 """
+
+
+def _outage_key() -> str:
+    return f"{settings.POSTBACKS_REDIS_PREFIX}db-outage"
+
+
+def outage_note() -> None:
+    """This process cannot reach the database. Marks in Redis since when leases may have
+    lapsed unrenewed (a lease before this process noticed: its renewals come every quarter of
+    one), kept two leases after the last note."""
+    client = get_redis()
+    if client is None:
+        return
+    lease = settings.POSTBACKS_LEASE_SECONDS
+    since = time.time() - lease
+    with contextlib.suppress(RedisError):
+        pipe = client.pipeline(transaction=False)
+        pipe.set(_outage_key(), repr(since), nx=True, px=int(2 * lease * 1000))
+        pipe.pexpire(_outage_key(), int(2 * lease * 1000))
+        pipe.execute()
+
+
+def lease_cutoff(now: datetime) -> datetime:
+    """A claim may take a leased row whose lease ended before this: `now`, or, after a
+    database outage, when leases began lapsing unrenewed (see the module docstring)."""
+    client = get_redis()
+    if client is None:
+        return now
+    try:
+        since = client.get(_outage_key())
+    except RedisError:
+        return now
+    if since is None:
+        return now
+    return min(now, datetime.fromtimestamp(float(since), UTC))
 
 
 def renewal_interval(lease: float) -> float:
@@ -143,6 +190,11 @@ class LeaseKeeper:
             try:
                 self.renew_now()
                 delay = renewal_interval(self.lease)
+            except DATABASE_OUTAGE_ERRORS:
+                outage_note()
+                logger.warning("Database unavailable; renewing postback leases when it answers")
+                connections.close_all()
+                delay = min(_RETRY_SECONDS, renewal_interval(self.lease))
             except Exception:
                 logger.warning("Could not renew postback leases; trying again", exc_info=True)
                 connections.close_all()

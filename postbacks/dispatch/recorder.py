@@ -116,7 +116,8 @@ class Recorder:
             close_old_connections()
             schedule_wakeups(record_outcomes(outcomes))
         except DATABASE_OUTAGE_ERRORS:
-            return False  # still held: their leases are renewed while they wait
+            leases.outage_note()
+            return False  # still held: their leases are renewed once it answers
         except IntegrityError:
             # Its attempt rows exist: an earlier try committed before its connection broke.
             logger.warning("%d postback outcomes were recorded already", len(outcomes))
@@ -216,6 +217,7 @@ def record(outcomes: list[Outcome]) -> list[WakeUp]:
         wakeups = record_outcomes(outcomes)
     except DATABASE_OUTAGE_ERRORS:
         logger.warning("Database unavailable; %d postback outcomes recorded later", len(outcomes))
+        leases.outage_note()
         get_recorder().record_later(outcomes)
         return []
     _keeper().release(o.row for o in outcomes)

@@ -219,7 +219,7 @@ ranked AS MATERIALIZED (
     FROM {postback} AS c LEFT JOIN quota AS u ON u.host = c.host
     WHERE c.status = %(pending)s
       AND c.next_attempt_at <= %(now)s
-      AND (c.leased_until IS NULL OR c.leased_until < %(now)s)
+      AND (c.leased_until IS NULL OR c.leased_until < %(expired)s)
       AND COALESCE(u.quota, %(default_quota)s) > 0
       {lane_filter}
       AND NOT EXISTS (
@@ -231,7 +231,7 @@ picked AS MATERIALIZED (
     WHERE r.turn <= r.quota
       AND q.status = %(pending)s
       AND q.next_attempt_at <= %(now)s
-      AND (q.leased_until IS NULL OR q.leased_until < %(now)s)
+      AND (q.leased_until IS NULL OR q.leased_until < %(expired)s)
     ORDER BY r.turn, r.next_attempt_at, r.id
     LIMIT %(limit)s
     FOR UPDATE OF q SKIP LOCKED
@@ -309,10 +309,13 @@ def claim_batch(
     lease: float,
     quotas: Mapping[str, int] | None = None,
     default_quota: int | None = None,
+    expired_before: datetime | None = None,
 ) -> list[Claimed]:
     """Lease up to `limit` due rows of `lane` in one statement, round robin across hosts,
     oldest due first within each: at most `quotas[host]` rows of a listed host (0: none),
-    `default_quota` of any other (None: no limit)."""
+    `default_quota` of any other (None: no limit). A leased row is taken only if its lease
+    ended before `expired_before` (default `now`; earlier after a database outage:
+    leases.lease_cutoff)."""
     if limit <= 0:
         return []
     quotas = quotas or {}
@@ -328,6 +331,7 @@ def claim_batch(
             "lease": until,
             "pending": Postback.Status.PENDING.value,
             "now": now,
+            "expired": expired_before or now,
             "limit": limit,
             "hosts": list(quotas),
             "quotas": list(quotas.values()),

@@ -244,3 +244,27 @@ def test_a_dead_processs_slots_and_probe_are_freed_when_its_heartbeat_stops(sett
     rooms = gate.rooms()
     assert busy not in rooms, "its slots are free at once, not after their TTL"
     assert rooms[down].probe, "its probe will never report back: another one may go"
+
+
+def test_after_a_database_outage_leases_that_lapsed_during_it_are_left_to_their_holders(
+    template, link, settings, redis_keys
+):
+    settings.POSTBACKS_LEASE_SECONDS = 2
+    make_postbacks(template, link, 2)
+    dead, alive = rows.claim_batch(lane=Lane.FIRST, limit=2, now=timezone.now(), lease=2)
+    # The dead worker's lease ended long before the outage; the live one's during it.
+    Postback.objects.filter(pk=dead.pk).update(leased_until=timezone.now() - timedelta(minutes=1))
+    leases.outage_note()  # a worker could not renew (the database did not answer)
+    time.sleep(2.2)
+    now = timezone.now()
+    assert leases.lease_cutoff(now) < now
+    claimed = rows.claim_batch(
+        lane=Lane.RETRY, limit=10, now=now, lease=60, expired_before=leases.lease_cutoff(now)
+    )
+    assert [c.pk for c in claimed] == [dead.pk]
+    # Once the grace is over (two leases after the last note), the lapsed lease is fair game.
+    fairness.get_gate().redis_gate.client.delete(f"{redis_keys}db-outage")
+    now = timezone.now()
+    assert leases.lease_cutoff(now) == now
+    claimed = rows.claim_batch(lane=Lane.RETRY, limit=10, now=now, lease=60)
+    assert [c.pk for c in claimed] == [alive.pk]
