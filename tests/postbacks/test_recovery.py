@@ -11,7 +11,7 @@ import pytest
 from django.utils import timezone
 
 from postbacks import dispatch, fairness
-from postbacks.dispatch import Lane, leases, rows
+from postbacks.dispatch import Lane, kicks, leases, rows
 from postbacks.dispatch.recorder import breaker_follow_ups
 from postbacks.models import Postback
 from publishers.models import CallbackTemplate
@@ -268,3 +268,19 @@ def test_after_a_database_outage_leases_that_lapsed_during_it_are_left_to_their_
     assert leases.lease_cutoff(now) == now
     claimed = rows.claim_batch(lane=Lane.RETRY, limit=10, now=now, lease=60)
     assert [c.pk for c in claimed] == [alive.pk]
+
+
+def test_the_sweeper_wakes_a_dispatch_for_the_end_of_leases_nobody_renews(template, link, settings):
+    settings.POSTBACKS_SWEEP_INTERVAL = 5
+    now = timezone.now()
+    dead, renewed, _unleased = make_postbacks(template, link, 3)
+    # A live worker's lease stays most of a lease (8 s) ahead; a dead one's runs out.
+    Postback.objects.filter(pk=dead.pk).update(attempts=1, leased_until=now + timedelta(seconds=2))
+    Postback.objects.filter(pk=renewed.pk).update(
+        attempts=1, leased_until=now + timedelta(seconds=7)
+    )
+    wakeups = kicks.expiring_leases(now)
+    [end] = {w.at for w in wakeups}  # the renewed lease ends after the next sweep
+    assert now + timedelta(seconds=2) < end < now + timedelta(seconds=3)
+    assert {w.lane for w in wakeups} == set(Lane)
+    assert kicks.expiring_leases(now + timedelta(seconds=10)) == []
