@@ -240,9 +240,10 @@ def postbacks_dispatch(
         wakeups += record(outcomes)
         open_groups, finished = split_done(open_groups)
         if finished:
-            healing = settle(gate, finished)
-            if kicks and healing:
-                schedule_wakeups(healing)  # now: a healed host's backlog may be in the other lane
+            breakers = settle(gate, finished)
+            if kicks and breakers:
+                # At once: a healed host's backlog may be in the other lane.
+                schedule_wakeups(breakers)
             claim_after = 0.0
             if not may_claim:
                 wakeups += follow_ups(finished)

@@ -127,8 +127,8 @@ def schedule_wakeups(wakeups: Iterable[WakeUp]) -> None:
 
 def kick_if_due(*, now: datetime | None = None) -> list[Lane]:
     """Kick every lane that has due rows (the beat sweeper calls this in batch mode, so rows
-    whose kick was lost — Redis restarted — go out within one sweep period), and kick the
-    retry lane when leases that nobody renews run out before the next sweep."""
+    whose kick was lost — Redis restarted — go out within one sweep period), and wake a
+    dispatch for the end of each lease that nobody renews before the next sweep."""
     now = now or timezone.now()
     kicked = []
     for lane, due in (
@@ -144,12 +144,12 @@ def kick_if_due(*, now: datetime | None = None) -> list[Lane]:
 def expiring_leases(now: datetime) -> list[WakeUp]:
     """When the leases that run out before the next sweep do (the first and the last).
 
-        A live worker renews its rows' leases every quarter of POSTBACKS_LEASE_SECONDS, so they
-        stay most of a lease ahead, past the next sweep (the sweep interval is shorter than three
-        quarters of the lease by default); a lease that ends sooner is not being renewed: its
-        worker died. Waking the retry lane then sends those rows again as their lease ends
-        instead of at the first sweep after it (a first attempt cut short goes back to the first
-    lane, anything else to the retry lane: both are woken). A row claimed is due, so the due index serves."""
+    A live worker renews its rows' leases every quarter of POSTBACKS_LEASE_SECONDS, so they stay
+    most of a lease ahead, past the next sweep (the sweep interval is below three quarters of the
+    lease by default); a lease that ends sooner is not being renewed: its worker died. Waking a
+    dispatch then sends those rows again as their lease ends instead of at the first sweep after
+    it (a first attempt cut short goes back to the first lane, anything else to the retry lane:
+    both are woken). A claimed row is due, so the due index serves the query."""
     horizon = now + timedelta(seconds=settings.POSTBACKS_SWEEP_INTERVAL)
     ends = Postback.objects.filter(
         status=Postback.Status.PENDING,

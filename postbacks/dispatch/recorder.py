@@ -146,10 +146,10 @@ def settle(gate: fairness.Gate, groups: Iterable[HostGroup]) -> list[WakeUp]:
 
 
 def breaker_follow_ups(settled: fairness.Settled) -> list[WakeUp]:
-    """A healed host: its rows that failed for it being down are due now (`host_backlog_release`), and
-    both lanes are woken now (the rows its breaker held back are due already). A breaker that
-    opened: both lanes are woken when it lets its next probe through, so probing follows the
-    cool-down instead of waiting for the next sweep."""
+    """A healed host: its rows that failed for it being down are due now
+    (`host_backlog_release`), and both lanes are woken now (the rows its breaker held back are
+    due already). A breaker that opened: both lanes are woken when it lets its next probe
+    through, so probing follows the cool-down instead of waiting for the next sweep."""
     wakeups: list[WakeUp] = []
     now = timezone.now()
     if settled.healed:

@@ -1,7 +1,8 @@
 """Recovery (issue 16): a healed host's held-back rows are due at once, a breaker probes on its
 cool-down (capped at a few seconds), and a live worker renews the short leases of the rows it
 holds while a dead one's rows go again within one lease. Real PostgreSQL, Redis and HTTP
-receivers on 127.0.0.1; the timings on real processes are in tests/postbacks/test_recovery_processes.py."""
+receivers on 127.0.0.1; the timings on real processes are in
+tests/postbacks/test_recovery_processes.py."""
 
 import math
 import time
