@@ -150,6 +150,11 @@ class LeaseKeeper:
         with self._lock:
             return len(self._held)
 
+    def held_ids(self) -> set[int]:
+        """Primary keys of the rows held now (tests, debugging)."""
+        with self._lock:
+            return {pk for pk, _ in self._held}
+
     def hold(self, rows: Iterable[Claimed], *, seconds: float) -> None:
         """Keep renewing these rows' leases for at most `seconds` (their requests' deadline)."""
         until = time.monotonic() + seconds

@@ -217,11 +217,23 @@ def test_renewal_is_fenced_by_the_attempt_number_and_skips_recorded_rows(templat
 
 @pytest.mark.django_db(transaction=True)
 def test_a_dispatch_holds_its_rows_until_their_outcomes_are_recorded(template, link, receiver):
-    make_postbacks(template, link, 5)
+    made = make_postbacks(template, link, 5)
     keeper = leases.get_keeper(8)
+    seen_held: list[bool] = []
+
+    def respond(handler) -> None:
+        # While its request is out, the row is one the process keeps leased.
+        event = handler.headers["Roundtrip-Event-Id"]
+        seen_held.append(next(p.pk for p in made if p.event_id == event) in keeper.held_ids())
+        handler.send_response(200)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    receiver.responder = respond
     report = dispatch.postbacks_dispatch(Lane.FIRST, wait=math.inf, kicks=False)
     assert report.claimed == report.recorded == 5
-    assert keeper.held == 0
+    assert seen_held == [True] * 5
+    assert not keeper.held_ids() & {p.pk for p in made}  # released once recorded
     assert set(Postback.objects.values_list("status", "leased_until")) == {("succeeded", None)}
 
 
