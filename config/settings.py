@@ -337,6 +337,10 @@ CELERY_TASK_ROUTES = {
     },
 }
 BEAT_HEARTBEAT_SECONDS = env.float("BEAT_HEARTBEAT_SECONDS", default=10.0)
+# Beat's sweeper kicks the lanes with due rows this often (a lost kick, a retry too far off for
+# a countdown) and schedules a kick for the end of each lease that runs out before its next run
+# without being renewed (a dead worker's rows: sent again as their lease ends).
+POSTBACKS_SWEEP_INTERVAL = env.float("POSTBACKS_SWEEP_INTERVAL", default=5.0)
 CELERY_BEAT_SCHEDULE = {
     "clicks-flush": {
         "task": "tracking.tasks.flush_click_buffer",
@@ -345,7 +349,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     "postbacks-sweep": {
         "task": "postbacks.tasks.sweep_due_postbacks",
-        "schedule": env.float("POSTBACKS_SWEEP_INTERVAL", default=30.0),
+        "schedule": POSTBACKS_SWEEP_INTERVAL,
     },
     "stats-refresh": {
         "task": "tracking.tasks.refresh_stats",
@@ -391,10 +395,13 @@ POSTBACKS_RETRY_SCHEDULE = env.list(
     cast=int,
     default=[5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400],
 )
-# A claimed postback whose worker vanished becomes claimable again after this many seconds.
-POSTBACKS_LEASE_SECONDS = env.int("POSTBACKS_LEASE_SECONDS", default=60)
-# Hard limit of one delivery task: above the HTTP total timeout, below the lease (a row must
-# not be re-claimed while its first worker may still be sending it).
+# A claimed postback's lease. The worker process that holds it renews it every quarter of this
+# (postbacks/dispatch/leases.py) until the row's outcome is recorded, so a row whose worker
+# died (SIGKILL, a lost machine, the task's hard time limit) is claimable again within this
+# many seconds, and a live worker's row never is. At least 2 (postbacks.E003).
+POSTBACKS_LEASE_SECONDS = env.float("POSTBACKS_LEASE_SECONDS", default=8.0)
+# Hard limit of one delivery task: above the HTTP total timeout. Hitting it kills the pool
+# child with its requests; their leases, no longer renewed, run out and the rows go again.
 POSTBACKS_TASK_TIME_LIMIT = env.int(
     "POSTBACKS_TASK_TIME_LIMIT", default=int(POSTBACKS_TOTAL_TIMEOUT) + 15
 )
@@ -478,12 +485,14 @@ POSTBACKS_DISPATCH_SLOW_MAX = env.int("POSTBACKS_DISPATCH_SLOW_MAX", default=100
 # its slots one after the other); a host with no free slot has none of its rows claimed.
 POSTBACKS_HOST_CLAIM_PER_SLOT = env.int("POSTBACKS_HOST_CLAIM_PER_SLOT", default=8)
 # Circuit breaker per host: opens after this many failures in a row (connection errors, 5xx,
-# 408, 429; a time-out opens it at once), lets one probe through after the cool-down, which doubles each time
-# it opens again, up to the maximum.
+# 408, 429; a time-out opens it at once), lets one probe (one request) through after the
+# cool-down, which doubles each time it opens again, up to the maximum. The maximum is how
+# long a healed host may wait to be noticed, and a dead one costs one request per maximum;
+# when a probe succeeds the host's held-back rows are due at once (docs/delivery.md).
 POSTBACKS_BREAKER_FAILURES = env.int("POSTBACKS_BREAKER_FAILURES", default=5)
-POSTBACKS_BREAKER_COOLDOWN_SECONDS = env.float("POSTBACKS_BREAKER_COOLDOWN_SECONDS", default=30.0)
+POSTBACKS_BREAKER_COOLDOWN_SECONDS = env.float("POSTBACKS_BREAKER_COOLDOWN_SECONDS", default=1.0)
 POSTBACKS_BREAKER_MAX_COOLDOWN_SECONDS = env.float(
-    "POSTBACKS_BREAKER_MAX_COOLDOWN_SECONDS", default=600.0
+    "POSTBACKS_BREAKER_MAX_COOLDOWN_SECONDS", default=3.0
 )
 POSTBACKS_REDIS_PREFIX = env.str("POSTBACKS_REDIS_PREFIX", default="roundtrip:pb:")
 # Endpoint health (postbacks/health.py): owners are e-mailed after this many failed attempts in

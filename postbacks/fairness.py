@@ -6,16 +6,24 @@ the whole HTTP timeout, and everybody else's postbacks would wait behind it. Wit
 holds at most `cap` requests at a time, whatever the number of workers; with the breaker, after
 a run of failures it gets no request at all except one probe per cool-down.
 
+Recovery is adaptive: the cool-down starts short and doubles while the probes fail, capped at
+`max_cooldown` (a few seconds by default), so a dead host costs one request per cool-down and a
+healed one is noticed within one. `settle` says which hosts healed (a success after the
+breaker had opened) and when a breaker that opened will probe next; the dispatcher then makes
+the healed host's held-back rows due at once and wakes a claim for the next probe.
+
 A host is `name:port` as the dispatcher sees it (two receivers on one machine are two hosts).
 
 State in Redis, per host (both keys expire by themselves, so a crashed worker leaks nothing):
 - `<prefix>slots:<host>`: a sorted set of slot tokens scored by their expiry (ms). A worker
-  takes slots before sending and gives them back when the requests end; a slot whose worker
-  died expires after `slot_ttl` (longer than any request can take).
+  takes slots before sending and gives them back when the requests end. A slot whose worker
+  died is dropped as soon as that process's liveness key `<prefix>alive:<hostname>:<pid>`
+  (renewed while it holds rows, expiring after half a lease) is gone, and expires after
+  `slot_ttl` (longer than any request can take) in any case.
 - `<prefix>breaker:<host>`: a hash `fails` (failures in a row), `state` (absent = closed,
   `open`, `half`), `until` (ms: when an open breaker lets a probe through), `probe` (ms: when a
-  half-open probe that never reported back is given up), `opens` (how often it opened in a row;
-  the cool-down doubles each time up to `max_cooldown`).
+  half-open probe that never reported back is given up; sooner if its process, `prober`, died),
+  `opens` (how often it opened in a row; the cool-down doubles each time up to `max_cooldown`).
 
 Both scripts run atomically in Redis, so two workers can never take the same last slot or both
 send the one half-open probe. Without Redis (local mode: SQLite and the file-system broker) a
@@ -51,6 +59,34 @@ _BREAKER_KEEP_MS = 24 * 3600 * 1000
 # within milliseconds, and waiting for its give-up time (a slot's TTL, ~30 s) stalled recovery.
 _PROBE_POLL_MS = 1000
 
+# Slots of a process that stopped renewing its liveness key (killed: its requests died with
+# it) are dropped at once instead of waiting out their TTL. A token is "<owner>:<n>:<i>:<k>",
+# its owner "<hostname>:<pid>", whose key `<prefix>alive:<owner>` the process keeps alive
+# (`Gate.heartbeat`) while it holds rows.
+_PRUNE_DEAD = """
+local alive = {}
+local function prune_dead(slots, owners)
+  for _, member in ipairs(redis.call('ZRANGE', slots, 0, -1)) do
+    local owner = string.match(member, '^(.*):%d+:%d+:%d+$')
+    if owner then
+      local live = alive[owner]
+      if live == nil then
+        live = redis.call('EXISTS', owners .. owner) == 1
+        alive[owner] = live
+      end
+      if not live then
+        redis.call('ZREM', slots, member)
+      end
+    end
+  end
+end
+-- A half-open probe whose process died will never report back: give it up.
+local function prober_alive(breaker, owners)
+  local prober = redis.call('HGET', breaker, 'prober')
+  return (not prober) or redis.call('EXISTS', owners .. prober) == 1
+end
+"""
+
 _ADMIT = """
 local now = tonumber(ARGV[1])
 local slot_ttl = tonumber(ARGV[2])
@@ -59,13 +95,17 @@ local probe_ttl = tonumber(ARGV[4])
 local prefix = ARGV[5]
 local registry = ARGV[6]
 local slow = tonumber(ARGV[7])
+local owners = ARGV[8]
+local owner = ARGV[9]
+local owner_ttl = tonumber(ARGV[10])
 local probe_poll = PROBE_POLL_MS
 local out = {}
+redis.call('SET', owners .. owner, 1, 'PX', owner_ttl)
 for i = 1, #KEYS / 2 do
   local slots = KEYS[2 * i - 1]
   local breaker = KEYS[2 * i]
-  local allow = tonumber(ARGV[7 + 2 * i - 1])
-  local host = ARGV[7 + 2 * i]
+  local allow = tonumber(ARGV[10 + 2 * i - 1])
+  local host = ARGV[10 + 2 * i]
   local retry_at = 0
   local probe = 0
   local state = redis.call('HGET', breaker, 'state')
@@ -80,7 +120,7 @@ for i = 1, #KEYS / 2 do
     end
   elseif state == 'half' then
     local probe_until = tonumber(redis.call('HGET', breaker, 'probe') or 0)
-    if now < probe_until then
+    if now < probe_until and prober_alive(breaker, owners) then
       allow = 0
       retry_at = math.min(probe_until, now + probe_poll)
     else
@@ -91,6 +131,7 @@ for i = 1, #KEYS / 2 do
   local granted = 0
   if allow > 0 then
     redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
+    prune_dead(slots, owners)
     local limit = cap
     local oldest = redis.call('ZRANGE', slots, 0, 0, 'WITHSCORES')
     if probe == 0 and oldest[2] and now - (tonumber(oldest[2]) - slot_ttl) > slow then
@@ -105,7 +146,7 @@ for i = 1, #KEYS / 2 do
       redis.call('ZADD', registry, 'GT', now + slot_ttl, host)
       redis.call('PEXPIRE', registry, KEEP_MS)
       if probe == 1 then
-        redis.call('HSET', breaker, 'state', 'half', 'probe', now + probe_ttl)
+        redis.call('HSET', breaker, 'state', 'half', 'probe', now + probe_ttl, 'prober', owner)
       end
     end
   end
@@ -114,7 +155,9 @@ for i = 1, #KEYS / 2 do
   out[#out + 1] = probe * granted
 end
 return out
-""".replace("PROBE_POLL_MS", str(_PROBE_POLL_MS)).replace("KEEP_MS", str(_BREAKER_KEEP_MS))
+"""
+_ADMIT = (_PRUNE_DEAD + _ADMIT).replace("PROBE_POLL_MS", str(_PROBE_POLL_MS))
+_ADMIT = _ADMIT.replace("KEEP_MS", str(_BREAKER_KEEP_MS))
 
 _SETTLE = """
 local now = tonumber(ARGV[1])
@@ -124,6 +167,7 @@ local max_cooldown = tonumber(ARGV[4])
 local keep = tonumber(ARGV[5])
 local registry = ARGV[6]
 local pos = 7
+local out = {}
 for i = 1, #KEYS / 2 do
   local slots = KEYS[2 * i - 1]
   local breaker = KEYS[2 * i]
@@ -138,6 +182,11 @@ for i = 1, #KEYS / 2 do
   end
   pos = pos + n
   if ok > 0 then
+    local state = redis.call('HGET', breaker, 'state')
+    if state == 'open' or state == 'half' then
+      out[#out + 1] = host  -- healed: it answers again after its breaker had opened
+      out[#out + 1] = 0
+    end
     redis.call('DEL', breaker)
     if redis.call('ZCARD', slots) == 0 then
       redis.call('ZREM', registry, host)
@@ -150,14 +199,16 @@ for i = 1, #KEYS / 2 do
       local opens = redis.call('HINCRBY', breaker, 'opens', 1)
       local pause = math.min(cooldown * 2 ^ (opens - 1), max_cooldown)
       redis.call('HSET', breaker, 'state', 'open', 'until', now + pause)
-      redis.call('HDEL', breaker, 'probe')
+      redis.call('HDEL', breaker, 'probe', 'prober')
       redis.call('ZADD', registry, 'GT', now + keep, host)
       redis.call('PEXPIRE', registry, keep)
+      out[#out + 1] = host  -- (re)opened: its next probe is due then
+      out[#out + 1] = now + pause
     end
     redis.call('PEXPIRE', breaker, keep)
   end
 end
-return 1
+return out
 """
 
 
@@ -168,6 +219,7 @@ local now = tonumber(ARGV[1])
 local slot_ttl = tonumber(ARGV[2])
 local slow = tonumber(ARGV[3])
 local prefix = ARGV[4]
+local owners = prefix .. 'alive:'
 local registry = KEYS[1]
 local probe_poll = PROBE_POLL_MS
 redis.call('ZREMRANGEBYSCORE', registry, '-inf', now)
@@ -176,6 +228,7 @@ for _, host in ipairs(redis.call('ZRANGE', registry, 0, -1)) do
   local slots = prefix .. 'slots:' .. host
   local breaker = prefix .. 'breaker:' .. host
   redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
+  prune_dead(slots, owners)
   local in_flight = redis.call('ZCARD', slots)
   local started = 0
   if in_flight > 0 then
@@ -189,7 +242,11 @@ for _, host in ipairs(redis.call('ZRANGE', registry, 0, -1)) do
     if now < reopen then held = reopen else probe = 1 end
   elseif state == 'half' then
     local probe_until = tonumber(redis.call('HGET', breaker, 'probe') or 0)
-    if now < probe_until then held = math.min(probe_until, now + probe_poll) else probe = 1 end
+    if now < probe_until and prober_alive(breaker, owners) then
+      held = math.min(probe_until, now + probe_poll)
+    else
+      probe = 1
+    end
   end
   if in_flight > 0 or held > 0 or probe > 0 then
     out[#out + 1] = host
@@ -200,7 +257,8 @@ for _, host in ipairs(redis.call('ZRANGE', registry, 0, -1)) do
   end
 end
 return out
-""".replace("PROBE_POLL_MS", str(_PROBE_POLL_MS))
+"""
+_ROOMS = (_PRUNE_DEAD + _ROOMS).replace("PROBE_POLL_MS", str(_PROBE_POLL_MS))
 
 
 # Why a host's due postbacks are not claimed now, in words a publisher reads.
@@ -271,12 +329,29 @@ class HostTally:
 
 
 @dataclass(frozen=True)
+class Settled:
+    """What settling said about breakers. `healed`: hosts that answered again after their
+    breaker had opened (their rows held back by the outage may go now). `reopened`: host ->
+    epoch seconds at which a breaker that just opened (again) lets its next probe through."""
+
+    healed: frozenset[str] = frozenset()
+    reopened: Mapping[str, float] = field(default_factory=dict)
+
+    def __or__(self, other: "Settled") -> "Settled":
+        return Settled(self.healed | other.healed, {**self.reopened, **other.reopened})
+
+
+@dataclass(frozen=True)
 class GateConfig:
     slot_ttl: float  # seconds a slot lives if its worker never gives it back
     failures: int  # failures in a row that open the breaker
     cooldown: float  # seconds an open breaker waits before its first probe
     max_cooldown: float
     slow: float = 2.0  # seconds a request may run before its host counts as hanging
+    # Seconds a process's slots outlive its last heartbeat (sent every quarter of the lease
+    # while it holds rows): half the lease, so a killed worker's slots are free by the time
+    # its rows are.
+    owner_ttl: float = 4.0
 
     @classmethod
     def from_settings(cls) -> "GateConfig":
@@ -286,6 +361,7 @@ class GateConfig:
             cooldown=settings.POSTBACKS_BREAKER_COOLDOWN_SECONDS,
             max_cooldown=settings.POSTBACKS_BREAKER_MAX_COOLDOWN_SECONDS,
             slow=settings.POSTBACKS_HOST_SLOW_SECONDS,
+            owner_ttl=settings.POSTBACKS_LEASE_SECONDS / 2,
         )
 
 
@@ -302,8 +378,13 @@ def slot_ttl_seconds() -> float:
 _token_counter = itertools.count()
 
 
+def _owner() -> str:
+    """This process, as its slot tokens name it (no ":" inside a host name)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def _token_prefix() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{next(_token_counter)}"
+    return f"{_owner()}:{next(_token_counter)}"
 
 
 class Gate(abc.ABC):
@@ -316,8 +397,9 @@ class Gate(abc.ABC):
         """Take up to `wanted[host]` slots per host, at most `cap` in flight per host."""
 
     @abc.abstractmethod
-    def settle(self, tallies: Mapping[str, HostTally], *, now: float | None = None) -> None:
-        """Give slots back and feed the breakers with how the requests ended."""
+    def settle(self, tallies: Mapping[str, HostTally], *, now: float | None = None) -> Settled:
+        """Give slots back and feed the breakers with how the requests ended; say which
+        hosts healed and when the breakers that opened will probe."""
 
     @abc.abstractmethod
     def rooms(self, *, now: float | None = None) -> dict[str, HostRoom]:
@@ -327,6 +409,9 @@ class Gate(abc.ABC):
     @abc.abstractmethod
     def states(self) -> dict[str, str]:
         """Breaker state per host that has one: "open", "half" (probing) or "closed"."""
+
+    def heartbeat(self) -> None:  # noqa: B027 (a gate in one process has nobody to tell)
+        """This process is alive and holds rows: its slots stay taken (see _PRUNE_DEAD)."""
 
 
 class RedisGate(Gate):
@@ -338,6 +423,11 @@ class RedisGate(Gate):
         self._settle = client.register_script(_SETTLE)
         self._rooms = client.register_script(_ROOMS)
         self.registry = f"{prefix}hosts"
+        self.owners = f"{prefix}alive:"
+
+    def heartbeat(self) -> None:
+        ttl_ms = int(self.config.owner_ttl * 1000)
+        self.client.set(f"{self.owners}{_owner()}", 1, px=ttl_ms)
 
     def _keys(self, hosts: Sequence[str]) -> list[str]:
         keys = []
@@ -356,6 +446,7 @@ class RedisGate(Gate):
         prefix = _token_prefix()
         slow_ms = int(self.config.slow * 1000)
         args = [now_ms, ttl_ms, cap, ttl_ms, prefix, self.registry, slow_ms]
+        args += [self.owners, _owner(), int(self.config.owner_ttl * 1000)]
         for host in hosts:
             args += [wanted[host], host]
         flat = self._admit(keys=self._keys(hosts), args=args)
@@ -369,10 +460,10 @@ class RedisGate(Gate):
             )
         return admissions
 
-    def settle(self, tallies: Mapping[str, HostTally], *, now: float | None = None) -> None:
+    def settle(self, tallies: Mapping[str, HostTally], *, now: float | None = None) -> Settled:
         hosts = [h for h, t in tallies.items() if t.ok or t.failed or t.tokens]
         if not hosts:
-            return
+            return Settled()
         config = self.config
         args: list = [
             int((time.time() if now is None else now) * 1000),
@@ -385,7 +476,16 @@ class RedisGate(Gate):
         for host in hosts:
             tally = tallies[host]
             args += [host, tally.ok, tally.failed, tally.hung, len(tally.tokens), *tally.tokens]
-        self._settle(keys=self._keys(hosts), args=args)
+        flat = self._settle(keys=self._keys(hosts), args=args)
+        healed, reopened = set(), {}
+        for i in range(0, len(flat), 2):
+            host = flat[i].decode() if isinstance(flat[i], bytes) else flat[i]
+            until = int(flat[i + 1])
+            if until:
+                reopened[host] = until / 1000
+            else:
+                healed.add(host)
+        return Settled(frozenset(healed), reopened)
 
     def rooms(self, *, now: float | None = None) -> dict[str, HostRoom]:
         now_ms = int((time.time() if now is None else now) * 1000)
@@ -482,15 +582,18 @@ class LocalGate(Gate):
                 admissions[host] = Admission(tokens, retry_at, probe and bool(tokens))
         return admissions
 
-    def settle(self, tallies: Mapping[str, HostTally], *, now: float | None = None) -> None:
+    def settle(self, tallies: Mapping[str, HostTally], *, now: float | None = None) -> Settled:
         now = time.time() if now is None else now
         config = self.config
+        healed, reopened = set(), {}
         with self._lock:
             for host, tally in tallies.items():
                 entry = self._hosts.setdefault(host, _LocalHost())
                 for token in tally.tokens:
                     entry.slots.pop(token, None)
                 if tally.ok:
+                    if entry.state != "closed":
+                        healed.add(host)
                     entry.fails, entry.state, entry.opens = 0, "closed", 0
                 elif tally.failed:
                     entry.fails += tally.failed
@@ -500,6 +603,8 @@ class LocalGate(Gate):
                         entry.opens += 1
                         pause = min(config.cooldown * 2 ** (entry.opens - 1), config.max_cooldown)
                         entry.state, entry.until = "open", now + pause
+                        reopened[host] = entry.until
+        return Settled(frozenset(healed), reopened)
 
     def rooms(self, *, now: float | None = None) -> dict[str, HostRoom]:
         now = time.time() if now is None else now
@@ -559,20 +664,22 @@ class ResilientGate(Gate):
             logger.warning("Fairness state in Redis unavailable (%s); using local limits", exc)
             return self.local_gate.admit(wanted, cap=cap, now=now)
 
-    def settle(self, tallies: Mapping[str, HostTally], *, now: float | None = None) -> None:
+    def settle(self, tallies: Mapping[str, HostTally], *, now: float | None = None) -> Settled:
         remote: dict[str, HostTally] = {}
         local: dict[str, HostTally] = {}
         for host, tally in tallies.items():
             is_local = any(token.startswith(_LOCAL_TOKEN) for token in tally.tokens)
             (local if is_local else remote)[host] = tally
+        settled = Settled()
         if local:
-            self.local_gate.settle(local, now=now)
+            settled |= self.local_gate.settle(local, now=now)
         if remote:
             try:
-                self.redis_gate.settle(remote, now=now)
+                settled |= self.redis_gate.settle(remote, now=now)
             except RedisError as exc:
                 # The slots expire by themselves; the breaker misses these outcomes.
                 logger.warning("Could not settle postback slots in Redis: %s", exc)
+        return settled
 
     def rooms(self, *, now: float | None = None) -> dict[str, HostRoom]:
         try:
@@ -588,6 +695,12 @@ class ResilientGate(Gate):
             return self.redis_gate.states()
         except RedisError:
             return self.local_gate.states()
+
+    def heartbeat(self) -> None:
+        try:
+            self.redis_gate.heartbeat()
+        except RedisError as exc:
+            logger.warning("Could not renew this process's slots in Redis: %s", exc)
 
 
 _gates: dict[int, Gate] = {}

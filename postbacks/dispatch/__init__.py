@@ -36,7 +36,8 @@ gate for its slots; should another process have taken them meanwhile, the group 
 for them (a batch of this process hands its slots straight to the next one of the same host),
 then puts its rows back.
 
-Lanes: the FIRST lane claims only postbacks never tried (attempts = 0) and runs on its own
+Lanes: the FIRST lane claims only postbacks never tried (attempts = 0), or whose one attempt
+was cut short by a dead worker (`rows.FIRST_ATTEMPT`), and runs on its own
 Celery queue, so first attempts never wait behind retries; the RETRY lane claims anything due
 (retries, replays, resumed templates). Retries also get at most a share of each host's cap.
 
@@ -62,7 +63,8 @@ from django.utils import timezone
 from config.outage import DATABASE_OUTAGE_ERRORS
 from postbacks import fairness, http, signing
 from postbacks.dispatch.kicks import clear_kick, kick, kick_if_due, schedule_wakeups
-from postbacks.dispatch.recorder import follow_ups, get_recorder, record, split_done, tallies
+from postbacks.dispatch.leases import get_keeper, lease_cutoff, outage_note
+from postbacks.dispatch.recorder import follow_ups, get_recorder, record, settle, split_done
 from postbacks.dispatch.rows import (
     Claimed,
     DispatchConfig,
@@ -135,11 +137,11 @@ def postbacks_dispatch(
     batch_size = limit or conf.batch_size
     wait_seconds = conf.wait if wait is None else wait
     # How long a row may wait for one of its host's slots before it is put back: less than the
-    # wait (so the task usually records those rows itself), and never so long that its lease
-    # could run out before its request ends.
-    slot_wait = min(
-        0.8 * wait_seconds, max(conf.lease - conf.total_timeout - conf.connect_timeout, 0.0)
-    )
+    # wait (so the task usually records those rows itself).
+    slot_wait = min(0.8 * wait_seconds, _SLOT_WAIT_MAX_SECONDS)
+    # The process renews its rows' leases until their requests' deadline (dispatch/leases.py).
+    keeper = get_keeper(conf.lease)
+    hold_seconds = slot_wait + conf.connect_timeout + conf.total_timeout + _HOLD_MARGIN_SECONDS
     claim_until = time.monotonic() + conf.task_seconds
     report = _Tally()
     pending: dict[concurrent.futures.Future, Job] = {}
@@ -173,8 +175,10 @@ def postbacks_dispatch(
                     lease=conf.lease,
                     quotas=limits.quotas,
                     default_quota=limits.default,
+                    expired_before=lease_cutoff(now),
                 )
             except DATABASE_OUTAGE_ERRORS:
+                outage_note()
                 if not pending:
                     raise
                 # Claim no more; what is in flight is still recorded (now or by the recorder).
@@ -191,6 +195,7 @@ def postbacks_dispatch(
                 # A full first batch: more is due. Let another worker process start on it.
                 kick(lane, coalesce=False)
             if rows:
+                keeper.hold(rows, seconds=hold_seconds)
                 report.batches += 1
                 report.claimed += len(rows)
                 sending, immediate = _start(
@@ -236,7 +241,10 @@ def postbacks_dispatch(
         wakeups += record(outcomes)
         open_groups, finished = split_done(open_groups)
         if finished:
-            gate.settle(tallies(finished))
+            breakers = settle(gate, finished)
+            if kicks and breakers:
+                # At once: a healed host's backlog may be in the other lane.
+                schedule_wakeups(breakers)
             claim_after = 0.0
             if not may_claim:
                 wakeups += follow_ups(finished)
@@ -253,6 +261,12 @@ def postbacks_dispatch(
         batches=report.batches,
     )
 
+
+# The longest a claimed row waits for one of its host's slots (with wait=math.inf: tests,
+# benchmarks).
+_SLOT_WAIT_MAX_SECONDS = 40.0
+# A held row's lease is renewed this long past its request's deadline (DNS, scheduling).
+_HOLD_MARGIN_SECONDS = 10.0
 
 # While more may be claimed, the task looks up from its requests this often.
 _POLL_SECONDS = 0.05

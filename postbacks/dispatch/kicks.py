@@ -9,15 +9,17 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from celery import current_app
 from django.conf import settings
+from django.db.models import Max, Min
 from django.utils import timezone
 from redis.exceptions import RedisError
 
 from config.redis import get_redis
-from postbacks.dispatch.rows import Lane, WakeUp, due_rows
+from postbacks.dispatch.rows import FIRST_ATTEMPT, Lane, WakeUp, due_rows
+from postbacks.models import Postback
 
 logger = logging.getLogger(__name__)
 
@@ -125,13 +127,39 @@ def schedule_wakeups(wakeups: Iterable[WakeUp]) -> None:
 
 def kick_if_due(*, now: datetime | None = None) -> list[Lane]:
     """Kick every lane that has due rows (the beat sweeper calls this in batch mode, so rows
-    whose kick was lost — Redis restarted — go out within one sweep period)."""
+    whose kick was lost — Redis restarted — go out within one sweep period), and wake a
+    dispatch for the end of each lease that nobody renews before the next sweep."""
     now = now or timezone.now()
     kicked = []
     for lane, due in (
         (Lane.FIRST, due_rows(Lane.FIRST, now)),
-        (Lane.RETRY, due_rows(Lane.RETRY, now).filter(attempts__gt=0)),
+        (Lane.RETRY, due_rows(Lane.RETRY, now).filter(attempts__gt=0).exclude(FIRST_ATTEMPT)),
     ):
         if due.exists() and kick(lane):
             kicked.append(lane)
+    schedule_wakeups(expiring_leases(now))
     return kicked
+
+
+def expiring_leases(now: datetime) -> list[WakeUp]:
+    """When the leases that run out before the next sweep do (the first and the last).
+
+    A live worker renews its rows' leases every quarter of POSTBACKS_LEASE_SECONDS, so they stay
+    most of a lease ahead, past the next sweep (the sweep interval is below three quarters of the
+    lease by default); a lease that ends sooner is not being renewed: its worker died. Waking a
+    dispatch then sends those rows again as their lease ends instead of at the first sweep after
+    it (a first attempt cut short goes back to the first lane, anything else to the retry lane:
+    both are woken). A claimed row is due, so the due index serves the query."""
+    horizon = now + timedelta(seconds=settings.POSTBACKS_SWEEP_INTERVAL)
+    ends = Postback.objects.filter(
+        status=Postback.Status.PENDING,
+        next_attempt_at__lte=horizon,
+        leased_until__gt=now,
+        leased_until__lte=horizon,
+    ).aggregate(first=Min("leased_until"), last=Max("leased_until"))
+    # A hair after the end: the claim compares leased_until < now.
+    ends = {at + _PAST_LEASE for at in ends.values() if at is not None}
+    return [WakeUp(lane, at, retry=False) for at in sorted(ends) for lane in Lane]
+
+
+_PAST_LEASE = timedelta(milliseconds=50)

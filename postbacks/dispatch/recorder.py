@@ -1,6 +1,8 @@
 """The recorder: outcomes of requests still in flight when their task returned (a hanging
 endpoint, a slow one) are recorded by a thread of the worker process, and their slots given
-back to the gate; outcomes whose recording met a database outage are written once it answers."""
+back to the gate; outcomes whose recording met a database outage are written once it answers.
+Settling a group's slots also acts on what the breakers say: a healed host's held-back rows are
+made due at once, a breaker that opened gets a claim woken for its next probe."""
 
 import concurrent.futures
 import contextlib
@@ -9,14 +11,17 @@ import os
 import queue
 import threading
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
+from django.conf import settings
 from django.db import IntegrityError, close_old_connections, connections
 from django.utils import timezone
 
 from config.outage import DATABASE_OUTAGE_ERRORS
 from postbacks import fairness
+from postbacks.dispatch import leases
 from postbacks.dispatch.kicks import WakeUp, schedule_wakeups
-from postbacks.dispatch.rows import record_outcomes
+from postbacks.dispatch.rows import Lane, host_backlog_release, record_outcomes
 from postbacks.dispatch.sender import HostGroup, Job, Outcome
 
 logger = logging.getLogger(__name__)
@@ -97,8 +102,7 @@ class Recorder:
                     still_waiting.append(batch)
             waiting[:] = still_waiting
             try:
-                fairness.get_gate().settle(tallies(finished))
-                schedule_wakeups(follow_ups(finished))
+                schedule_wakeups(settle(fairness.get_gate(), finished) + follow_ups(finished))
             except Exception:
                 logger.exception("Could not give back the slots of %d host groups", len(finished))
             with self._changed:
@@ -112,13 +116,16 @@ class Recorder:
             close_old_connections()
             schedule_wakeups(record_outcomes(outcomes))
         except DATABASE_OUTAGE_ERRORS:
-            return False
+            leases.outage_note()
+            return False  # still held: their leases are renewed once it answers
         except IntegrityError:
             # Its attempt rows exist: an earlier try committed before its connection broke.
             logger.warning("%d postback outcomes were recorded already", len(outcomes))
         except Exception:
-            # The rows stay leased; when the leases expire they are sent again.
+            # The rows stay leased; once their leases (no longer renewed) expire they are sent
+            # again.
             logger.exception("Could not record %d postback outcomes", len(outcomes))
+        _keeper().release(o.row for o in outcomes)
         return True
 
 
@@ -130,6 +137,35 @@ def split_done(groups: list[HostGroup]) -> tuple[list[HostGroup], list[HostGroup
         done = all(job.future.done() for job in group.jobs)
         (finished if done else running).append(group)
     return running, finished
+
+
+def settle(gate: fairness.Gate, groups: Iterable[HostGroup]) -> list[WakeUp]:
+    """Give finished groups' slots back and act on what their hosts' breakers say
+    (`breaker_follow_ups`). Returns the wake-ups that asks for."""
+    return breaker_follow_ups(gate.settle(tallies(groups)))
+
+
+def breaker_follow_ups(settled: fairness.Settled) -> list[WakeUp]:
+    """A healed host: its rows that failed for it being down are due now
+    (`host_backlog_release`), and both lanes are woken now (the rows its breaker held back are
+    due already). A breaker that opened: both lanes are woken when it lets its next probe
+    through, so probing follows the cool-down instead of waiting for the next sweep."""
+    wakeups: list[WakeUp] = []
+    now = timezone.now()
+    if settled.healed:
+        hosts = sorted(settled.healed)
+        try:
+            released = host_backlog_release(hosts, now)
+        except DATABASE_OUTAGE_ERRORS:
+            # They keep their retry times; the probe itself was delivered.
+            logger.warning("Database unavailable; the backlog of %s waits for its retries", hosts)
+        else:
+            logger.info("Endpoint host(s) %s answer again: %d postbacks due now", hosts, released)
+        wakeups += [WakeUp(lane, now, retry=False) for lane in Lane]
+    for at in sorted(set(settled.reopened.values())):
+        when = datetime.fromtimestamp(at, UTC)
+        wakeups += [WakeUp(lane, when, retry=False) for lane in Lane]
+    return wakeups
 
 
 def follow_ups(groups: Iterable[HostGroup]) -> list[WakeUp]:
@@ -175,10 +211,18 @@ _OUTAGE_RETRY_SECONDS = 0.5
 
 def record(outcomes: list[Outcome]) -> list[WakeUp]:
     """`record_outcomes`, except that outcomes meeting a database outage are left to the
-    recorder, which writes them once the database answers (not sent again meanwhile)."""
+    recorder, which writes them once the database answers (not sent again meanwhile: their
+    leases are renewed while they wait). Recorded rows are released from lease renewal."""
     try:
-        return record_outcomes(outcomes)
+        wakeups = record_outcomes(outcomes)
     except DATABASE_OUTAGE_ERRORS:
         logger.warning("Database unavailable; %d postback outcomes recorded later", len(outcomes))
+        leases.outage_note()
         get_recorder().record_later(outcomes)
         return []
+    _keeper().release(o.row for o in outcomes)
+    return wakeups
+
+
+def _keeper() -> leases.LeaseKeeper:
+    return leases.get_keeper(settings.POSTBACKS_LEASE_SECONDS)

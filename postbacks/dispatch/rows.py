@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 
 class Lane(enum.StrEnum):
-    FIRST = "first"  # postbacks never tried
+    FIRST = "first"  # postbacks whose first attempt has not ended (never tried, or orphaned)
     RETRY = "retry"  # anything due: retries, replays, postbacks of a resumed template
 
 
@@ -220,7 +220,7 @@ ranked AS MATERIALIZED (
     FROM {postback} AS c LEFT JOIN quota AS u ON u.host = c.host
     WHERE c.status = %(pending)s
       AND c.next_attempt_at <= %(now)s
-      AND (c.leased_until IS NULL OR c.leased_until < %(now)s)
+      AND (c.leased_until IS NULL OR c.leased_until < %(expired)s)
       AND COALESCE(u.quota, %(default_quota)s) > 0
       {lane_filter}
       AND NOT EXISTS (
@@ -232,7 +232,7 @@ picked AS MATERIALIZED (
     WHERE r.turn <= r.quota
       AND q.status = %(pending)s
       AND q.next_attempt_at <= %(now)s
-      AND (q.leased_until IS NULL OR q.leased_until < %(now)s)
+      AND (q.leased_until IS NULL OR q.leased_until < %(expired)s)
     ORDER BY r.turn, r.next_attempt_at, r.id
     LIMIT %(limit)s
     FOR UPDATE OF q SKIP LOCKED
@@ -252,6 +252,15 @@ RETURNING p.id, p.attempts, p.url, p.event_id, p.publisher_id, p.template_id, p.
 
 _NO_QUOTA = 2**31 - 1
 
+# The first lane's rows: never tried, or claimed once by a worker that died before recording
+# anything (its lease ran out: no outcome, no attempt row). That attempt never ended, so the
+# row is still a first attempt: it must not queue behind retries, which get only a share of a
+# host's slots, when its worker is killed.
+FIRST_ATTEMPT = Q(attempts=0) | Q(attempts=1, last_status_code__isnull=True, last_error="")
+_FIRST_ATTEMPT_SQL = (
+    "AND (c.attempts = 0 OR (c.attempts = 1 AND c.last_status_code IS NULL AND c.last_error = ''))"
+)
+
 
 def due_rows(lane: Lane, now: datetime):
     """Due rows of a lane that no live lease holds, templates not paused."""
@@ -260,7 +269,38 @@ def due_rows(lane: Lane, now: datetime):
         .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
         .exclude(template__paused_at__isnull=False)
     )
-    return due.filter(attempts=0) if lane is Lane.FIRST else due
+    return due.filter(FIRST_ATTEMPT) if lane is Lane.FIRST else due
+
+
+# Last answers that mean "the host was down" (no answer at all is the other way to say it):
+# rows that got one are retried at once when the host heals. 429 and 425 asked us to come
+# back later and keep their time; other 4xx were about the postback, not the host.
+_HOST_DOWN_CODES = Q(last_status_code__isnull=True) | Q(last_status_code__gte=500)
+_HOST_DOWN_CODES |= Q(last_status_code=408)
+
+
+def host_backlog_release(hosts: Sequence[str], now: datetime) -> int:
+    """Hosts whose breaker just closed (a probe answered): their pending rows whose last
+    attempt failed because the host was down, waiting for a retry minutes or hours away, become
+    due now. (Rows the breaker merely held back are due already: the claim skipped them.) A
+    paused template's rows stay held. Returns how many rows were made due.
+
+    Svix and Convoy re-drive a recovered endpoint the same way; without it, a host that was
+    down for a minute would get its backlog back on the retry schedule (5 min, 30 min, …)."""
+    if not hosts:
+        return 0
+    waiting = (
+        Postback.objects.filter(
+            status=Postback.Status.PENDING,
+            host__in=list(hosts),
+            next_attempt_at__gt=now,
+            attempts__gt=0,
+        )
+        .filter(_HOST_DOWN_CODES)
+        .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+        .exclude(template__paused_at__isnull=False)
+    )
+    return waiting.update(next_attempt_at=now)
 
 
 def claim_batch(
@@ -271,10 +311,13 @@ def claim_batch(
     lease: float,
     quotas: Mapping[str, int] | None = None,
     default_quota: int | None = None,
+    expired_before: datetime | None = None,
 ) -> list[Claimed]:
     """Lease up to `limit` due rows of `lane` in one statement, round robin across hosts,
     oldest due first within each: at most `quotas[host]` rows of a listed host (0: none),
-    `default_quota` of any other (None: no limit)."""
+    `default_quota` of any other (None: no limit). A leased row is taken only if its lease
+    ended before `expired_before` (default `now`; earlier after a database outage:
+    leases.lease_cutoff)."""
     if limit <= 0:
         return []
     quotas = quotas or {}
@@ -284,12 +327,13 @@ def claim_batch(
         sql = _CLAIM_SQL.format(
             postback=Postback._meta.db_table,
             template=CallbackTemplate._meta.db_table,
-            lane_filter="AND c.attempts = 0" if lane is Lane.FIRST else "",
+            lane_filter=_FIRST_ATTEMPT_SQL if lane is Lane.FIRST else "",
         )
         params = {
             "lease": until,
             "pending": Postback.Status.PENDING.value,
             "now": now,
+            "expired": expired_before or now,
             "limit": limit,
             "hosts": list(quotas),
             "quotas": list(quotas.values()),

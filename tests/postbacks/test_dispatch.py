@@ -176,15 +176,21 @@ def test_it_skips_live_leases_and_reclaims_expired_ones(template, link, receiver
 
 
 def test_it_keeps_first_attempts_and_retries_in_their_lanes(template, link, receiver):
-    fresh, retried = make_postbacks(template, link, 2)
-    Postback.objects.filter(pk=retried.pk).update(attempts=1)
-    assert [
+    fresh, retried, orphaned = make_postbacks(template, link, 3)
+    Postback.objects.filter(pk=retried.pk).update(
+        attempts=1, last_status_code=500, last_error="HTTP 500"
+    )
+    # Claimed once by a worker that died before recording anything: still a first attempt.
+    Postback.objects.filter(pk=orphaned.pk).update(
+        attempts=1, leased_until=timezone.now() - timedelta(seconds=1)
+    )
+    assert {
         c.pk for c in rows.claim_batch(lane=Lane.FIRST, limit=10, now=timezone.now(), lease=60)
-    ] == [fresh.pk]
-    Postback.objects.filter(pk=fresh.pk).update(attempts=0, leased_until=None)
+    } == {fresh.pk, orphaned.pk}
+    Postback.objects.filter(pk__in=[fresh.pk, orphaned.pk]).update(attempts=0, leased_until=None)
     # The retry lane takes anything due (a retry, a replay, a resumed template's backlog).
     retry_claims = rows.claim_batch(lane=Lane.RETRY, limit=10, now=timezone.now(), lease=60)
-    assert {c.pk for c in retry_claims} == {fresh.pk, retried.pk}
+    assert {c.pk for c in retry_claims} == {fresh.pk, retried.pk, orphaned.pk}
 
 
 @pytest.mark.django_db(transaction=True)

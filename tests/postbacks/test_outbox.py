@@ -151,5 +151,6 @@ def test_the_sweeper_kicks_a_claimed_row_once_its_lease_expires(link, campaign, 
     assert claimed.pk == postback.pk
     assert dispatch.kick_if_due(now=now + timedelta(seconds=30)) == []  # lease still live
     assert queued_messages(broker) == 0
-    assert dispatch.kick_if_due(now=now + timedelta(seconds=61)) == [Lane.RETRY]
+    # Its first attempt never ended (nothing recorded): it is still a first attempt.
+    assert dispatch.kick_if_due(now=now + timedelta(seconds=61)) == [Lane.FIRST]
     assert queued_messages(broker) == 1
