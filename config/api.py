@@ -100,6 +100,7 @@ class ErrorSerializer(serializers.Serializer):
 ERROR_TEXT = {
     400: "Invalid parameters or body; `fields` names each problem.",
     401: "No API key, or an unknown, revoked or malformed one.",
+    403: "Not allowed for your publisher; `code` says why (e.g. `offer_not_approved`).",
     404: "No such object among yours (another publisher's is not found either).",
     405: "Method not allowed.",
     406: "No representation for the Accept header.",

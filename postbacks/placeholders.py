@@ -54,6 +54,12 @@ CATALOG: tuple[Placeholder, ...] = (
     ),
     Placeholder("event", "The advertiser's event name (conversion, sale, lead, …)", "conversion"),
     Placeholder("status", "The conversion's status: approved, pending, rejected, …", "approved"),
+    Placeholder(
+        "reason",
+        "Why a guard or a campaign rule decided (too_fast, bot_click, bot_flagged, "
+        "bot_rejected, cap_reached); empty when none did",
+        "",
+    ),
     Placeholder("payout", "Your payout for this conversion", "2.50", json_type="decimal"),
     Placeholder("currency", "Three-letter currency of the payout", "USD"),
     Placeholder(

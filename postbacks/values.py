@@ -65,6 +65,7 @@ def placeholder_values(
         "event_id": event_id,
         "event": conversion.event,
         "status": conversion.status,
+        "reason": conversion.reason,
         "payout": format_amount(conversion.payout),
         "currency": conversion.currency,
         "revenue": format_amount(conversion.revenue),

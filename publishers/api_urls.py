@@ -7,7 +7,7 @@ POST (tracking/api.py).
 
 from django.urls import path, re_path
 
-from publishers.api import callbacks, conversions, payouts, postbacks, reports
+from publishers.api import callbacks, conversions, offers, payouts, postbacks, reports
 
 urlpatterns = [
     re_path(r"^conversions/?$", conversions.conversions_endpoint, name="api-conversions"),
@@ -35,6 +35,17 @@ urlpatterns = [
         "callbacks/<str:callback_id>/resume",
         callbacks.CallbackResumeView.as_view(),
         name="api-callback-resume",
+    ),
+    path("offers", offers.OfferListView.as_view(), name="api-offers"),
+    path(
+        "offers/<str:offer_id>/access-request",
+        offers.OfferAccessRequestView.as_view(),
+        name="api-offer-access-request",
+    ),
+    path(
+        "offers/<str:offer_id>/links",
+        offers.OfferLinkCreateView.as_view(),
+        name="api-offer-links",
     ),
     path("payouts", payouts.PayoutTermsView.as_view(), name="api-payouts"),
     path("stats", reports.StatsView.as_view(), name="api-stats"),

@@ -133,6 +133,31 @@ class ApiKeyForm(forms.Form):
     )
 
 
+class OfferRequestForm(forms.Form):
+    """Asking for access to an offer that needs approval (publishers/views/offers.py)."""
+
+    message = forms.CharField(
+        max_length=500,
+        required=False,
+        widget=forms.TextInput(attrs={"placeholder": "Your traffic: sources, countries, volume"}),
+    )
+
+
+class LinkCreateForm(forms.Form):
+    """A new tracking link to an offer the publisher may run."""
+
+    name = forms.CharField(
+        max_length=200,
+        required=False,
+        widget=forms.TextInput(attrs={"placeholder": "e.g. newsletter"}),
+    )
+    default_placement = forms.CharField(
+        max_length=100,
+        required=False,
+        help_text="Used for clicks that carry no placement= of their own.",
+    )
+
+
 class InviteForm(forms.Form):
     email = forms.EmailField(widget=forms.EmailInput(attrs={"placeholder": "name@example.com"}))
     role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.MEMBER)

@@ -42,6 +42,13 @@ urlpatterns = [
     path("dashboard/deliveries/", views.deliveries, name="deliveries"),
     path("dashboard/deliveries/retry/", views.deliveries_retry, name="deliveries_retry"),
     path("dashboard/links/", views.links, name="links"),
+    path("dashboard/offers/", views.offers, name="offers"),
+    path("dashboard/offers/<str:public_id>/request/", views.offer_request, name="offer_request"),
+    path(
+        "dashboard/offers/<str:public_id>/links/",
+        views.offer_link_create,
+        name="offer_link_create",
+    ),
     path("dashboard/api-keys/", views.api_keys, name="api_keys"),
     path("dashboard/api-keys/new/", views.api_key_create, name="api_key_create"),
     path("dashboard/api-keys/<str:lookup>/revoke/", views.api_key_revoke, name="api_key_revoke"),

@@ -1,3 +1,4 @@
+from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 from django.utils import timezone
@@ -5,12 +6,14 @@ from django.utils import timezone
 from postbacks.models import Postback
 from postbacks.values import format_amount
 from publishers.admin import APIKeyAdmin, StaffAuditedAdmin
-from tracking import caps, clickbuffer
+from publishers.audit import Actor
+from tracking import access, caps, clickbuffer
 from tracking.models import (
     Advertiser,
     AdvertiserAPIKey,
     AdvertiserUser,
     Campaign,
+    CampaignPolicy,
     CapCounter,
     Click,
     ClickDeadLetter,
@@ -21,11 +24,13 @@ from tracking.models import (
     Creative,
     ImpressionFlush,
     IntakeOutcome,
+    OfferAccess,
     PayoutTerm,
     SmartAd,
     SmartAdImpression,
     TrackingLink,
 )
+from tracking.selectors.visible import campaign_runnable
 from tracking.services import advertiser_key_create, conversions_review
 
 
@@ -109,6 +114,22 @@ class CreativeInline(admin.TabularInline):
     readonly_fields = ["public_id"]
 
 
+class CampaignPolicyInline(admin.StackedInline):
+    """The campaign's bot and fraud rules (tracking/policy.py). No row: the defaults (bot
+    clicks' conversions held for review, no block list, no caps)."""
+
+    model = CampaignPolicy
+    extra = 0
+    max_num = 1
+    verbose_name = "bot and fraud policy"
+    fields = [
+        "bot_action",
+        "blocked_ips",
+        ("max_clicks_per_ip_per_minute", "max_clicks_per_spid_per_minute"),
+        "max_clicks_per_minute",
+    ]
+
+
 class PayoutTermInline(admin.TabularInline):
     """A publisher's terms on the campaign: a history. Rows are added, never edited or
     deleted (a newer "effective from" supersedes); the model refuses a start before a
@@ -163,6 +184,7 @@ class CampaignAdmin(admin.ModelAdmin):
         "name",
         "advertiser",
         "status",
+        "access",
         "default_payout",
         "currency",
         "attribution_window",
@@ -171,10 +193,73 @@ class CampaignAdmin(admin.ModelAdmin):
         "cap_policy",
         "time_zone",
     ]
-    list_filter = ["status", "advertiser", "cap_policy"]
+    list_filter = ["status", "access", "advertiser", "cap_policy"]
     search_fields = ["name", "public_id"]
     readonly_fields = ["public_id", "created_at"]
-    inlines = [CreativeInline, PayoutTermInline, ConversionCapInline]
+    inlines = [CampaignPolicyInline, CreativeInline, PayoutTermInline, ConversionCapInline]
+
+
+@admin.register(OfferAccess)
+class OfferAccessAdmin(StaffAuditedAdmin):
+    """Publishers' access to offers that are not public. Requests arrive from the dashboard and
+    the API; approve or reject them with the actions (the note is shown to the publisher).
+    Adding a row grants access directly: how a private offer is opened to a publisher."""
+
+    list_display = [
+        "campaign",
+        "publisher",
+        "status",
+        "requested_at",
+        "decided_at",
+        "decided_by",
+        "short_message",
+    ]
+    list_filter = ["status", "campaign__access", "campaign"]
+    search_fields = ["campaign__name", "campaign__public_id", "publisher__name"]
+    autocomplete_fields = ["campaign", "publisher"]
+    readonly_fields = ["status", "message", "requested_at", "decided_at", "decided_by"]
+    fields = ["campaign", "publisher", "status", "message", "decision_note", *readonly_fields[2:]]
+    actions = ["approve", "reject"]
+    # Adding goes through the grant service, which records the decision itself.
+    audit_additions = False
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None):
+        return self.readonly_fields + (["campaign", "publisher"] if obj else [])
+
+    def save_model(self, request: HttpRequest, obj: OfferAccess, form, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        granted = access.offer_access_grant(
+            publisher=obj.publisher,
+            campaign=obj.campaign,
+            note=obj.decision_note,
+            actor=Actor.admin(request),
+        )
+        obj.pk = granted.pk
+        obj.refresh_from_db()
+
+    @admin.display(description="Publisher's message")
+    def short_message(self, row: OfferAccess) -> str:
+        return row.message[:80]
+
+    @admin.action(description="Approve selected (their links work within seconds)")
+    def approve(self, request: HttpRequest, queryset) -> None:
+        changed = access.offer_access_decide(
+            access_ids=queryset.values_list("pk", flat=True),
+            approve=True,
+            actor=Actor.admin(request),
+        )
+        self.message_user(request, f"Approved {changed} request(s).")
+
+    @admin.action(description="Reject selected (the note on each is shown to the publisher)")
+    def reject(self, request: HttpRequest, queryset) -> None:
+        changed = access.offer_access_decide(
+            access_ids=queryset.values_list("pk", flat=True),
+            approve=False,
+            actor=Actor.admin(request),
+        )
+        self.message_user(request, f"Rejected {changed} request(s).")
 
 
 @admin.register(CapCounter)
@@ -249,8 +334,26 @@ class ImpressionFlushAdmin(admin.ModelAdmin):
         return False
 
 
+class TrackingLinkAdminForm(forms.ModelForm):
+    class Meta:
+        model = TrackingLink
+        fields = ["code", "publisher", "campaign", "name", "default_placement", "is_active"]
+
+    def clean(self):
+        cleaned = super().clean()
+        publisher, campaign = cleaned.get("publisher"), cleaned.get("campaign")
+        if publisher and campaign and not campaign_runnable(publisher, campaign):
+            # Its clicks would all be refused (offer_not_approved).
+            raise forms.ValidationError(
+                f"{publisher} may not run {campaign} ({campaign.get_access_display()}): "
+                "grant its access under Offer access first."
+            )
+        return cleaned
+
+
 @admin.register(TrackingLink)
 class TrackingLinkAdmin(StaffAuditedAdmin):
+    form = TrackingLinkAdminForm
     list_display = ["code", "name", "publisher", "campaign", "default_placement", "is_active"]
     list_filter = ["is_active"]
     search_fields = ["code", "name", "publisher__name", "campaign__name"]

@@ -1,5 +1,6 @@
 """Advertisers, campaigns and links, and what happens on them: clicks and conversions."""
 
+import ipaddress
 from datetime import timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -93,6 +94,14 @@ class Campaign(models.Model):
         ACTIVE = "active"
         PAUSED = "paused"
 
+    class Access(models.TextChoices):
+        """Who may run the offer (tracking/access.py; what a publisher sees of it:
+        tracking/selectors/visible.py)."""
+
+        PUBLIC = "public", "Public: every publisher may run it"
+        APPROVAL = "approval", "Approval required: publishers ask, staff approve"
+        PRIVATE = "private", "Private: only publishers staff grant access to"
+
     class CapPolicy(models.TextChoices):
         REJECT = "reject", "Reject: refuse conversions over a cap (answered 422 cap_reached)"
         ACCEPT_UNPAID = "accept_unpaid", "Accept unpaid: record them with payout 0"
@@ -129,6 +138,14 @@ class Campaign(models.Model):
         "(ISO codes, comma-separated). Empty: every country.",
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    access = models.CharField(
+        max_length=16,
+        choices=Access.choices,
+        default=Access.PUBLIC,
+        help_text="Public: any publisher's link works. Approval required: publishers see the "
+        "offer and request access. Private: only publishers granted access see it. Clicks on "
+        "a link whose publisher may not run the offer are refused (offer_not_approved).",
+    )
     # Caps count days and months in this zone (tracking/caps.py).
     time_zone = models.CharField(
         max_length=64,
@@ -152,6 +169,10 @@ class Campaign(models.Model):
     class Meta:
         ordering = ["name"]
         constraints = [
+            models.CheckConstraint(
+                condition=Q(access__in=["public", "approval", "private"]),
+                name="tracking_campaign_access_valid",
+            ),
             models.CheckConstraint(
                 condition=Q(attribution_window__gt=timedelta(0)),
                 name="tracking_campaign_window_positive",
@@ -288,6 +309,9 @@ class Conversion(models.Model):
     class Reason(models.TextChoices):
         TOO_FAST = "too_fast", "Too fast: converted sooner than the campaign's minimum time"
         BOT_CLICK = "bot_click", "Bot click: held as pending for review"
+        # The campaign's bot policy (CampaignPolicy.bot_action, tracking/policy.py).
+        BOT_FLAGGED = "bot_flagged", "Bot click: flagged, status as the advertiser sent it"
+        BOT_REJECTED = "bot_rejected", "Bot click: rejected by the campaign's bot policy"
         CAP_REACHED = (
             "cap_reached",
             "Cap reached: over a conversion cap or payout budget of the campaign",
@@ -403,6 +427,12 @@ class ClickRejection(models.Model):
         SPID_CONTROL_CHARS = clickinput.SPID_CONTROL_CHARS, "Spid with control characters"
         SPID_INVALID_UTF8 = clickinput.SPID_INVALID_UTF8, "Spid that is not valid UTF-8"
         BAD_SIGNATURE = "bad_signature", "Smart-ad link altered (bad signature)"
+        # Offer access (tracking/access.py) and the campaign's click rules (tracking/policy.py).
+        OFFER_NOT_APPROVED = "offer_not_approved", "Offer not approved for this publisher"
+        IP_BLOCKED = "ip_blocked", "Visitor IP on the campaign's block list"
+        RATE_CAP_IP = "rate_cap_ip", "Over the campaign's clicks per IP per minute"
+        RATE_CAP_SPID = "rate_cap_spid", "Over the campaign's clicks per spid per minute"
+        RATE_CAP_CAMPAIGN = "rate_cap_minute", "Over the campaign's clicks per minute"
 
     publisher = models.ForeignKey(Publisher, on_delete=models.CASCADE, related_name="rejections")
     day = models.DateField()
@@ -927,6 +957,180 @@ class ImpressionFlush(models.Model):
 
     def __str__(self) -> str:
         return f"{self.batch_id} ({self.impressions} impressions)"
+
+
+# --- Offer access and click policy ----------------------------------------------------------
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_ip_blocks(value: str) -> tuple[IPNetwork, ...]:
+    """IP addresses and CIDR blocks, one per line or comma-separated; a bare address is its
+    own /32 (or /128). Raises ValueError naming the first entry that is neither.
+
+    >>> parse_ip_blocks("203.0.113.7, 198.51.100.0/24\\n2001:db8::/32")
+    (IPv4Network('203.0.113.7/32'), IPv4Network('198.51.100.0/24'), IPv6Network('2001:db8::/32'))
+    """
+    networks = []
+    for entry in value.replace(",", "\n").splitlines():
+        entry = entry.strip()
+        if not entry:
+            continue
+        try:
+            # strict=False: "198.51.100.7/24" means the block it lies in.
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ValueError(f"{entry[:60]!r} is not an IP address or CIDR block.") from None
+    return tuple(networks)
+
+
+def normalize_ip_blocks(value: str) -> str:
+    """The stored form of a block list: one network per line, in the order given, no
+    duplicates ("203.0.113.7" → "203.0.113.7/32")."""
+    return "\n".join(dict.fromkeys(str(network) for network in parse_ip_blocks(value)))
+
+
+class OfferAccess(models.Model):
+    """A publisher's access to a campaign that is not public: asked for from the dashboard or
+    the API (requested), decided by staff in the admin (approved / rejected), or granted by
+    staff directly (how a private offer is opened to a publisher). One row per pair: asking
+    again after a rejection reopens the same row."""
+
+    class Status(models.TextChoices):
+        REQUESTED = "requested", "Requested: waiting for staff"
+        APPROVED = "approved"
+        REJECTED = "rejected"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="access_grants")
+    publisher = models.ForeignKey(
+        Publisher, on_delete=models.CASCADE, related_name="offer_access", db_index=False
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.REQUESTED)
+    # What the publisher wrote with its request (traffic sources, volumes).
+    message = models.CharField(max_length=500, blank=True)
+    # Staff's answer, shown to the publisher (why a request was rejected).
+    decision_note = models.CharField(max_length=255, blank=True)
+    requested_at = models.DateTimeField(null=True, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "offer access"
+        verbose_name_plural = "offer access"
+        constraints = [
+            # Also the publisher's index: every read is one publisher's rows (its offer list,
+            # the click check for one campaign).
+            models.UniqueConstraint(
+                fields=["publisher", "campaign"], name="tracking_offeraccess_unique"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["requested", "approved", "rejected"]),
+                name="tracking_offeraccess_status_valid",
+            ),
+        ]
+        indexes = [
+            # The admin's queue: open requests, oldest first.
+            models.Index(
+                fields=["requested_at"],
+                condition=Q(status="requested"),
+                name="tracking_offeraccess_open_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.publisher} → {self.campaign}: {self.status}"
+
+
+class CampaignPolicy(models.Model):
+    """A campaign's bot and fraud rules (tracking/policy.py applies them). A campaign without
+    one has the defaults: bot clicks' conversions held for review, no block list, no caps.
+    The minimum time to convert is `Campaign.min_seconds_to_convert`."""
+
+    class BotAction(models.TextChoices):
+        HOLD = "hold", "Hold for review: conversions stay pending until staff decide"
+        FLAG = "flag", "Flag but approve: status as the advertiser sent it, marked bot_flagged"
+        REJECT = "reject", "Reject: conversions are rejected (bot_rejected)"
+        ALLOW = "allow", "Allow: bot clicks convert like any other"
+
+    campaign = models.OneToOneField(
+        Campaign, on_delete=models.CASCADE, primary_key=True, related_name="policy"
+    )
+    bot_action = models.CharField(
+        max_length=8,
+        choices=BotAction.choices,
+        default=BotAction.HOLD,
+        help_text="What happens to conversions of clicks flagged as bots (known bot or "
+        "automation user agent, or none).",
+    )
+    blocked_ips = models.TextField(
+        blank=True,
+        help_text="IP addresses and CIDR blocks (IPv4 or IPv6), one per line or "
+        "comma-separated. Their clicks are refused (ip_blocked).",
+    )
+    max_clicks_per_ip_per_minute = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Clicks one IP address may make on this campaign per minute; more are "
+        "refused (rate_cap_ip). Empty: no cap.",
+    )
+    max_clicks_per_spid_per_minute = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Clicks one publisher's spid may make on this campaign per minute "
+        "(rate_cap_spid). Empty: no cap.",
+    )
+    max_clicks_per_minute = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Clicks the whole campaign takes per minute, every publisher together "
+        "(rate_cap_minute). Empty: no cap.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "campaign policy"
+        verbose_name_plural = "campaign policies"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(bot_action__in=["hold", "flag", "reject", "allow"]),
+                name="tracking_campaignpolicy_bot_action_valid",
+            ),
+            models.CheckConstraint(
+                condition=(
+                    Q(max_clicks_per_ip_per_minute__isnull=True)
+                    | Q(max_clicks_per_ip_per_minute__gte=1)
+                )
+                & (
+                    Q(max_clicks_per_spid_per_minute__isnull=True)
+                    | Q(max_clicks_per_spid_per_minute__gte=1)
+                )
+                & (Q(max_clicks_per_minute__isnull=True) | Q(max_clicks_per_minute__gte=1)),
+                name="tracking_campaignpolicy_caps_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Policy of {self.campaign}"
+
+    def save(self, *args, **kwargs) -> None:
+        self.blocked_ips = normalize_ip_blocks(self.blocked_ips)
+        super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        try:
+            parse_ip_blocks(self.blocked_ips)
+        except ValueError as exc:
+            raise ValidationError({"blocked_ips": str(exc)}) from None
 
 
 # --- The advertiser portal -------------------------------------------------------------------

@@ -15,7 +15,7 @@ from config.outage import DATABASE_OUTAGE_ERRORS
 from postbacks.models import Postback
 from postbacks.services import postbacks_create_for_conversion
 from publishers.keys import generate_key
-from tracking import caps, clickbuffer, clickinput, intelligence, payouts
+from tracking import caps, clickbuffer, clickinput, intelligence, payouts, policy
 from tracking import smart as smart_ads
 from tracking.models import (
     Advertiser,
@@ -199,8 +199,13 @@ ALLOWED_TRANSITIONS = {
 }
 
 # Reasons with which a guard decided a conversion's status (the advertiser can't overrule
-# them by sending another); `cap_reached` decides the payout only.
-STATUS_GUARD_REASONS = {Conversion.Reason.TOO_FAST, Conversion.Reason.BOT_CLICK}
+# them by sending another); `cap_reached` decides the payout only, `bot_flagged` (the
+# campaign's bot policy) only marks the conversion.
+STATUS_GUARD_REASONS = {
+    Conversion.Reason.TOO_FAST,
+    Conversion.Reason.BOT_CLICK,
+    Conversion.Reason.BOT_REJECTED,
+}
 
 
 def conversion_record(
@@ -525,8 +530,10 @@ def conversion_guard(
 
     - Faster than the campaign's `min_seconds_to_convert` after its click: rejected
       (`too_fast`); real buyers take time, click-injection fraud doesn't.
-    - On a click flagged as a bot: held as pending (`bot_click`) until staff review it in
-      admin; the advertiser can't release it by sending it again as approved.
+    - On a click flagged as a bot: the campaign's bot policy (tracking/policy.py) — held as
+      pending (`bot_click`, the default) until staff review it in admin, flagged with the
+      advertiser's status (`bot_flagged`), rejected (`bot_rejected`), or let through.
+      Sending it again can't overrule a held or rejected one.
     A conversion the advertiser itself rejects stays rejected without a reason.
     """
     if status == Conversion.Status.REJECTED:
@@ -541,11 +548,7 @@ def conversion_guard(
             f"at least {minimum} s.",
         )
     if click.is_bot:
-        return (
-            Conversion.Status.PENDING,
-            Conversion.Reason.BOT_CLICK,
-            "The click came from a known bot or an empty user agent; held for review.",
-        )
+        return policy.bot_conversion_verdict(campaign, status)
     return status, "", ""
 
 

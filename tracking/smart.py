@@ -129,11 +129,17 @@ def weighted_sample(items: Iterable[Candidate], k: int, rng: random.Random) -> l
 
 
 def choose_creatives(
-    pool: Pool, *, keyword: str, country: str, rng: random.Random
+    pool: Pool,
+    *,
+    keyword: str,
+    country: str,
+    rng: random.Random,
+    may_run: Callable[[Campaign], bool] | None = None,
 ) -> list[Candidate]:
     """The creatives a unit shows.
 
-    - Only creatives whose campaign may be shown in `country` are eligible.
+    - Only creatives whose campaign may be shown in `country`, and that the publisher may run
+      (`may_run`, tracking/access.py: its click would be refused otherwise), are eligible.
     - With a keyword: creatives matching more of it first, each tier drawn by weight; only
       matching creatives are shown.
     - No keyword, or nothing matches: the smart ad's fallback creative when it has one (and
@@ -141,7 +147,13 @@ def choose_creatives(
     - Nothing eligible: an empty list (the unit renders blank).
     """
     slots = pool.smart_ad.slots
-    eligible = [c for c in pool.candidates if c.shown_in(country)]
+
+    def allowed(candidate: Candidate) -> bool:
+        return candidate.shown_in(country) and (
+            may_run is None or may_run(candidate.creative.campaign)
+        )
+
+    eligible = [c for c in pool.candidates if allowed(c)]
     if keyword:
         query_text = match_text(keyword)
         tiers: dict[int, list[Candidate]] = defaultdict(list)
@@ -157,13 +169,15 @@ def choose_creatives(
         if chosen:
             return chosen
         fallback = pool.fallback
-        if fallback is not None and fallback.shown_in(country):
+        if fallback is not None and allowed(fallback):
             return [fallback]
     return weighted_sample(eligible, slots, rng)
 
 
 def _live_creatives() -> Any:
-    return Creative.objects.select_related("campaign").filter(
+    # The campaign's policy comes along: a smart click then reads it from the cached creative
+    # (tracking/policy.py), without a query.
+    return Creative.objects.select_related("campaign", "campaign__policy").filter(
         is_active=True, campaign__status=Campaign.Status.ACTIVE
     )
 
@@ -300,12 +314,14 @@ def smart_ad_serve(
     placement: str,
     country: str,
     count_impressions: bool = True,
+    may_run: Callable[[Campaign], bool] | None = None,
     now: datetime | None = None,
     rng: random.Random | None = None,
 ) -> ServedUnit | None:
     """Choose the ads for one unit view, count their impressions (not for a bot's view:
     `count_impressions` False), and return them with their signed click links. None when the
-    smart ad doesn't exist or is inactive."""
+    smart ad doesn't exist or is inactive. `may_run` says which campaigns the link's
+    publisher may run (see `choose_creatives`)."""
     pool = smart_ad_pool(smart_ad_id)
     if pool is None:
         return None
@@ -313,7 +329,9 @@ def smart_ad_serve(
     # again keeps every signed link's values in the form the click will store.
     keyword = normalize_label(query, KEYWORD_MAX_LENGTH)
     placement = normalize_label(placement, PLACEMENT_MAX_LENGTH)
-    chosen = choose_creatives(pool, keyword=keyword, country=country, rng=rng or _rng)
+    chosen = choose_creatives(
+        pool, keyword=keyword, country=country, rng=rng or _rng, may_run=may_run
+    )
     ads = []
     for candidate in chosen:
         creative = candidate.creative

@@ -14,8 +14,8 @@ from config.client_ip import client_ip
 from config.outage import answers_outage_with
 from postbacks.placeholders import TemplateError, expand_placeholders
 from postbacks.values import click_values
-from tracking import clickinput, intelligence, selectors, services, smart
-from tracking.models import Campaign, ClickRejection, SmartAd
+from tracking import access, clickinput, intelligence, policy, selectors, services, smart
+from tracking.models import Campaign, ClickRejection, SmartAd, TrackingLink
 
 
 def _landing_url(campaign: Campaign, values: dict[str, str]) -> str:
@@ -65,13 +65,18 @@ def click(request: HttpRequest) -> HttpResponse:
                 {"title": "Ad not found", "message": "This ad is no longer running."},
                 status=404,
             )
+    ip = client_ip(request)
+    refusal = _click_refusal(link, smart_click, ip=ip, spid=params.spid)
+    if refusal is not None:
+        services.click_rejection_count(publisher_id=link.publisher_id, reason=refusal)
+        return _click_refused(request, refusal)
     recorded = services.click_record(
         link=link,
         spid=params.spid,
         placement=params.placement,
         creative_code=params.creative,
         smart=smart_click,
-        ip=client_ip(request),
+        ip=ip,
         user_agent=params.user_agent,
         referer=params.referer,
         cdn_country=intelligence.cdn_country(request.META),
@@ -85,6 +90,51 @@ def click(request: HttpRequest) -> HttpResponse:
         campaign_public_id=campaign.public_id,
     )
     return HttpResponseRedirect(_landing_url(campaign, values))
+
+
+def _click_refusal(
+    link: TrackingLink, smart_click: smart.SmartClick | None, *, ip: str | None, spid: str
+) -> str | None:
+    """Why the click must not go through (a ClickRejection reason), else None: the publisher
+    may not run the campaign (tracking/access.py), or the campaign's policy refuses it
+    (tracking/policy.py). Both read per-process caches; only a campaign with rate caps costs
+    a Redis round trip."""
+    campaign = smart_click.creative.campaign if smart_click is not None else link.campaign
+    if not access.click_access_allowed(campaign, link.publisher_id):
+        return ClickRejection.Reason.OFFER_NOT_APPROVED
+    return policy.click_refusal(campaign=campaign, publisher_id=link.publisher_id, ip=ip, spid=spid)
+
+
+# What a refused visitor reads, and the status: never the landing page (no click was recorded,
+# so the advertiser could not attribute anything to it).
+_REFUSED_PAGES = {
+    ClickRejection.Reason.OFFER_NOT_APPROVED: (
+        403,
+        "Offer not available",
+        "This link's publisher is not approved to run this offer.",
+    ),
+    ClickRejection.Reason.IP_BLOCKED: (
+        403,
+        "Not available",
+        "This offer is not available from your network.",
+    ),
+}
+_RATE_CAPPED_PAGE = (429, "Too many clicks", "Too many clicks on this offer; try again shortly.")
+
+
+def _click_refused(request: HttpRequest, reason: str) -> HttpResponse:
+    status, title, message = _REFUSED_PAGES.get(reason, _RATE_CAPPED_PAGE)
+    response = render(
+        request,
+        "tracking/click_error.html",
+        {"title": title, "message": message, "reason": reason},
+        status=status,
+    )
+    response["X-Roundtrip-Refused"] = reason
+    if status == 429:
+        response["Retry-After"] = str(policy.WINDOW_SECONDS)
+    add_never_cache_headers(response)
+    return response
 
 
 def _smart_response(
@@ -148,6 +198,8 @@ def smart_ad(request: HttpRequest) -> HttpResponse:
         country=country,
         # A bot's view is not an impression: it would inflate them and lower the CTR.
         count_impressions=not intelligence.parse_user_agent(params.user_agent).is_bot,
+        # Never an ad whose click would be refused (offer_not_approved).
+        may_run=lambda campaign: access.click_access_allowed(campaign, link.publisher_id),
     )
     if unit is None:
         return _smart_response(request, "tracking/smart_ad_blank.html", {}, status=404)

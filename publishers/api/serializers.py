@@ -317,10 +317,11 @@ class ConversionSerializer(serializers.ModelSerializer):
         ]
         extra_kwargs = {
             "reason": {
-                "help_text": "Why a guard changed the status the advertiser sent: `too_fast` "
-                "(rejected) or `bot_click` (held as pending for review); `cap_reached` when the "
-                "conversion came over a cap of a campaign that accepts those unpaid (payout 0); "
-                "empty when none of these applies."
+                "help_text": "Why a guard or the campaign's bot policy set the status: "
+                "`too_fast` (rejected), `bot_click` (held as pending for review), "
+                "`bot_flagged` (the advertiser's status, marked) or `bot_rejected`; "
+                "`cap_reached` when the conversion came over a cap of a campaign that accepts "
+                "those unpaid (payout 0); empty when none of these applies."
             },
             "reason_detail": {"help_text": "The reason as a sentence (names the cap); or empty."},
         }

@@ -28,6 +28,7 @@ from publishers.views.deliveries import deliveries, deliveries_retry
 from publishers.views.invitations import invitation
 from publishers.views.keys import api_key_create, api_key_revoke, api_keys
 from publishers.views.links import links
+from publishers.views.offers import offer_link_create, offer_request, offers
 from publishers.views.overview import dashboard, home
 from publishers.views.reports import reports
 from publishers.views.signup import signup_form, signup_sent, signup_verify
@@ -65,6 +66,9 @@ __all__ = [
     "member_invite",
     "member_remove",
     "member_role",
+    "offer_link_create",
+    "offer_request",
+    "offers",
     "publisher_switch",
     "reports",
     "secret_reveal",

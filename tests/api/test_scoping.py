@@ -20,7 +20,7 @@ from publishers.api.base import PublisherScopedView
 from publishers.api.conversions import conversion_list
 from publishers.models import CallbackTemplate
 from tests.api.conftest import SPID
-from tracking.models import ConversionCap, PayoutTerm
+from tracking.models import Campaign, ConversionCap, OfferAccess, PayoutTerm
 
 pytestmark = pytest.mark.django_db
 
@@ -34,6 +34,24 @@ class Route:
     body: Callable = lambda w: None
     nothing: Callable | None = None  # (response) -> bool, for collection routes; None: 404
     prepare: Callable = lambda w: None  # world -> None: A's state that makes the action real
+    # What A's own key gets for the same request (the control).
+    own: tuple[int, ...] = (200, 202, 204)
+
+
+def a_private_offer(world) -> str:
+    """A private offer staff opened to A only; its id."""
+    offer, _ = Campaign.objects.get_or_create(
+        advertiser=world.click.campaign.advertiser,
+        name="a-private-offer",
+        defaults={"landing_url": "https://advertiser.example/p", "access": "private"},
+    )
+    OfferAccess.objects.get_or_create(publisher=world.publisher, campaign=offer, status="approved")
+    return offer.public_id
+
+
+def no_private_offer(response) -> bool:
+    names = {offer["name"] for offer in response.json()["results"]}
+    return response.status_code == 200 and "a-private-offer" not in names
 
 
 def payout_rules_for_a(world) -> None:
@@ -117,6 +135,28 @@ ROUTES = [
         nothing=lambda r: r.status_code == 200 and r.json()["rows"] == [],
     ),
     Route(
+        "api-offers",
+        "get",
+        lambda w: "/api/v1/offers",
+        nothing=no_private_offer,
+        prepare=a_private_offer,
+    ),
+    Route(
+        "api-offer-access-request",
+        "post",
+        lambda w: f"/api/v1/offers/{a_private_offer(w)}/access-request",
+        body=lambda w: {"message": "let me in"},
+        # A may already run it: nothing to ask for.
+        own=(409,),
+    ),
+    Route(
+        "api-offer-links",
+        "post",
+        lambda w: f"/api/v1/offers/{a_private_offer(w)}/links",
+        body=lambda w: {"name": "c's link"},
+        own=(201,),
+    ),
+    Route(
         "api-payouts",
         "get",
         lambda w: "/api/v1/payouts",
@@ -155,7 +195,7 @@ def test_it_hides_publisher_a_from_publisher_c(api, other_api, world, receiver, 
     # not a wrong path.
     own = getattr(api, route.method)
     mine = own(path, params) if route.method == "get" else own(path, body, format="json")
-    assert mine.status_code in (200, 202, 204), mine.content
+    assert mine.status_code in route.own, mine.content
     if route.nothing is not None and route.method == "get":
         assert not route.nothing(mine)
 

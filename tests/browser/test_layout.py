@@ -23,6 +23,7 @@ PAGES = [
     "/dashboard/deliveries/",
     "/dashboard/deliveries/?state=pending",
     "/dashboard/links/",
+    "/dashboard/offers/",
     "/dashboard/api-keys/",
     "/dashboard/settings/",
     "/dashboard/activity/",

@@ -194,6 +194,60 @@ def test_it_completes_the_round_trip_with_the_printed_curl(local_demo):
         assert dict(callback["params"])["spid"] == local_demo.seed["example_spid"] == SPID
 
 
+def test_it_seeds_an_offer_that_needs_approval_and_a_strict_campaign(local_demo):
+    seed = local_demo.seed
+    offers = requests.get(
+        f"{local_demo.site_url}/api/v1/offers",
+        headers={"Authorization": f"Bearer {seed['publisher_api_key']}"},
+        timeout=10,
+    ).json()["results"]
+    states = {offer["name"]: (offer["access"], offer["access_state"]) for offer in offers}
+    assert states[seed["approval_offer"]["name"]] == ("approval", "not_requested")
+
+    strict = seed["strict_campaign"]
+    human = requests.get(
+        strict["tracking_link"],
+        allow_redirects=False,
+        headers={"User-Agent": BROWSER_USER_AGENT},
+        timeout=10,
+    )
+    assert human.status_code == 302  # 127.0.0.1 is not on its block list
+    # A bot's click (curl's user agent): its conversion is flagged, not held, and called back.
+    clicked = requests.get(
+        strict["tracking_link"].replace("123456789", "bot-spid"),
+        allow_redirects=False,
+        headers={"User-Agent": "curl/8.5.0"},
+        timeout=10,
+    )
+    click_id = clicked.headers["Location"].split("click_id=", 1)[1]
+    converted = requests.post(
+        seed["conversion_api_url"],
+        json={"click_id": click_id, "txn_id": f"order-{click_id}"},
+        headers={"Authorization": f"Bearer {seed['advertiser_api_key']}"},
+        timeout=10,
+    ).json()
+    assert (converted["status"], converted["reason"]) == ("approved", "bot_flagged")
+    event_ids = {postback["id"] for postback in converted["postbacks"]}
+
+    def received() -> dict | None:
+        # The GET callback (the seed's JSON webhook gets the same conversion).
+        return next(
+            (
+                cb
+                for cb in local_demo.inbox()
+                if cb["event_id"] in event_ids and cb["method"] == "GET"
+            ),
+            None,
+        )
+
+    params = dict(wait_until(received, timeout=5, interval=0.1, what="the callback")["params"])
+    assert (params["spid"], params["status"], params["reason"]) == (
+        "bot-spid",
+        "approved",
+        "bot_flagged",
+    )
+
+
 def test_the_demo_advertiser_signs_in_and_sends_a_test_conversion(local_demo):
     """The banner's advertiser login, on the running demo: the one login page leads to the
     portal, the conversions sent are listed, and a test conversion goes through the intake

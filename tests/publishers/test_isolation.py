@@ -21,7 +21,7 @@ from publishers.models import (
     PublisherAPIKey,
 )
 from publishers.urls import urlpatterns
-from tracking.models import AdvertiserAPIKey, Conversion
+from tracking.models import AdvertiserAPIKey, Campaign, Conversion, OfferAccess, TrackingLink
 from tracking.portal.urls import urlpatterns as advertiser_urlpatterns
 from tracking.selectors.logs import CONVERSION_LOG
 
@@ -42,7 +42,19 @@ def cursor_for(conversion) -> str:
     return CONVERSION_LOG.encode(conversion.created_at, conversion.public_id)
 
 
+def a_private_offer(data) -> Campaign:
+    """A private offer staff opened to A only."""
+    offer, _ = Campaign.objects.get_or_create(
+        advertiser=data.link.campaign.advertiser,
+        name="a-private-offer",
+        defaults={"landing_url": "https://advertiser.example/p", "access": "private"},
+    )
+    OfferAccess.objects.get_or_create(publisher=data.publisher, campaign=offer, status="approved")
+    return offer
+
+
 def outsider_cases(data) -> list[Case]:
+    a_offer = a_private_offer(data).public_id
     a_click = data.clicks[0]
     a_conversion = data.conversions[0]
     a_postback = data.postbacks[0]
@@ -75,6 +87,10 @@ def outsider_cases(data) -> list[Case]:
         Case("get", reverse("deliveries")),
         Case("get", reverse("deliveries") + "?state=pending"),
         Case("get", reverse("links")),
+        Case("get", reverse("offers")),
+        # A's private offer: not found, neither to ask for nor to link.
+        Case("post", reverse("offer_request", args=[a_offer]), {"message": "x"}, status=(404,)),
+        Case("post", reverse("offer_link_create", args=[a_offer]), {}, status=(404,)),
         Case("get", reverse("api_keys")),
         Case("get", reverse("settings")),
         Case("get", reverse("activity")),
@@ -270,14 +286,21 @@ def a_state(data) -> dict:
         "audit": sorted(
             AuditEvent.objects.filter(publisher=data.publisher).values_list("pk", flat=True)
         ),
+        "offer_access": sorted(
+            OfferAccess.objects.filter(publisher=data.publisher).values_list(
+                "campaign_id", "status", "message"
+            )
+        ),
+        "links": sorted(TrackingLink.objects.values_list("code", "publisher_id", "campaign_id")),
     }
 
 
 def test_it_checks_ownership_on_every_dashboard_url(outsider_client, dashboard_data):
     # Paused by endpoint health, so that resuming it from outside would change something.
     health.endpoint_pause([dashboard_data.good_template.pk], reason="gone")
+    offer = a_private_offer(dashboard_data)
     before = a_state(dashboard_data)
-    a_ids = dashboard_data.a_ids()
+    a_ids = [*dashboard_data.a_ids(), offer.public_id, offer.name]
     cases = outsider_cases(dashboard_data)
     visited = set()
     for case in cases:

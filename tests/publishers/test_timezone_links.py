@@ -21,6 +21,7 @@ PAGES = [
     "callbacks",
     "deliveries",
     "links",
+    "offers",
     "api_keys",
     "settings",
     "activity",

@@ -37,7 +37,8 @@ def link_for_click(code: str) -> TrackingLink | None:
     return _LINK_CACHE.load(
         code,
         lambda: (
-            TrackingLink.objects.select_related("campaign", "publisher")
+            # The campaign's policy (tracking/policy.py) comes along, cached with the link.
+            TrackingLink.objects.select_related("campaign", "campaign__policy", "publisher")
             .filter(
                 code=code,
                 is_active=True,

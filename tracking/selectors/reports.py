@@ -91,9 +91,11 @@ DEFINITIONS = {
     "unique_clicks": "Clicks that were the first from their IP and browser on that link within "
     "the unique window (24 hours by default).",
     "bot_clicks": "Clicks flagged as bots (a crawler, an automation client or no user agent): "
-    "counted in clicks, never refused; their conversions wait for review.",
-    "refused_clicks": "Clicks refused at the edge and never stored (e.g. a spid that can't be "
-    "kept exactly), by reason; the visitor still reached the landing page.",
+    "counted in clicks, never refused; their conversions follow the campaign's bot policy "
+    "(by default they wait for review).",
+    "refused_clicks": "Clicks refused at the edge and never stored, by reason: a spid that "
+    "can't be kept exactly (the visitor still reached the landing page), or an offer your "
+    "link is not approved for, a blocked IP or a click-rate cap (the visitor was not sent on).",
     "conversions": "Approved conversions (the ones that pay), counted when recorded.",
     "conversion_outcomes": "Every conversion the advertiser sent in the period, by status and "
     "reason: rejected too fast, pending bot clicks held for review, unpaid over a campaign "

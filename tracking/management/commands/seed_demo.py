@@ -26,6 +26,7 @@ from tracking.models import (
     AdvertiserAPIKey,
     AdvertiserUser,
     Campaign,
+    CampaignPolicy,
     ConversionCap,
     Creative,
     PayoutTerm,
@@ -41,6 +42,7 @@ PUBLISHER_USER = ("publisher", "roundtrip-demo")
 APPLICANT = ("applicant@example.com", "roundtrip-applicant")
 ADVERTISER_USER = ("advertiser", "roundtrip-advertiser")
 LINK_CODE = "demo"
+STRICT_LINK_CODE = "demo-strict"
 CAPPED_LINK_CODE = "demo-capped"
 SMART_AD_ID = 1491
 EXAMPLE_SPID = 'a b&c/d?e#f%g"ü'
@@ -68,7 +70,7 @@ class Command(BaseCommand):
         site = settings.SITE_URL
         callback_url = options["callback_url"] or (
             f"{site}/demo/receiver/callback?spid=[spid]&payout=[payout]&currency=[currency]"
-            "&status=[status]&event_id=[event_id]"
+            "&status=[status]&reason=[reason]&event_id=[event_id]"
         )
         webhook_url = options["webhook_url"] or f"{site}/demo/receiver/webhook"
         with transaction.atomic():
@@ -178,6 +180,7 @@ class Command(BaseCommand):
             code=LINK_CODE,
             defaults={"publisher": publisher, "campaign": campaign, "name": "Demo link"},
         )
+        premium, strict = self._seed_policies(advertiser, publisher)
         self._callback(publisher, "Demo receiver", callback_url, CallbackTemplate.Method.GET)
         # The same conversions as a signed JSON webhook (Standard Webhooks), to the same inbox.
         webhook = self._callback(
@@ -247,7 +250,58 @@ class Command(BaseCommand):
                 "advertiser": {"username": ADVERTISER_USER[0], "password": ADVERTISER_USER[1]},
             },
             "conversion_curl": self._curl(site, example_link, advertiser_key),
+            "offers_url": f"{site}/dashboard/offers/",
+            "approval_offer": {"id": premium.public_id, "name": premium.name},
+            "strict_campaign": {
+                "id": strict.public_id,
+                "name": strict.name,
+                "bot_action": CampaignPolicy.BotAction.FLAG.value,
+                "blocked_ips": "192.0.2.0/24",
+                "max_clicks_per_ip_per_minute": 20,
+                "tracking_link": f"{site}/click?ref={STRICT_LINK_CODE}&spid=123456789",
+            },
         }
+
+    @staticmethod
+    def _seed_policies(advertiser: Advertiser, publisher: Publisher) -> tuple[Campaign, Campaign]:
+        """An offer that needs approval (the demo publisher requests it on the Offers page,
+        staff approve it under Offer access), and a campaign with a non-default bot and
+        fraud policy and a link of the demo publisher's."""
+        premium, _ = Campaign.objects.update_or_create(
+            advertiser=advertiser,
+            name="Demo Premium Offer",
+            defaults={
+                "landing_url": "https://advertiser.example/premium?click_id=[click_id]",
+                "default_payout": Decimal("12.00"),
+                "currency": "USD",
+                "access": Campaign.Access.APPROVAL,
+            },
+        )
+        strict, _ = Campaign.objects.update_or_create(
+            advertiser=advertiser,
+            name="Demo Strict Campaign",
+            defaults={
+                "landing_url": "https://advertiser.example/strict?click_id=[click_id]",
+                "default_payout": Decimal("2.00"),
+                "currency": "USD",
+            },
+        )
+        CampaignPolicy.objects.update_or_create(
+            campaign=strict,
+            defaults={
+                # Conversions of bot clicks (curl's user agent, say) are approved and marked
+                # bot_flagged instead of held; clicks from TEST-NET-1 are refused; at most 20
+                # clicks per IP per minute.
+                "bot_action": CampaignPolicy.BotAction.FLAG,
+                "blocked_ips": "192.0.2.0/24",
+                "max_clicks_per_ip_per_minute": 20,
+            },
+        )
+        TrackingLink.objects.update_or_create(
+            code=STRICT_LINK_CODE,
+            defaults={"publisher": publisher, "campaign": strict, "name": "Demo strict link"},
+        )
+        return premium, strict
 
     @staticmethod
     def _callback(publisher, name: str, url: str, method: str) -> CallbackTemplate:
@@ -318,4 +372,12 @@ Click the tricky link and report a conversion in one paste:
 {r["conversion_curl"]}
 
 then open {r["demo_receiver_url"]} to see the spid come back.
+
+Offer access and fraud policy:
+  Offers         {r["offers_url"]}   ({r["approval_offer"]["name"]} needs approval: request
+                 it there, approve it in the admin under Offer access, then create a link)
+  Strict link    {r["strict_campaign"]["tracking_link"]}
+                 ({r["strict_campaign"]["name"]}: bot clicks' conversions flagged, not held;
+                 clicks from {r["strict_campaign"]["blocked_ips"]} refused; at most
+                 {r["strict_campaign"]["max_clicks_per_ip_per_minute"]} clicks per IP per minute)
 """
