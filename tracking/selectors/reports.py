@@ -287,6 +287,10 @@ def report(publisher: Publisher, params: ReportParams) -> Report:
             if totals.smart_clicks is not None:
                 totals.smart_clicks += row.smart_clicks or 0
     currencies = sorted(totals.payouts)
+    # Ties in the chosen column come in the label's order, whichever the direction: a page and
+    # its export list the same rows in the same order, whatever the rows came from (the rollup
+    # or raw rows, which depends on the hour).
+    rows.sort(key=lambda row: _sort_key(row, "key", currencies))
     rows.sort(key=lambda row: _sort_key(row, params.sort, currencies), reverse=params.descending)
     truncated = len(rows) > REPORT_MAX_ROWS
     return Report(
