@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from bench.http_bench import CLICK_IDS, Env, prepare, reset_database  # noqa: E402
 
 MEASURE = """
-import json, statistics, time
+import cProfile, json, pstats, time
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -49,10 +49,22 @@ with CaptureQueriesContext(connection) as queries:
 statements = len(queries)
 # Copied now: the next request resets the connection's query log.
 sql = [query["sql"][:160] for query in queries]
+profiler = cProfile.Profile() if {profile!r} else None
 started_cpu, started_wall = time.process_time(), time.perf_counter()
+if profiler:
+    profiler.enable()
 for _ in range({conversions}):
     post()
+if profiler:
+    profiler.disable()
 cpu, wall = time.process_time() - started_cpu, time.perf_counter() - started_wall
+if profiler:
+    with open({profile!r}, "w") as out:
+        stats = pstats.Stats(profiler, stream=out).strip_dirs()
+        out.write("--- by cumulative time\\n")
+        stats.sort_stats("cumulative").print_stats(45)
+        out.write("--- by own time\\n")
+        stats.sort_stats("tottime").print_stats(30)
 print(json.dumps({{"statements": statements, "conversions": {conversions},
                   "cpu_ms_per_conversion": round(cpu * 1000 / {conversions}, 3),
                   "wall_ms_per_conversion": round(wall * 1000 / {conversions}, 3),
@@ -60,7 +72,7 @@ print(json.dumps({{"statements": statements, "conversions": {conversions},
 """
 
 
-def measure(env: Env, conversions: int) -> dict:
+def measure(env: Env, conversions: int, profile: str = "") -> dict:
     reset_database(env.database_url)
     redis.Redis.from_url(env.redis_url).flushdb()
     seed = prepare(env)
@@ -70,7 +82,10 @@ def measure(env: Env, conversions: int) -> dict:
         ids = [line for line in env.shell(CLICK_IDS).splitlines() if line and " " not in line]
         ids_file.write_text("\n".join(ids))
         code = MEASURE.format(
-            ids=str(ids_file), key=seed["advertiser_api_key"], conversions=conversions
+            ids=str(ids_file),
+            key=seed["advertiser_api_key"],
+            conversions=conversions,
+            profile=profile,
         )
         return env.shell_json(code)
     finally:
@@ -82,10 +97,15 @@ def main() -> None:
     parser.add_argument("--conversions", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--sql", action="store_true", help="also print the statements of one")
+    parser.add_argument(
+        "--profile", default="", help="write cProfile's summary of the measured loop to this file"
+    )
     args = parser.parse_args()
     env = Env(os.environ["DATABASE_URL"], os.environ["REDIS_URL"])
     for _ in range(args.rounds):
-        result = measure(env, args.conversions)
+        result = measure(
+            env, args.conversions, str(Path(args.profile).resolve()) if args.profile else ""
+        )
         if not args.sql:
             result.pop("sql")
         print(json.dumps(result), flush=True)
