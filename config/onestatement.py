@@ -15,13 +15,14 @@ home per concept): this only writes them, column by column from the models' fiel
 
 Unique constraints behave as for separate inserts (a duplicate raises IntegrityError and
 nothing is written); foreign keys are checked at the end of the statement, when the parent row
-exists. No signals are sent, as with `bulk_create`.
+exists. No signals are sent, as with `bulk_create`. On SQLite (local development), which has
+no INSERT inside WITH, the same rows are inserted group by group in one transaction.
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from django.db import connections
+from django.db import connections, transaction
 from django.db.models import Model
 
 
@@ -75,6 +76,11 @@ def insert_together(parent: Model, *children: Children, using: str = "default") 
     """Insert `parent` and each group of `children` in one statement, and give every row its
     new primary key (rows skipped by `ignore_conflicts` keep none)."""
     connection = connections[using]
+    if connection.vendor != "postgresql":
+        # SQLite (local development) has no INSERT in a WITH: the same rows, one insert per
+        # group, in one transaction.
+        _insert_separately(parent, children, using)
+        return
     sql, params = _insert_sql(
         type(parent), [parent], connection, parent_column=None, parent_cte=None,
         ignore_conflicts=False,
@@ -108,6 +114,20 @@ def insert_together(parent: Model, *children: Children, using: str = "default") 
         if not group.ignore_conflicts:
             for row, pk in zip(group.rows, ids, strict=True):
                 _saved(row, pk, using)
+
+
+def _insert_separately(parent: Model, children: tuple[Children, ...], using: str) -> None:
+    with transaction.atomic(using=using):
+        parent.save(force_insert=True, using=using)
+        for group in children:
+            if not group.rows:
+                continue
+            if group.parent_field:
+                for row in group.rows:
+                    setattr(row, group.parent_field, parent)
+            type(group.rows[0]).objects.using(using).bulk_create(
+                group.rows, ignore_conflicts=group.ignore_conflicts
+            )
 
 
 def _saved(row: Model, pk: int, using: str) -> None:
