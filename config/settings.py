@@ -532,6 +532,10 @@ CLICKS_OUTAGE_STALE_SECONDS = env.float("CLICKS_OUTAGE_STALE_SECONDS", default=9
 # Verified advertiser API keys are cached per web process this long (seconds; 0 turns it off):
 # intake then authenticates without a query, and a revoked key stops working within it.
 CONVERSIONS_KEY_CACHE_SECONDS = env.float("CONVERSIONS_KEY_CACHE_SECONDS", default=10.0)
+# A publisher's callback templates are cached per web process for the intake, keyed by a
+# version a database trigger bumps on every change (so a change applies at once); this only
+# bounds how long an old version's entry is kept (seconds; 0 reads them on every conversion).
+CALLBACK_TEMPLATES_CACHE_SECONDS = env.float("CALLBACK_TEMPLATES_CACHE_SECONDS", default=300.0)
 # Buffered click writes (tracking/clickbuffer.py): the redirect appends to a Redis stream and a
 # flusher copies batches into the database. On by default whenever Redis is configured.
 CLICKS_BUFFERED = env.bool("CLICKS_BUFFERED", default=bool(REDIS_URL))

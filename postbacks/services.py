@@ -8,7 +8,8 @@ is due and was never sent, lost, or held by a worker that died (its lease expire
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from django.db import transaction
+from django.conf import settings
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -20,7 +21,8 @@ from postbacks.placeholders import (
     webhook_body,
 )
 from postbacks.values import placeholder_values
-from publishers.models import CallbackTemplate
+from publishers.models import CallbackTemplate, Publisher
+from tracking.cache import ProcessCache
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -46,11 +48,30 @@ def postbacks_create_for_conversion(
     Clicks without a spid have nobody to call back.
     """
     now = now or timezone.now()
+    rows = postbacks_build_for_conversion(
+        conversion, click=click, now=now, is_new=is_new, revision=revision
+    )
+    Postback.objects.bulk_create(rows)
+    postbacks_kick_on_commit(rows, now=now)
+    return rows
+
+
+def postbacks_build_for_conversion(
+    conversion: "Conversion",
+    *,
+    click: "Click",
+    now: datetime,
+    is_new: bool = False,
+    revision: int = 0,
+) -> list[Postback]:
+    """The postbacks `postbacks_create_for_conversion` creates, built but not saved (the
+    intake inserts a new conversion's together with it, in one statement). `conversion` may
+    be unsaved too when `is_new`."""
     if not click.spid:
         return []
     templates = [
         template
-        for template in CallbackTemplate.objects.filter(publisher_id=conversion.publisher_id)
+        for template in publisher_templates(click.publisher)
         if template.matches(
             event=conversion.event, status=conversion.status, campaign_id=conversion.campaign_id
         )
@@ -92,13 +113,37 @@ def postbacks_create_for_conversion(
             postback.last_error = str(exc)
         postback.host = http.destination_host(postback.url)
         rows.append(postback)
-    Postback.objects.bulk_create(rows)
+    return rows
+
+
+# {(publisher id, its callbacks_version): its templates}. No TTL is needed for correctness:
+# a database trigger bumps the version whenever a template changes in what
+# `postbacks_build_for_conversion` reads, and the intake's click lookup reads the version with
+# the click. The TTL only lets entries of old versions go.
+_TEMPLATE_CACHE = ProcessCache(10_000)
+
+
+def publisher_templates(publisher: Publisher) -> "tuple[CallbackTemplate, ...]":
+    """All of the publisher's callback templates, from the process's cache when it holds them
+    for the publisher's current `callbacks_version` (read by the caller with the publisher),
+    else in one query. Shared between requests: treat them as read-only."""
+
+    def load() -> tuple[CallbackTemplate, ...]:
+        return tuple(CallbackTemplate.objects.filter(publisher_id=publisher.pk))
+
+    ttl = settings.CALLBACK_TEMPLATES_CACHE_SECONDS
+    if ttl <= 0 or connection.vendor != "postgresql":
+        return load()  # no trigger keeps the version outside PostgreSQL (migration 0012)
+    return _TEMPLATE_CACHE.load((publisher.pk, publisher.callbacks_version), load, ttl=ttl)
+
+
+def postbacks_kick_on_commit(rows: "Iterable[Postback]", *, now: datetime) -> None:
+    """After saving `rows`: have them sent once the transaction commits (at once outside one)."""
     if any(row.status == Postback.Status.PENDING and row.next_attempt_at <= now for row in rows):
         # One coalesced kick of the first-attempt lane, not a task per postback (that would
         # cap intake and delivery at Celery's ~1 k tasks/s). Should it not reach the broker,
         # the beat sweeper kicks within POSTBACKS_SWEEP_INTERVAL.
         transaction.on_commit(lambda: dispatch.kick(dispatch.Lane.FIRST))
-    return rows
 
 
 # --- Replay ---------------------------------------------------------------------

@@ -51,6 +51,12 @@ class Publisher(models.Model):
         settings.AUTH_USER_MODEL, through="Membership", related_name="publishers"
     )
     created_at = models.DateTimeField(default=timezone.now)
+    # Bumped by a database trigger whenever one of the publisher's callback templates is
+    # created, deleted, or changed in what a conversion reads of it (migration
+    # 0012_callbacks_version): the intake's per-process template cache is keyed by it, and the
+    # click lookup reads it with the click, so a change reaches every process at once. Another
+    # trigger keeps it from going back (a stale `save()` of the whole publisher).
+    callbacks_version = models.BigIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["name"]

@@ -233,11 +233,16 @@ def stats_mark_conversion(conversion: Conversion, *, click: Click) -> None:
 
     Call inside the transaction that records the conversion or changes its status.
     """
-    hours = {hour_floor(click.created_at), hour_floor(conversion.created_at)}
     StatsDirtyHour.objects.bulk_create(
-        [StatsDirtyHour(publisher_id=conversion.publisher_id, hour=hour) for hour in hours],
-        ignore_conflicts=True,
+        stats_dirty_marks(conversion, click=click), ignore_conflicts=True
     )
+
+
+def stats_dirty_marks(conversion: Conversion, *, click: Click) -> list[StatsDirtyHour]:
+    """The unsaved marks `stats_mark_conversion` inserts (a mark already queued is kept: insert
+    them ignoring conflicts)."""
+    hours = {hour_floor(click.created_at), hour_floor(conversion.created_at)}
+    return [StatsDirtyHour(publisher_id=conversion.publisher_id, hour=hour) for hour in hours]
 
 
 def stats_refresh(*, now: datetime | None = None) -> int:
