@@ -55,7 +55,7 @@ def drop(apps, schema_editor) -> None:
 
 
 class Migration(migrations.Migration):
-    dependencies = [("publishers", "0011_json_webhooks")]
+    dependencies = [("publishers", "0012_audit_offer_access")]
 
     operations = [
         migrations.AddField(
