@@ -263,16 +263,16 @@ def conversion_record(
 
     campaign = click.campaign
     amounts = _Amounts(payout=payout, revenue=revenue, currency=currency)
-    if now - click.created_at > campaign.attribution_window:
-        # Too late for a new conversion, not for news of one already recorded (a reversal
-        # can come weeks later).
+
+    def refuse(
+        reason: str, code: str, message: str, fields: dict | None = None
+    ) -> ConversionOutcome:
+        """A new conversion the campaign refuses (422, recorded with its reason). Too late or
+        too many for a new conversion is not too late for news of one already recorded (a
+        reversal can come weeks later): a repeat is answered as a repeat."""
         outcome = _replay_logged(advertiser, click, event, txn_id, status, now, test, amounts)
         if outcome is not None:
             return outcome
-        message = (
-            f"The click is older than the campaign's attribution window "
-            f"({campaign.attribution_window})."
-        )
         conversion_refusal_record(
             advertiser=advertiser,
             click=click,
@@ -280,12 +280,20 @@ def conversion_record(
             txn_id=txn_id,
             payout=payout,
             currency=currency,
-            reason=ConversionRefusal.Reason.EXPIRED,
+            reason=reason,
             detail=message,
             now=now,
             test=test,
         )
-        raise IntakeError(422, "attribution_window_expired", message)
+        raise IntakeError(422, code, message, fields)
+
+    if now - click.created_at > campaign.attribution_window:
+        return refuse(
+            ConversionRefusal.Reason.EXPIRED,
+            "attribution_window_expired",
+            f"The click is older than the campaign's attribution window "
+            f"({campaign.attribution_window}).",
+        )
     # Insert first and let the unique constraints spot a repeat: most conversions are new, and
     # this way they cost no read and no savepoint. A repeat (or a concurrent request that
     # recorded the same transaction first) rolls this transaction back and is answered from
@@ -315,25 +323,12 @@ def conversion_record(
             return outcome
         raise refused.error from None
     except CapRefused as refused:
-        # Checked before the insert, so a repeat of a recorded conversion lands here too: it
-        # is answered as a repeat, not refused.
-        outcome = _replay_logged(advertiser, click, event, txn_id, status, now, test, amounts)
-        if outcome is not None:
-            return outcome
-        message = refused.reached.message
-        conversion_refusal_record(
-            advertiser=advertiser,
-            click=click,
-            event=event,
-            txn_id=txn_id,
-            payout=payout,
-            currency=currency,
-            reason=ConversionRefusal.Reason.CAP_REACHED,
-            detail=message,
-            now=now,
-            test=test,
-        )
-        raise IntakeError(422, "cap_reached", message, refused.reached.as_fields()) from None
+        # Checked before the insert, so a repeat of a recorded conversion lands here too.
+        reached = refused.reached
+    # Only a full cap gets here: the block above returns or raises otherwise.
+    return refuse(
+        ConversionRefusal.Reason.CAP_REACHED, "cap_reached", reached.message, reached.as_fields()
+    )
 
 
 def _intake_transaction(campaign: Campaign) -> AbstractContextManager:
