@@ -19,8 +19,8 @@ from django.utils import timezone
 
 from config.outage import DATABASE_OUTAGE_ERRORS
 from postbacks import fairness
-from postbacks.dispatch import leases
 from postbacks.dispatch.kicks import WakeUp, schedule_wakeups
+from postbacks.dispatch.leases import LeaseKeeper, get_keeper, outage_note
 from postbacks.dispatch.rows import Lane, host_backlog_release, record_outcomes
 from postbacks.dispatch.sender import HostGroup, Job, Outcome
 
@@ -116,7 +116,7 @@ class Recorder:
             close_old_connections()
             schedule_wakeups(record_outcomes(outcomes))
         except DATABASE_OUTAGE_ERRORS:
-            leases.outage_note()
+            outage_note()
             return False  # still held: their leases are renewed once it answers
         except IntegrityError:
             # Its attempt rows exist: an earlier try committed before its connection broke.
@@ -217,12 +217,12 @@ def record(outcomes: list[Outcome]) -> list[WakeUp]:
         wakeups = record_outcomes(outcomes)
     except DATABASE_OUTAGE_ERRORS:
         logger.warning("Database unavailable; %d postback outcomes recorded later", len(outcomes))
-        leases.outage_note()
+        outage_note()
         get_recorder().record_later(outcomes)
         return []
     _keeper().release(o.row for o in outcomes)
     return wakeups
 
 
-def _keeper() -> leases.LeaseKeeper:
-    return leases.get_keeper(settings.POSTBACKS_LEASE_SECONDS)
+def _keeper() -> LeaseKeeper:
+    return get_keeper(settings.POSTBACKS_LEASE_SECONDS)
